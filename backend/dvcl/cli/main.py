@@ -1,0 +1,92 @@
+"""The `dvcl` command: a thin dispatcher over one module per subcommand.
+
+Each subcommand module in ``dvcl.cli`` defines ``add_parser(subparsers)`` and ``run(args) -> int`` and keeps
+heavy imports (torch, MONAI) inside ``run`` so that ``dvcl --help`` answers instantly. Errors caused by
+input (:class:`dvcl.errors.DVCLError`) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from typing import List, Optional
+
+from dvcl import __version__
+from dvcl.errors import DVCLError
+from dvcl.utils import progress
+from dvcl.utils.logging import setup_logging
+
+#: subcommand -> module; the order is the order of `dvcl --help`.
+COMMANDS = {
+    "demo": "dvcl.cli.demo",
+    "phantom": "dvcl.cli.phantom",
+    "prepare": "dvcl.cli.prepare",
+    "train": "dvcl.cli.train",
+    "experiment": "dvcl.cli.experiment",
+    "export": "dvcl.cli.export",
+    "segment": "dvcl.cli.segment",
+    "evaluate": "dvcl.cli.evaluate",
+    "info": "dvcl.cli.info",
+}
+
+log = logging.getLogger("dvcl")
+
+
+class Cancelled(Exception):
+    """Raised in the main thread when SIGTERM arrives, so cleanup handlers run like for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subprocess tests
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dvcl",
+        description="Semi-supervised multi-organ CT segmentation (DVCL co-training): prepare data, train, "
+        "segment, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"dvcl {__version__}")
+    parser.add_argument("--progress", choices=progress.MODES, default="bar",
+                        help="progress display: tqdm bar on stderr, JSON lines on stdout (for the Slicer "
+                        "module), or none (default: bar)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a subcommand not shipped in this build
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 1
+    setup_logging(-1 if args.quiet else args.verbose)
+    progress.set_mode(args.progress)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return int(args.func(args) or 0)
+    except DVCLError as exc:
+        progress.emit("error", message=str(exc))
+        print(f"dvcl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.emit("error", message="cancelled")
+        print("dvcl: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Splits and the preprocessed cache that training reads."""

@@ -1,0 +1,1 @@
+"""Image and data-set input/output through SimpleITK."""
