@@ -26,6 +26,9 @@ from dvcl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
+# ITK prints warnings (e.g. about NIfTI header fields) straight to stderr; errors still raise.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 PathLike = Union[str, Path]
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -90,8 +93,47 @@ def read_image(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
             img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
             raise ImageReadError(f"{p}: cannot read image ({_first_line(exc)})") from exc
+        if image_suffix(p) in (".nii", ".nii.gz"):
+            _check_nifti_complete(p, img)
     check_volume(img, p)
     return img
+
+
+def _check_nifti_complete(p: Path, img: sitk.Image) -> None:
+    """ITK's NIfTI reader zero-fills a truncated file without an error; detect truncation ourselves.
+
+    The voxel data must hold size x bytes-per-voxel bytes after the header's vox_offset. For .nii.gz the
+    stream is decompressed (counting bytes, not keeping them), which also catches a corrupt gzip stream.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    nbytes = int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel() * _bytes_per_component(img)
+    try:
+        opener = gzip.open if p.name.lower().endswith(".gz") else open
+        with opener(p, "rb") as fh:
+            header = fh.read(352)
+            if len(header) < 352:
+                raise ImageReadError(f"{p}: truncated NIfTI header")
+            sizeof_hdr = struct.unpack("<i", header[:4])[0]
+            endian = "<" if sizeof_hdr in (348, 540) else ">"
+            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0]) if sizeof_hdr in (348, 1543569408) \
+                else int(struct.unpack(endian + "q", header[168:176])[0])
+            total = len(header)
+            while True:
+                chunk = fh.read(1 << 22)
+                if not chunk:
+                    break
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(f"{p}: corrupt or truncated file ({exc})") from exc
+    if total < vox_offset + nbytes:
+        raise ImageReadError(f"{p}: truncated file ({total} bytes, expected {vox_offset + nbytes})")
+
+
+def _bytes_per_component(img: sitk.Image) -> int:
+    return int(sitk.GetArrayViewFromImage(img).dtype.itemsize)  # a view: no copy of the voxels
 
 
 def _looks_like_dicom(p: Path) -> bool:
