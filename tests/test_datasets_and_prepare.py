@@ -91,7 +91,8 @@ def test_nnunet_layout(tmp_path, abdomen_image, abdomen_label, chest_image):
     shutil.copy(abdomen_label, root / "labelsTr" / "abd_000.nii.gz")
     shutil.copy(chest_image, root / "imagesTr" / "chest_001_0000.nii.gz")
     (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, **{n: i for i, n in get_preset("flare22").labels.items()}},
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, **{n: i for i, n in get_preset("flare22").labels.items()}},
         "numTraining": 1, "file_ending": ".nii.gz", "preset": "flare22"}))
     spec = discover_dataset(root)
     assert spec.layout == "nnunet"

@@ -35,11 +35,8 @@ COMMANDS = {
 log = logging.getLogger("dvcl")
 
 
-class Cancelled(Exception):
-    """Raised in the main thread when SIGTERM arrives, so cleanup handlers run like for Ctrl-C."""
-
-
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subprocess tests
+    """SIGTERM (the Slicer module's Cancel) unwinds like Ctrl-C, so cleanup handlers remove partial outputs."""
     raise KeyboardInterrupt
 
 
@@ -56,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

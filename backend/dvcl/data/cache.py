@@ -29,8 +29,8 @@ from dvcl import __version__
 from dvcl.data.splits import make_splits
 from dvcl.errors import ConfigError, DatasetError
 from dvcl.io.datasets import CaseRef, DatasetSpec, discover_dataset
-from dvcl.presets import Preset, get_preset, preset_from_dataset_json
 from dvcl.preprocessing import GeometryRecord, PreprocessConfig
+from dvcl.presets import Preset, get_preset, preset_from_dataset_json
 from dvcl.utils.atomic import write_json_atomic
 from dvcl.utils.progress import Progress
 

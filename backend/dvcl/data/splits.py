@@ -13,7 +13,9 @@ import numpy as np
 from dvcl.errors import ConfigError
 
 
-def make_splits(case_ids: Sequence[str], seed: int = 0, ratios: Tuple[int, int, int] = (6, 2, 2)) -> Dict[str, List[str]]:
+def make_splits(
+    case_ids: Sequence[str], seed: int = 0, ratios: Tuple[int, int, int] = (6, 2, 2)
+) -> Dict[str, List[str]]:
     """Split labeled case ids into train/val/test with the given ratios, reproducibly.
 
     Small data sets keep at least one training case; val and test get ``round(n * ratio)`` cases each.

@@ -1,6 +1,6 @@
 """The paper's preprocessing (METHOD.md section 1) and its exact inverse for predictions."""
 
-from dvcl.preprocessing.geometry import Grid, GeometryRecord
+from dvcl.preprocessing.geometry import GeometryRecord, Grid
 from dvcl.preprocessing.pipeline import (
     PreprocessConfig,
     preprocess_image,

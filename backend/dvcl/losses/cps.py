@@ -1,0 +1,59 @@
+"""Cross pseudo supervision (Chen et al., CVPR 2021; METHOD.md 3.4).
+
+Each model is trained with cross-entropy against the other model's hard pseudo-label (argmax), on unlabeled
+voxels: ``CE(p^A, y^B) + CE(p^B, y^A)``. The pseudo-labels carry no gradient. The weight ramps up with a
+sigmoid schedule so the two still-random models do not lock each other into early mistakes [decided].
+
+Option [inferred]: weight each voxel by ``exp(-H(p_src) / log C)`` where ``p_src`` is the model that made
+the pseudo-label, so confident pseudo-labels count fully (weight 1 at H = 0) and uniform ones count 1/e.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dvcl.losses.entropy import entropy
+
+
+def _cross_entropy_to(logits: Tensor, teacher_logits: Tensor, entropy_weighting: bool) -> Tensor:
+    teacher = teacher_logits.detach().float()
+    target = teacher.argmax(dim=1)
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    if entropy_weighting:
+        num_classes = teacher.shape[1]
+        h = entropy(torch.softmax(teacher, dim=1), dim=1)
+        ce = ce * torch.exp(-h / math.log(num_classes))
+    return ce.mean()
+
+
+def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False) -> Tensor:
+    """``CE(logits_a, argmax logits_b) + CE(logits_b, argmax logits_a)``, mean over voxels.
+
+    Logits are (B, C, *spatial). An empty batch returns a graph-connected zero.
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"CPS needs logits of equal shape, got {tuple(logits_a.shape)} and {tuple(logits_b.shape)}")
+    if logits_a.numel() == 0:
+        return (logits_a.sum() + logits_b.sum()) * 0.0
+    return (_cross_entropy_to(logits_a, logits_b, entropy_weighting)
+            + _cross_entropy_to(logits_b, logits_a, entropy_weighting))
+
+
+def sigmoid_rampup(iteration: int, rampup_iterations: float) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = clip(iteration / rampup_iterations, 0, 1)`` (Laine & Aila, 2017).
+
+    A zero-length ramp-up returns 1 immediately.
+    """
+    if rampup_iterations <= 0:
+        return 1.0
+    t = min(max(float(iteration) / float(rampup_iterations), 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1) -> float:
+    """``lambda_cps`` times the sigmoid ramp-up over the first ``rampup_fraction`` of ``max_iterations``."""
+    return float(lambda_cps) * sigmoid_rampup(iteration, rampup_fraction * max_iterations)

@@ -1,0 +1,214 @@
+"""DVCL: distance-aware voxel-wise contrastive co-training (ICCV 2025; METHOD.md section 3).
+
+Two networks A and B of the same architecture, initialised differently, see the same labeled + unlabeled
+batch. One iteration (Algorithm 1 of the supplementary):
+
+    L = L_sup(A) + L_sup(B) + lambda_cps(t) * L_cps + lambda_c * (L_hqcl + beta * L_dvcl)
+
+* L_sup: 0.5 CE + 0.5 soft Dice on the labeled patches, for each model.
+* pseudo-labels y^m = argmax p^m and the entropy split into reliable / unreliable voxels, per model, over
+  the unlabeled patches.
+* L_cps = CE(p^A, y^B) + CE(p^B, y^A) on the unlabeled voxels, ramped up over the first iterations.
+* L_hqcl = hqcl(A) + hqcl(B). For model m [decided]: anchors and prototypes come from m's own features at
+  labeled voxels (ground truth) and at m's reliable unlabeled voxels (m's pseudo-label), so the two models'
+  terms together cover S_l U M_r^A U M_r^B of Algorithm 1; negatives are labeled voxels of other classes,
+  projected by both models (G^A_l U G^B_l) and shared by both terms.
+* L_dvcl = dvcl(A) + dvcl(B) on U_R = M_u^A U M_u^B: one pool of unreliable voxels and its queries are
+  drawn once; each model chooses neighbours/outsiders with its own features and is trained on its own p.
+
+Only sampled voxels are projected to 256-d (never the dense map). All hyper-parameters are fields of
+:class:`dvcl.losses.params.DVCLParams`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from dvcl.errors import ConfigError
+from dvcl.losses.cps import cps_loss, cps_weight
+from dvcl.losses.dvcl import dvcl_loss
+from dvcl.losses.entropy import entropy, reliable_split
+from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss
+from dvcl.losses.params import DVCLParams
+from dvcl.losses.sampling import class_prototypes, gather_voxels, randperm, sample_from_mask, sample_per_class
+from dvcl.losses.supervised import SupervisedLoss
+from dvcl.methods.base import Batch, Method
+from dvcl.methods.registry import register_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dvcl.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+MODELS = ("A", "B")
+
+
+@register_method("dvcl")
+class DVCLMethod(Method):
+    """Co-training of A and B with CPS plus the two contrastive terms (HqCL on reliable, DVCL on unreliable)."""
+
+    params_class = DVCLParams
+    citation = ("Keep Your Friends Close, and Your Enemies Farther: Distance-aware Voxel-wise Contrastive "
+                "Learning for Semi-supervised Multi-organ Segmentation. ICCV 2025.")
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+        super().__init__(cfg, num_classes, device)
+        self.bank: Optional[ClassMemoryBank] = None
+
+    # ------------------------------------------------------------------------------------------ settings
+    @property
+    def loss_params(self) -> DVCLParams:
+        """The DVCL parameters the loss runs with (CPS maps its own smaller parameter set onto these)."""
+        return self.params
+
+    # ------------------------------------------------------------------------------------------ models
+    def build_models(self) -> Dict[str, nn.Module]:
+        p = self.loss_params
+        net_dim = int(getattr(self.cfg.network, "feature_dim", p.feature_dim))
+        if p.lambda_c > 0 and net_dim != p.feature_dim:
+            raise ConfigError(f"method parameter feature_dim={p.feature_dim} differs from network.feature_dim="
+                              f"{net_dim}: set both to the same value")
+        self.sup_loss = SupervisedLoss(lambda_ce=0.5, lambda_dice=0.5)
+        if p.lambda_c > 0 and p.memory_bank:
+            self.bank = ClassMemoryBank(self.num_classes, p.memory_bank_size, p.feature_dim, device=self.device)
+        # two calls draw two different initialisations from the (seeded) global RNG [given: "initialised
+        # differently"]
+        return {name: self.new_network() for name in MODELS}
+
+    def inference_models(self) -> List[str]:
+        return list(MODELS)
+
+    def extra_state(self) -> Dict[str, Tensor]:
+        if self.bank is None:
+            return {}
+        return {"bank": self.bank.bank, "bank_pointer": self.bank.pointer, "bank_filled": self.bank.filled}
+
+    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
+        if not state:
+            return
+        if self.bank is None:
+            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} but has no memory bank")
+        if tuple(state["bank"].shape) != tuple(self.bank.bank.shape):
+            raise ConfigError(f"memory bank in the checkpoint has shape {tuple(state['bank'].shape)}, "
+                              f"expected {tuple(self.bank.bank.shape)}")
+        self.bank.bank.copy_(state["bank"])
+        self.bank.pointer.copy_(state["bank_pointer"])
+        self.bank.filled.copy_(state["bank_filled"])
+
+    # ------------------------------------------------------------------------------------------ loss
+    def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
+        p = self.loss_params
+        x_l = batch_l["image"].to(self.device, non_blocking=True)
+        y_l = batch_l["label"].to(self.device, non_blocking=True).long()
+        n_l = x_l.shape[0]
+        has_u = batch_u is not None and batch_u["image"].shape[0] > 0
+        x = torch.cat([x_l, batch_u["image"].to(self.device, non_blocking=True)]) if has_u else x_l
+
+        out = {name: self.models[name](x) for name in MODELS}  # name -> (logits, feats)
+        logits = {m: out[m][0] for m in MODELS}
+        feats = {m: out[m][1] for m in MODELS}
+        terms: Dict[str, Tensor] = {}
+        for m in MODELS:
+            terms[f"sup_{m}"] = self.sup_loss(logits[m][:n_l], y_l)
+        sup = terms["sup_A"] + terms["sup_B"]
+
+        zero = sup.new_zeros(())
+        with torch.no_grad():
+            probs = {m: torch.softmax(logits[m].float(), dim=1) for m in MODELS}
+        split = {}
+        if has_u:
+            cps = cps_loss(logits["A"][n_l:], logits["B"][n_l:], p.cps_entropy_weighting)
+            for m in MODELS:
+                ent = entropy(probs[m][n_l:], dim=1)
+                split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
+        else:
+            cps = zero
+        w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction)
+        total = sup + w_cps * cps
+        terms["sup"] = sup
+        terms["cps"] = cps
+
+        if p.lambda_c > 0:
+            hqcl = self._hqcl(p, feats, probs, y_l, split, n_l)
+            dvcl = self._dvcl(p, feats, logits, split, n_l) if has_u else {m: zero for m in MODELS}
+            for m in MODELS:
+                terms[f"hqcl_{m}"] = hqcl[m]
+                terms[f"dvcl_{m}"] = dvcl[m]
+            terms["hqcl"] = hqcl["A"] + hqcl["B"]
+            terms["dvcl"] = dvcl["A"] + dvcl["B"]
+            terms["contra"] = terms["hqcl"] + p.beta * terms["dvcl"]
+            total = total + p.lambda_c * terms["contra"]
+            for m in MODELS:
+                terms[f"unreliable_{m}"] = split[m][1].float().mean() if has_u else zero
+        terms["loss"] = total
+
+        names = sorted(terms)
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names]).tolist()  # one device sync
+        log_terms = dict(zip(names, values))
+        log_terms["cps_weight"] = w_cps
+        return total, log_terms
+
+    # ------------------------------------------------------------------------------------------ HqCL
+    def _hqcl(self, p: DVCLParams, feats: Dict[str, Tensor], probs: Dict[str, Tensor], y_l: Tensor,
+              split: Dict[str, tuple], n_l: int) -> Dict[str, Tensor]:
+        """L_hqcl of each model (see the module docstring for which voxels play which role)."""
+        C = self.num_classes
+        first_class = 0 if p.hqcl_include_background else 1
+        gt = y_l[:, 0]
+        with torch.no_grad():
+            # negatives: labeled voxels of every class, the same voxels projected by both models
+            neg_idx, neg_cls = sample_per_class(gt, torch.ones_like(gt, dtype=torch.bool), C, p.negative_pool_per_class)
+            neg_feats = torch.cat([self.models[m].project(gather_voxels(feats[m], neg_idx)) for m in MODELS])
+            neg_cls = torch.cat([neg_cls, neg_cls])
+            if self.bank is not None:
+                self.bank.enqueue(neg_feats, neg_cls)
+                neg_feats, neg_cls = self.bank.contents()
+
+        losses = {}
+        for m in MODELS:
+            with torch.no_grad():
+                if m in split:
+                    pseudo = probs[m][n_l:].argmax(dim=1)
+                    labels = torch.cat([gt, pseudo])
+                    valid = torch.cat([torch.ones_like(gt, dtype=torch.bool), split[m][0]])
+                else:
+                    labels, valid = gt, torch.ones_like(gt, dtype=torch.bool)
+                anchor_valid = valid
+                if p.anchor_threshold is not None:
+                    conf = probs[m].gather(1, labels.unsqueeze(1)).squeeze(1)
+                    anchor_valid = valid & (conf > p.anchor_threshold)
+                anchor_idx, anchor_cls = sample_per_class(labels, anchor_valid, C, p.num_anchors,
+                                                          first_class=first_class)
+                proto_idx, proto_cls = sample_per_class(labels, valid, C, p.prototype_samples, first_class=first_class)
+                protos, present = class_prototypes(
+                    self.models[m].project(gather_voxels(feats[m], proto_idx)), proto_cls, C)
+            anchors = self.models[m].project(gather_voxels(feats[m], anchor_idx))
+            losses[m] = hqcl_loss(anchors, anchor_cls, protos, present, neg_feats, neg_cls, p.num_negatives,
+                                  p.temperature)
+        return losses
+
+    # ------------------------------------------------------------------------------------------ DVCL
+    def _dvcl(self, p: DVCLParams, feats: Dict[str, Tensor], logits: Dict[str, Tensor], split: Dict[str, tuple],
+              n_l: int) -> Dict[str, Tensor]:
+        """L_dvcl of each model on one shared pool of unreliable voxels (U_R = M_u^A U M_u^B)."""
+        with torch.no_grad():
+            unreliable = split["A"][1] | split["B"][1]
+            spatial = unreliable[0].numel()
+            pool_idx = sample_from_mask(unreliable, p.pool_size) + n_l * spatial  # flat over the whole batch
+            query_pos = randperm(pool_idx.numel(), pool_idx.device)[: p.num_queries]
+        losses = {}
+        for m in MODELS:
+            if pool_idx.numel() < 2:
+                losses[m] = logits[m].sum() * 0.0
+                continue
+            with torch.no_grad():
+                pool_feats = self.models[m].project(gather_voxels(feats[m], pool_idx))
+            pool_probs = torch.softmax(gather_voxels(logits[m], pool_idx).float(), dim=1)
+            losses[m], _ = dvcl_loss(pool_probs, pool_feats, query_pos, k=p.k, k_out=p.k_out,
+                                     outsider_mode=p.outsider_mode, nps_mutual=p.nps_mutual, nps_oneway=p.nps_oneway,
+                                     qds=p.qds, qds_std_factor=p.qds_std_factor)
+        return losses
