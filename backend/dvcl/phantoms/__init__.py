@@ -1,0 +1,152 @@
+"""Synthetic CT phantoms: abdominal (FLARE22 organs) and cardiac (MM-WHS structures), and data sets of them.
+
+The phantoms give the whole pipeline (prepare, train, segment, evaluate, the Slicer module) data with known
+ground truth that costs nothing to make, and let learning-curve experiments run on a laptop.
+``write_phantom_dataset`` writes the simple layout read by :mod:`dvcl.io.datasets`::
+
+    OUT/labeled/images/<case>.nii.gz   OUT/labeled/labels/<case>.nii.gz   OUT/unlabeled/<case>.nii.gz
+    OUT/dataset.json                   (nnU-Net v2 style, plus "preset")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from dvcl.errors import ConfigError, OutputExistsError
+from dvcl.phantoms.abdomen import make_abdominal_phantom
+from dvcl.phantoms.cardiac import make_cardiac_phantom
+
+__all__ = ["KINDS", "make_abdominal_phantom", "make_cardiac_phantom", "case_seed", "case_names",
+           "write_phantom_dataset"]
+
+log = logging.getLogger(__name__)
+
+#: kind -> (preset, case-name prefix, generator)
+KINDS: Dict[str, Tuple[str, str, Callable[..., Tuple[sitk.Image, sitk.Image]]]] = {
+    "abdomen": ("flare22", "phantom_abd", make_abdominal_phantom),
+    "cardiac": ("mmwhs", "phantom_card", make_cardiac_phantom),
+}
+_KIND_CODE = {"abdomen": 1, "cardiac": 2}
+_SPLIT_CODE = {"labeled": 0, "unlabeled": 1}
+
+
+def case_seed(seed: int, kind: str, split: str, index: int) -> int:
+    """The generator seed of one case: a function of (data-set seed, kind, split, index) only, so case ``i``
+    is the same phantom whatever the number of cases asked for."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, _KIND_CODE[kind], _SPLIT_CODE[split], int(index)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def case_names(kind: str, n_labeled: int, n_unlabeled: int) -> Tuple[List[str], List[str]]:
+    """Case ids: ``phantom_abd_000``... for labeled cases, ``phantom_abd_u000``... for unlabeled ones."""
+    prefix = KINDS[kind][1]
+    return ([f"{prefix}_{i:03d}" for i in range(n_labeled)], [f"{prefix}_u{i:03d}" for i in range(n_unlabeled)])
+
+
+def write_phantom_dataset(
+    out_dir: Union[str, Path],
+    n_labeled: int,
+    n_unlabeled: int,
+    kind: str = "abdomen",
+    seed: int = 0,
+    overwrite: bool = False,
+    raw_values: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Write a phantom data set in the simple layout and return a summary.
+
+    Args:
+        out_dir: data set folder (created if needed).
+        n_labeled, n_unlabeled: how many cases of each.
+        kind: ``"abdomen"`` (preset flare22) or ``"cardiac"`` (preset mmwhs).
+        seed: data-set seed; case ``i`` depends only on (seed, kind, split, i).
+        overwrite: replace existing files; stale phantom cases of this kind left over from a larger data set
+            are removed too, so the folder holds exactly what dataset.json describes.
+        raw_values: cardiac only: store the raw MM-WHS values 205..850 in the label files.
+        progress: called with each case id once it is written (progress bars).
+
+    Returns:
+        ``{"out_dir", "kind", "preset", "labeled": [...], "unlabeled": [...], "dataset_json", "seconds",
+        "seconds_per_case"}``.
+
+    Raises:
+        ConfigError: unknown kind, negative or zero counts, raw values for the abdomen.
+        OutputExistsError: a file to be written exists and ``overwrite`` is false (nothing is written then).
+    """
+    from dvcl import __version__
+    from dvcl.io.images import write_image
+    from dvcl.presets import PRESETS
+    from dvcl.utils.atomic import write_json_atomic
+
+    if kind not in KINDS:
+        raise ConfigError(f"unknown phantom kind '{kind}': choose one of {', '.join(KINDS)}")
+    if n_labeled < 0 or n_unlabeled < 0 or n_labeled + n_unlabeled == 0:
+        raise ConfigError(f"phantom counts must be >= 0 and not both 0 (got labeled={n_labeled}, "
+                          f"unlabeled={n_unlabeled})")
+    if raw_values and kind != "cardiac":
+        raise ConfigError("raw label values exist only for the cardiac (MM-WHS) phantoms")
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise OutputExistsError(f"{root}: exists and is not a folder")
+    preset_name, prefix, make = KINDS[kind]
+    labeled, unlabeled = case_names(kind, n_labeled, n_unlabeled)
+    dirs = {"images": root / "labeled" / "images", "labels": root / "labeled" / "labels",
+            "unlabeled": root / "unlabeled"}
+    targets = [dirs["images"] / f"{c}.nii.gz" for c in labeled] + [dirs["labels"] / f"{c}.nii.gz" for c in labeled]
+    targets += [dirs["unlabeled"] / f"{c}.nii.gz" for c in unlabeled] + [root / "dataset.json"]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(f"{existing[0]}: exists{more} (use --overwrite to replace the data set)")
+    if overwrite:
+        keep = set(targets)
+        for folder in dirs.values():
+            for stale in sorted(folder.glob(f"{prefix}_*.nii.gz")) if folder.is_dir() else []:
+                if stale not in keep:
+                    log.info("removing stale phantom case %s", stale)
+                    stale.unlink()
+
+    start = time.perf_counter()
+    gen_seconds = 0.0
+    kwargs = {"raw_values": True} if raw_values else {}
+    for split, names in (("labeled", labeled), ("unlabeled", unlabeled)):
+        for i, name in enumerate(names):
+            t0 = time.perf_counter()
+            image, label = make(case_seed(seed, kind, split, i), **kwargs)
+            gen_seconds += time.perf_counter() - t0
+            if split == "labeled":
+                write_image(image, dirs["images"] / f"{name}.nii.gz", overwrite=True)
+                write_image(label, dirs["labels"] / f"{name}.nii.gz", overwrite=True)
+            else:
+                write_image(image, dirs["unlabeled"] / f"{name}.nii.gz", overwrite=True)
+            if progress is not None:
+                progress(name)
+
+    preset = PRESETS[preset_name]
+    meta = {
+        "name": f"phantom_{kind}",
+        "description": f"synthetic {kind} CT phantoms written by dvcl {__version__} (seed {seed})",
+        "preset": preset_name,
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, **{name: cid for cid, name in sorted(preset.labels.items())}},
+        "numTraining": n_labeled,
+        "numUnlabeled": n_unlabeled,
+        "file_ending": ".nii.gz",
+        "phantom": {"kind": kind, "seed": seed, "dvcl_version": __version__},
+    }
+    if raw_values:
+        meta["raw_values"] = {str(raw): cid for raw, cid in preset.raw_values.items()}
+    write_json_atomic(root / "dataset.json", meta)
+    seconds = time.perf_counter() - start
+    n = n_labeled + n_unlabeled
+    log.info("wrote %d %s phantoms to %s in %.1f s (generation %.2f s per case)", n, kind, root, seconds,
+             gen_seconds / n)
+    return {"out_dir": str(root.resolve()), "kind": kind, "preset": preset_name, "labeled": labeled,
+            "unlabeled": unlabeled, "dataset_json": str((root / "dataset.json").resolve()),
+            "seconds": round(seconds, 3), "seconds_per_case": round(gen_seconds / n, 3)}
