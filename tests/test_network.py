@@ -143,3 +143,29 @@ def test_registry_and_param_parsing():
         sup.parse_params({"lambda_c": 0.1})
     with pytest.raises(ConfigError, match="number"):
         sup.parse_params({"ce_weight": "abc"})
+
+
+def test_param_strings_are_converted_to_the_field_types():
+    from typing import Optional
+
+    @dataclasses.dataclass
+    class P:
+        rate: float = 0.1
+        k: int = 10
+        flag: bool = False
+        threshold: Optional[float] = None
+        mode: str = "farthest"
+
+    class M(Method):
+        name = "param_test"
+        params_class = P
+
+    p = M.parse_params({"rate": "0", "k": "5", "flag": "true", "threshold": "0.3", "mode": "random"})
+    assert (p.rate, p.k, p.flag, p.threshold, p.mode) == (0.0, 5, True, 0.3, "random")
+    assert isinstance(p.rate, float) and M.parse_params({"threshold": "null"}).threshold is None
+    assert M.parse_params(p) is p
+    assert M.default_params() == {"rate": 0.1, "k": 10, "flag": False, "threshold": None, "mode": "farthest"}
+    with pytest.raises(ConfigError, match="integer"):
+        M.parse_params({"k": "2.5"})
+    with pytest.raises(ConfigError, match="true/false"):
+        M.parse_params({"flag": "maybe"})

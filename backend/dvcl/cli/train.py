@@ -1,0 +1,171 @@
+"""`dvcl train`: train a method (DVCL by default) on a prepared cache or a raw data set.
+
+Examples::
+
+    dvcl train --preset flare22 --data cache/flare22 --labeled-fraction 0.1 --method dvcl --seed 0 --out runs/f10
+    dvcl train --data phantoms/ --profile quick --method cps --out runs/quick      # raw data: prepared first
+    dvcl train --resume runs/f10                                                 # continue after a stop
+    torchrun --nproc_per_node 4 -m dvcl.cli.main train --data cache/flare22 --out runs/ddp   # multi-GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+#: flags that change the schedule, refused with --resume (the resumed run continues the same schedule)
+_SCHEDULE_FLAGS = ("preset", "labeled_fraction", "method", "seed", "iterations", "batch_labeled",
+                   "batch_unlabeled", "patch", "lr", "val_every", "profile", "config", "set", "data")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a segmentation model (DVCL co-training or a baseline)",
+        description="Train on a prepared cache (or a raw data set, prepared first). Writes RUN_DIR/config.yaml, "
+        "environment.json, metrics.csv, tb/, checkpoints/{best,last}.safetensors, last_state.pt and run.json. "
+        "Ctrl-C saves the last checkpoint; --resume RUN_DIR continues exactly where it stopped.",
+    )
+    p.add_argument("--data", type=Path, help="prepared cache (dvcl prepare) or a raw data folder")
+    p.add_argument("--unlabeled", type=Path, default=None, help="raw data only: extra folder of unlabeled scans")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="raw data only: where to write the cache (default: RUN_DIR/cache)")
+    p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json "
+                   "(default: the cache's preset)")
+    p.add_argument("--out", type=Path, help="run directory to write")
+    p.add_argument("--method", default=None, help="dvcl (default), cps, supervised, fully, or another registered "
+                   "method (see `dvcl info`)")
+    p.add_argument("--labeled-fraction", type=float, default=None, help="fraction of training cases used with "
+                   "labels (default 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    p.add_argument("--profile", choices=("paper", "quick"), default=None,
+                   help="paper: the paper's patch/network/schedule (default); quick: CPU-sized (patch 32x64x64, "
+                   "channels 8..64, batch 2+2, 300 iterations)")
+    p.add_argument("--config", type=Path, default=None, help="start from a config.yaml instead of preset+profile")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--batch-labeled", type=int, default=None)
+    p.add_argument("--batch-unlabeled", type=int, default=None)
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--val-every", type=int, default=None, help="validate and checkpoint every N iterations")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes per stream")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an option: a method parameter (lambda_c=0), network.X, or any config field; "
+                   "repeatable")
+    p.add_argument("--resume", nargs="?", type=Path, const=Path(""), default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or --out) from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The resolved TrainConfig of a new run: defaults < preset < profile < --config < flags < --set."""
+    from dvcl.data.cache import Cache
+    from dvcl.errors import ConfigError
+    from dvcl.training.config import TrainConfig, apply_preset_schedule, apply_profile, set_option
+
+    if args.config is not None:
+        cfg = TrainConfig.load(args.config)
+        if args.profile:
+            apply_profile(cfg, args.profile)
+    else:
+        cfg = TrainConfig()
+        apply_preset_schedule(cfg, Cache(args.data).preset)
+        apply_profile(cfg, args.profile or "paper")
+    cfg.data = str(Path(args.data).resolve())
+    if args.preset:
+        cfg.preset = args.preset
+    for flag, field in (("method", "method"), ("labeled_fraction", "labeled_fraction"), ("seed", "seed"),
+                        ("iterations", "iterations"), ("batch_labeled", "batch_labeled"),
+                        ("batch_unlabeled", "batch_unlabeled"), ("lr", "lr"), ("val_every", "val_every"),
+                        ("workers", "num_workers")):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(cfg, field, value)
+    if args.patch is not None:
+        cfg.patch = tuple(args.patch)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        set_option(cfg, key.strip(), value.strip())
+    cfg.device = args.device
+    cfg.__post_init__()
+    return cfg
+
+
+def _resolve_data(args: argparse.Namespace, out: Path) -> None:
+    """Point ``args.data`` at a cache, preparing a raw data set first (into --cache or RUN_DIR/cache)."""
+    from dvcl.data.cache import Cache, prepare_dataset
+    from dvcl.errors import ConfigError
+    from dvcl.training.distributed import launched_by_torchrun
+
+    if args.data is None:
+        raise ConfigError("--data is required (a prepared cache or a raw data folder)")
+    if not args.data.exists():
+        raise ConfigError(f"{args.data}: data folder not found")
+    if Cache.is_cache(args.data):
+        return
+    if launched_by_torchrun():
+        raise ConfigError(f"{args.data}: not a prepared cache; run `dvcl prepare` before multi-process training")
+    cache_dir = args.cache or (out / "cache")
+    cache, _ = prepare_dataset(args.data, cache_dir, preset=args.preset, unlabeled=args.unlabeled)
+    args.data = cache.root
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from dvcl.errors import ConfigError
+    from dvcl.training.config import TrainConfig
+    from dvcl.training.trainer import train
+    from dvcl.utils import progress
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if not main_rank:
+        progress.set_mode("none")  # one progress stream per run: rank 0's
+    t0 = time.monotonic()
+    resume = args.resume is not None
+    if resume:
+        run_dir = args.resume if str(args.resume) not in ("", ".") or args.out is None else args.out
+        if str(run_dir) in ("", "."):
+            raise ConfigError("--resume needs the run directory (--resume RUN_DIR or --out RUN_DIR --resume)")
+        given = [f"--{f.replace('_', '-')}" for f in _SCHEDULE_FLAGS if getattr(args, f, None) not in (None, [])]
+        if given:
+            raise ConfigError(f"--resume continues the run's own schedule; drop {', '.join(given)}")
+        cfg_path = Path(run_dir) / "config.yaml"
+        if not cfg_path.is_file():
+            raise ConfigError(f"{run_dir}: no config.yaml, not a training run to resume")
+        cfg = TrainConfig.load(cfg_path)
+        if args.workers is not None:
+            cfg.num_workers = args.workers
+    else:
+        if args.out is None:
+            raise ConfigError("--out RUN_DIR is required")
+        run_dir = args.out
+        _resolve_data(args, run_dir)
+        cfg = build_config(args)
+    result = train(cfg, run_dir, device=args.device, resume=resume, overwrite=args.overwrite,
+                   argv=_argv(sys.argv))
+    summary = {
+        "run_dir": str(Path(result.run_dir).resolve()),
+        "status": result.status,
+        "iteration": result.iteration,
+        "best_val_dice": result.best_val_dice,
+        "best_iteration": result.best_iteration,
+        "seconds": round(result.seconds, 1),
+    }
+    progress.emit("output", path=summary["run_dir"], kind="run")
+    progress.emit("done", task="train", seconds=round(time.monotonic() - t0, 1))
+    if progress.get_mode() != "json" and main_rank:
+        print(json.dumps(summary))
+    return 0
+
+
+def _argv(argv: Optional[List[str]]) -> List[str]:
+    return list(argv or [])

@@ -1,0 +1,229 @@
+"""The Method interface: what differs between SSL methods, while the one shared Trainer does the rest.
+
+A method owns its models (e.g. co-trained nets A and B, or a student and an EMA teacher) and its loss.
+The :class:`~dvcl.training.trainer.Trainer` owns everything else (data, optimiser, LR schedule, AMP,
+validation, checkpoints, logging, DDP), so comparisons between methods differ only in this class.
+
+Contract (docs/architecture.md, "Methods"):
+
+* ``build_models()`` returns ``{name: nn.Module}``; the Trainer calls :meth:`Method.setup`, which moves them
+  to ``self.device`` and stores them in ``self.models``. Models built from :meth:`Method.new_network` are
+  :class:`dvcl.networks.SegNet` (``forward -> (logits, feats)``, ``project``, ``segment``).
+* ``compute_loss(batch_l, batch_u, iteration)`` runs inside ``torch.autocast`` on CUDA (AMP): compute
+  softmax/log/entropy terms on ``logits.float()``. ``iteration`` is the 0-based index of the step being
+  taken (``0 .. cfg.iterations - 1``); ramp-ups use ``iteration / cfg.iterations``. It returns the total
+  loss and a dict of float loss terms (logged to metrics.csv, TensorBoard and the progress events;
+  keep the key set the same at every iteration).
+* Batches are dicts ``{"image": (B,1,Z,Y,X) float, "label": (B,1,Z,Y,X) long, "case": [ids]}``; the
+  unlabeled batch has no ``"label"`` and is ``None`` when ``uses_unlabeled`` is False. Ignore unknown keys.
+* ``after_step(iteration)`` runs after the optimiser step (EMA teacher updates, memory-bank pushes).
+* ``inference_models()`` names the models whose softmax is averaged at validation and inference.
+* ``extra_state()`` / ``load_extra_state()`` carry non-parameter tensors (memory banks, counters) through
+  checkpoints (stored in ``last_state.pt``, read with ``torch.load(weights_only=True)``).
+* Hyper-parameters live in a dataclass named by ``params_class``; ``cfg.method_params`` (a dict from YAML or
+  ``--set key=value``) is parsed into ``self.params``; unknown keys raise :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from dvcl.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dvcl.networks.unet import SegNet
+    from dvcl.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+Batch = Dict[str, Any]
+
+
+class Method:
+    """Base class of every training method; subclasses register with ``@register_method("name")``.
+
+    Class attributes:
+        name: registry name (set by the decorator).
+        params_class: dataclass of the method's hyper-parameters (``None``: the method has none).
+        uses_unlabeled: False for labeled-only methods; the Trainer then builds no unlabeled loader.
+        labeled_fraction: forces the labeled fraction (the "fully" supervised upper bound uses 1.0).
+    """
+
+    name: ClassVar[str] = ""
+    params_class: ClassVar[Optional[type]] = None
+    uses_unlabeled: ClassVar[bool] = True
+    labeled_fraction: ClassVar[Optional[float]] = None
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.params = self.parse_params(getattr(cfg, "method_params", None))
+        self.models: Dict[str, nn.Module] = {}
+
+    # ----------------------------------------------------------------------------------------- params
+    @classmethod
+    def parse_params(cls, values: Optional[Mapping[str, Any]]) -> Any:
+        """Turn a dict of hyper-parameters into ``params_class`` (defaults for missing keys).
+
+        Values given as strings (``--set lambda_c=0``) are converted to the field's default's type.
+        Raises :class:`ConfigError` for unknown keys or unconvertible values.
+        """
+        if cls.params_class is not None and isinstance(values, cls.params_class):
+            return values
+        values = dict(values or {})
+        if cls.params_class is None:
+            if values:
+                raise ConfigError(f"method '{cls.name}' takes no parameters, got {', '.join(sorted(values))}")
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls.params_class)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) for method '{cls.name}': {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(fields))}"
+            )
+        defaults = dataclasses.asdict(cls.params_class())
+        kwargs = {k: _coerce(k, v, defaults.get(k)) for k, v in values.items()}
+        try:
+            params = cls.params_class(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid parameters for method '{cls.name}': {exc}") from exc
+        return params
+
+    @classmethod
+    def default_params(cls) -> Dict[str, Any]:
+        """The method's hyper-parameters with their defaults (written into config.yaml)."""
+        return cls.params_to_dict(cls.parse_params({}))
+
+    @staticmethod
+    def params_to_dict(params: Any) -> Dict[str, Any]:
+        if params is None:
+            return {}
+        d = dataclasses.asdict(params)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    # ----------------------------------------------------------------------------------------- models
+    def new_network(self) -> SegNet:
+        """A fresh :class:`SegNet` for this data set; successive calls draw different initial weights."""
+        from dvcl.networks.unet import build_network
+
+        return build_network(self.cfg.network, self.num_classes).to(self.device)
+
+    def build_models(self) -> Dict[str, nn.Module]:
+        """Create the method's models (override). Called once by :meth:`setup`."""
+        raise NotImplementedError
+
+    def setup(self) -> Dict[str, nn.Module]:
+        """Build the models, move them to the device and keep them in ``self.models``."""
+        models = self.build_models()
+        if not models:
+            raise ConfigError(f"method '{self.name}' built no model")
+        self.models = {name: m.to(self.device) for name, m in models.items()}
+        unknown = [n for n in self.inference_models() if n not in self.models]
+        if unknown:
+            raise ConfigError(f"method '{self.name}': inference models {unknown} are not among {list(self.models)}")
+        return self.models
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the optimiser updates: every ``requires_grad`` parameter of every model, once."""
+        seen = set()
+        for model in self.models.values():
+            for p in model.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def train(self) -> None:
+        """Training mode for all models (EMA teachers may override to stay in eval mode)."""
+        for m in self.models.values():
+            m.train()
+
+    def eval(self) -> None:
+        for m in self.models.values():
+            m.eval()
+
+    # ----------------------------------------------------------------------------------------- training
+    def compute_loss(
+        self, batch_l: Batch, batch_u: Optional[Batch], iteration: int
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Total loss of one iteration and its terms as floats (override)."""
+        raise NotImplementedError
+
+    def after_step(self, iteration: int) -> None:
+        """Hook after the optimiser step of ``iteration`` (0-based); default: nothing."""
+
+    def inference_models(self) -> List[str]:
+        """Models averaged (mean softmax) at validation and inference; default: all."""
+        return list(self.models)
+
+    def extra_state(self) -> Dict[str, torch.Tensor]:
+        """Non-parameter tensors to checkpoint (memory banks, counters); default: none."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+        if state:
+            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} it does not know")
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def progress(self, iteration: int) -> float:
+        """Fraction of training done at ``iteration`` (for ramp-ups), in [0, 1]."""
+        total = max(1, int(self.cfg.iterations))
+        return min(1.0, max(0.0, iteration / total))
+
+    def named_models(self) -> Iterator[Tuple[str, nn.Module]]:
+        return iter(self.models.items())
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean softmax of the inference models for a batch (what sliding-window validation calls)."""
+        probs = None
+        names = self.inference_models()
+        for n in names:
+            model = self.models[n]
+            logits = model.segment(x) if hasattr(model, "segment") else model(x)[0]
+            p = torch.softmax(logits.float(), dim=1)
+            probs = p if probs is None else probs + p
+        return probs / len(names)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert a string from ``--set key=value`` to the type of the field's default."""
+    if isinstance(value, str) and default is None:  # an Optional field: "0.3" -> 0.3, "null" -> None
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"method parameter {key}: cannot parse {value!r}") from exc
+    if not isinstance(value, str) or isinstance(default, str):
+        if isinstance(default, tuple) and isinstance(value, list):
+            return tuple(value)
+        return value
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"method parameter {key}: cannot parse {value!r}") from exc
+    if isinstance(default, bool):
+        if not isinstance(parsed, bool):
+            raise ConfigError(f"method parameter {key} must be true/false, got {value!r}")
+        return parsed
+    if isinstance(default, (int, float)) and not isinstance(parsed, (int, float)):
+        raise ConfigError(f"method parameter {key} must be a number, got {value!r}")
+    if isinstance(default, float):
+        return float(parsed)
+    if isinstance(default, int) and isinstance(parsed, float) and not parsed.is_integer():
+        raise ConfigError(f"method parameter {key} must be an integer, got {value!r}")
+    if isinstance(default, int):
+        return int(parsed)
+    if isinstance(default, tuple) and isinstance(parsed, list):
+        return tuple(parsed)
+    return parsed

@@ -1,0 +1,80 @@
+"""Mean Teacher (Tarvainen & Valpola, "Mean teachers are better role models: Weight-averaged consistency
+targets improve semi-supervised deep learning results", NeurIPS 2017), as in the 3D reference code
+SSL4MIS ``train_mean_teacher_3D.py``.
+
+One U-Net (the student) is trained with the supervised loss on labeled patches plus a consistency loss that
+pulls its softmax on unlabeled patches towards that of an EMA copy of itself (the teacher), which sees the
+same patch with a little Gaussian noise. The published 3D settings are the defaults: EMA 0.99, consistency
+weight 0.1 with a sigmoid ramp-up, softmax MSE, noise N(0, 0.1) clipped to +-0.2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from dvcl.errors import ConfigError
+from dvcl.losses.consistency import consistency_loss
+from dvcl.methods.base import Batch
+from dvcl.methods.ema import EMAParams, TeacherStudentMethod
+from dvcl.methods.registry import register_method
+from dvcl.training.schedules import sigmoid_rampup
+
+
+@dataclass
+class MeanTeacherParams(EMAParams):
+    """Mean Teacher hyper-parameters (SSL4MIS 3D defaults)."""
+
+    consistency: float = 0.1
+    """Weight of the consistency loss after the ramp-up (SSL4MIS ``--consistency 0.1``)."""
+    consistency_rampup_fraction: float = 1.0
+    """Sigmoid ramp-up exp(-5 (1 - t)^2) over this fraction of the iterations. SSL4MIS ramps over
+    200 "epochs" of 150 iterations = its 30,000 iterations, i.e. the whole run."""
+    consistency_type: str = "mse"
+    """``mse`` (softmax MSE, SSL4MIS) or ``kl``."""
+    noise_std: float = 0.1
+    """Std of the Gaussian noise on the teacher's input."""
+    noise_clip: float = 0.2
+    """The noise is clipped to [-noise_clip, noise_clip]."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.consistency_type not in ("mse", "kl"):
+            raise ConfigError(f"method parameter 'consistency_type' must be 'mse' or 'kl', "
+                              f"got {self.consistency_type!r}")
+        if not 0.0 <= float(self.consistency_rampup_fraction) <= 1.0:
+            raise ConfigError("method parameter 'consistency_rampup_fraction' must be in [0, 1]")
+        if self.consistency < 0 or self.noise_std < 0 or self.noise_clip < 0:
+            raise ConfigError("method parameters 'consistency', 'noise_std', 'noise_clip' must be >= 0")
+
+
+@register_method("mean_teacher")
+class MeanTeacherMethod(TeacherStudentMethod):
+    """Student + EMA teacher with a softmax-MSE consistency on unlabeled patches."""
+
+    params_class = MeanTeacherParams
+
+    def consistency_weight(self, iteration: int) -> float:
+        ramp = self.params.consistency_rampup_fraction * max(1, int(self.cfg.iterations))
+        return float(self.params.consistency) * sigmoid_rampup(iteration, ramp)
+
+    def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch],
+                     iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        p = self.params
+        student, teacher = self.models["student"], self.models["teacher"]
+        x_l, y_l = batch_l["image"], batch_l["label"]
+        n_l = x_l.shape[0]
+        x = x_l if batch_u is None else torch.cat([x_l, batch_u["image"]], dim=0)
+        logits, _ = student(x)
+        sup = self.sup_loss(logits[:n_l], y_l)
+        weight = self.consistency_weight(iteration)
+        if batch_u is None:
+            cons = logits.sum() * 0.0
+        else:
+            with torch.no_grad():
+                t_logits, _ = teacher(self.input_noise(batch_u["image"], p.noise_std, p.noise_clip))
+            cons = consistency_loss(logits[n_l:], t_logits, p.consistency_type)
+        loss = sup + weight * cons
+        return loss, {"sup": float(sup.detach()), "consistency": float(cons.detach()), "consistency_w": weight}

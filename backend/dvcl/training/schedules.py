@@ -1,0 +1,26 @@
+"""Learning-rate and loss-weight schedules (pure functions of the iteration, so resuming is exact)."""
+
+from __future__ import annotations
+
+import math
+
+
+def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float = 0.9) -> float:
+    """lr0 * (1 - it / max_it) ** power [given], for the 0-based ``iteration`` about to be taken."""
+    if max_iterations <= 0:
+        return base_lr
+    frac = min(max(iteration, 0), max_iterations) / max_iterations
+    return base_lr * (1.0 - frac) ** power
+
+
+def sigmoid_rampup(iteration: float, length: float) -> float:
+    """exp(-5 (1 - t)^2) with t = iteration / length clipped to [0, 1] (Laine & Aila; used by CPS/MT codes)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(iteration / length, 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
