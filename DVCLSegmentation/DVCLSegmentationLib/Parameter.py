@@ -1,0 +1,195 @@
+"""The options of each tab as plain dataclasses, mapped to ``dvcl`` arguments in exactly one place.
+
+Kept free of Slicer and Qt so that tests can check the command lines and the validation messages directly.
+The Widget mirrors these fields in a ``parameterNodeWrapper`` (saved with the scene) and copies them here
+when a button is pressed. ``validate()`` raises :class:`ParameterError` with a message a user can act on,
+before any process is started or any file is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+
+from .Backend import SEGMENTATION_FORMATS, DVCLModuleError
+
+DEVICES = ("auto", "cuda", "cpu")
+#: ``dvcl train --profile``: the paper's setting, or a CPU-sized run for trying the pipeline
+PROFILES = ("paper", "quick")
+#: what each profile sets (backend/dvcl/training/config.py); the Train tab shows these when the profile changes
+PROFILE_DEFAULTS = {
+    "paper": {"iterations": 20000, "batch_labeled": 4, "batch_unlabeled": 4, "patch": (64, 128, 128)},
+    "quick": {"iterations": 300, "batch_labeled": 2, "batch_unlabeled": 2, "patch": (32, 64, 64)},
+}
+T = TypeVar("T", bound="_Serializable")
+
+
+class ParameterError(DVCLModuleError):
+    """An option value that cannot work (missing folder, fraction out of range, ...)."""
+
+
+class _Serializable:
+    """JSON round trip for QSettings: unknown keys are ignored, missing keys keep their defaults."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls: Type[T], text: Optional[str]) -> T:
+        instance = cls()
+        if not text:
+            return instance
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return instance
+        if not isinstance(data, dict):
+            return instance
+        names = {f.name for f in fields(instance)}
+        for key, value in data.items():
+            if key in names:
+                setattr(instance, key, tuple(value) if isinstance(value, list) else value)
+        return instance
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ParameterError(f"unknown device '{device}': use auto, cuda, cuda:N or cpu")
+
+
+@dataclass
+class SegmentationParameters(_Serializable):
+    """``dvcl segment`` options (the model folder is checked separately by ``read_model_info``)."""
+
+    model_dir: str = ""
+    device: str = "auto"
+    tta: bool = False
+    output_format: str = "nii.gz"
+
+    def validate(self) -> None:
+        _check_device(self.device)
+        if self.output_format not in SEGMENTATION_FORMATS:
+            choices = " or ".join(SEGMENTATION_FORMATS)
+            raise ParameterError(f"unknown output format '{self.output_format}': use {choices}")
+
+    def cli_args(self, input_path: Path, output_path: Path) -> List[str]:
+        self.validate()
+        args = ["segment", str(input_path), "-o", str(output_path), "--model", str(self.model_dir),
+                "--device", self.device, "--format", self.output_format, "--overwrite"]
+        if self.tta:
+            args.append("--tta")
+        return args
+
+
+@dataclass
+class TrainingParameters(_Serializable):
+    """``dvcl train`` options; defaults are the paper's FLARE22 10 % schedule (METHOD.md section 1)."""
+
+    data_dir: str = ""
+    unlabeled_dir: str = ""
+    preset: str = "flare22"
+    method: str = "dvcl"
+    labeled_fraction: float = 0.1
+    iterations: int = 20000
+    batch_labeled: int = 4
+    batch_unlabeled: int = 4
+    patch: Tuple[int, int, int] = (64, 128, 128)
+    run_dir: str = ""
+    device: str = "auto"
+    profile: str = "paper"
+    #: ``--set KEY=VALUE`` options (network size, method hyper-parameters, validation schedule)
+    settings: Tuple[str, ...] = ()
+    workers: Optional[int] = None
+
+    def validate(self, resume: bool = False) -> None:
+        if not self.run_dir.strip():
+            raise ParameterError("choose an output folder for the training run")
+        _check_device(self.device)
+        if resume:
+            # the run continues its own schedule (config.yaml); the CLI refuses schedule flags with --resume
+            if not (Path(self.run_dir).expanduser() / "config.yaml").is_file():
+                raise ParameterError(f"{self.run_dir}: nothing to resume (no config.yaml from an earlier run)")
+            return
+        if not self.data_dir.strip():
+            raise ParameterError("choose the labeled data folder")
+        if not Path(self.data_dir).expanduser().is_dir():
+            raise ParameterError(f"{self.data_dir}: labeled data folder not found")
+        if self.unlabeled_dir.strip() and not Path(self.unlabeled_dir).expanduser().is_dir():
+            raise ParameterError(f"{self.unlabeled_dir}: unlabeled folder not found")
+        if not self.preset.strip():
+            raise ParameterError("choose a preset or a dataset.json")
+        if self.preset.endswith(".json") and not Path(self.preset).expanduser().is_file():
+            raise ParameterError(f"{self.preset}: dataset.json not found")
+        if not self.method.strip():
+            raise ParameterError("choose a training method")
+        if self.profile not in PROFILES:
+            raise ParameterError(f"unknown profile '{self.profile}': use {' or '.join(PROFILES)}")
+        for item in self.settings:
+            if "=" not in item or not item.split("=", 1)[0].strip():
+                raise ParameterError(f"setting '{item}' must look like KEY=VALUE")
+        if not 0.0 < float(self.labeled_fraction) <= 1.0:
+            raise ParameterError(f"labeled fraction must be in (0, 1], got {self.labeled_fraction}")
+        for name in ("iterations", "batch_labeled"):
+            if int(getattr(self, name)) < 1:
+                raise ParameterError(f"{name.replace('_', ' ')} must be at least 1")
+        if int(self.batch_unlabeled) < 0:
+            raise ParameterError("batch unlabeled must not be negative")
+        if len(self.patch) != 3 or any(int(p) < 8 for p in self.patch):
+            raise ParameterError(f"patch size must be three sizes (z, y, x) of at least 8 voxels, got {self.patch}")
+
+    def run_exists(self) -> bool:
+        """True when ``run_dir`` already holds a run (starting anew then needs ``overwrite``)."""
+        return bool(self.run_dir.strip()) and (Path(self.run_dir).expanduser() / "config.yaml").is_file()
+
+    def cli_args(self, resume: bool = False, overwrite: bool = False) -> List[str]:
+        """``dvcl train`` arguments. A raw data folder is prepared by the CLI into ``RUN_DIR/cache``."""
+        self.validate(resume)
+        workers = ["--workers", str(int(self.workers))] if self.workers is not None else []
+        if resume:
+            return ["train", "--resume", self.run_dir, "--device", self.device, *workers]
+        args = ["train", "--preset", self.preset, "--data", self.data_dir, "--profile", self.profile,
+                "--method", self.method,
+                "--labeled-fraction", f"{float(self.labeled_fraction):g}", "--iterations", str(int(self.iterations)),
+                "--batch-labeled", str(int(self.batch_labeled)), "--batch-unlabeled", str(int(self.batch_unlabeled)),
+                "--patch", *[str(int(p)) for p in self.patch], "--out", self.run_dir, "--device", self.device]
+        if self.unlabeled_dir.strip():
+            args += ["--unlabeled", self.unlabeled_dir]
+        for item in self.settings:
+            args += ["--set", item]
+        args += workers
+        if overwrite:
+            args.append("--overwrite")
+        return args
+
+
+@dataclass
+class EvaluationParameters(_Serializable):
+    """``dvcl evaluate`` options; prediction and reference are given as nodes or files to the logic."""
+
+    preset: str = "flare22"
+    out_dir: str = ""
+    plots: bool = True
+    distances: bool = True
+
+    def validate(self) -> None:
+        if not self.preset.strip():
+            raise ParameterError("choose the preset whose label table the files use")
+        if not self.out_dir.strip():
+            raise ParameterError("choose an output folder for the evaluation report")
+
+    def cli_args(self, prediction: Path, reference: Path) -> List[str]:
+        self.validate()
+        # --overwrite: the user chose the report folder; re-evaluating into it replaces the previous report
+        args = ["evaluate", str(prediction), str(reference), "--preset", self.preset, "--out", self.out_dir,
+                "--overwrite"]
+        if not self.plots:
+            args.append("--no-plots")
+        if not self.distances:
+            args.append("--no-distances")
+        return args
+
+
+def as_dict(params: Any) -> Dict[str, Any]:
+    return asdict(params)

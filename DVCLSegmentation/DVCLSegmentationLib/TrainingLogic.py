@@ -1,0 +1,178 @@
+"""Semi-supervised training from the GUI: ``dvcl train`` then ``dvcl export``, with a live plot.
+
+Training takes hours to days, so it runs in a child process like everything else; the logic turns its
+``metrics`` events into plot rows (``SceneBridge.TrainingCurves``) and its ``progress`` events into a
+progress bar and an ETA. Stop sends SIGTERM: the trainer keeps ``checkpoints/last_state.pt`` and the run
+can be resumed with the same parameters. When training ends normally the run is exported to a model
+package (``RUN_DIR/model``) and announced through ``model_exported`` so the Segment tab can list it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
+from .Parameter import TrainingParameters
+from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
+from .SceneBridge import TrainingCurves
+from .Signal import Signal
+
+log = logging.getLogger(__name__)
+
+IDLE, TRAINING, EXPORTING = "idle", "training", "exporting"
+
+
+class TrainingLogic:
+    """Runs one training (or resume) and the export that follows it.
+
+    Signals:
+        progress(ProgressInfo), log(str), metrics(dict)   forwarded from ``dvcl train``
+        model_exported(ModelInfo)                         the trained model is ready to segment with
+        finished(ModelInfo | None)                        the whole job is over (None: not exported)
+        error_occurred(str), cancelled()
+    """
+
+    def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process) -> None:
+        self.progress = Signal("progress")
+        self.log = Signal("log")
+        self.metrics = Signal("metrics")
+        self.model_exported = Signal("model_exported")
+        self.finished = Signal("finished")
+        self.error_occurred = Signal("error_occurred")
+        self.cancelled = Signal("cancelled")
+        self._process_factory = process_factory
+        self._process: Optional[ProcessProtocol] = None
+        self.state = IDLE
+        self.curves: Optional[TrainingCurves] = None
+        self.params: Optional[TrainingParameters] = None
+        self.export_on_finish = True
+        self.last_progress: Optional[ProgressInfo] = None
+
+    @property
+    def running(self) -> bool:
+        return self.state != IDLE
+
+    @staticmethod
+    def model_dir(params: TrainingParameters) -> Path:
+        return Path(params.run_dir).expanduser() / "model"
+
+    def start(self, params: TrainingParameters, scene: Any = None, resume: bool = False,
+              export: bool = True, overwrite: bool = False) -> None:
+        """Start ``dvcl train`` (``--resume`` continues ``RUN_DIR``); returns at once.
+
+        Args:
+            scene: where the plot nodes go (None: no plot, e.g. headless runs).
+            overwrite: replace a run that already exists in ``run_dir`` (ask the user first).
+        """
+        if self.running:
+            raise DVCLModuleError("a training run is already in progress: stop it first")
+        args = dvcl_command(params.cli_args(resume=resume, overwrite=overwrite))
+        self.params = params
+        self.export_on_finish = export
+        if scene is not None:
+            if self.curves is None or self.curves.scene is not scene or not resume:
+                self.curves = TrainingCurves(scene, name=f"DVCL {params.method} {Path(params.run_dir).name}")
+        process = self._connect(self._process_factory(), self._on_train_finished)
+        process.metrics.connect(self._on_metrics)
+        self.state = TRAINING
+        self.log.emit(("Resuming" if resume else "Starting") + f" training in {params.run_dir}")
+        try:
+            process.start(args)
+        except BaseException:
+            self.state = IDLE
+            self._process = None
+            raise
+
+    def _connect(self, process: ProcessProtocol, on_finished: Callable[[ProcessResult], None]) -> ProcessProtocol:
+        process.progress.connect(self._on_progress)
+        process.log.connect(self.log.emit)
+        process.finished.connect(on_finished)
+        self._process = process
+        return process
+
+    def _on_progress(self, info: ProgressInfo) -> None:
+        self.last_progress = info
+        self.progress.emit(info)
+
+    def _on_metrics(self, event: dict) -> None:
+        if self.curves is not None:
+            self.curves.add(event)
+        self.metrics.emit(event)
+
+    def cancel(self) -> None:
+        """Stop training (SIGTERM; the run can be resumed) or the export."""
+        if self._process is not None:
+            self.log.emit("Stopping...")
+            self._process.cancel()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[ModelInfo]:
+        """Block until training and export are over (scripts/tests); returns the exported model or None."""
+        result = None
+        while self._process is not None:
+            process = self._process
+            process.wait(timeout)
+            if self._process is process:  # finished handler did not start a follow-up
+                break
+        if self.state == IDLE and self.params is not None:
+            try:
+                result = read_model_info(self.model_dir(self.params))
+            except DVCLModuleError:
+                result = None
+        return result
+
+    def _on_train_finished(self, result: ProcessResult) -> None:
+        self._process = None
+        if result.cancelled:
+            self.state = IDLE
+            self.log.emit("Training stopped; press Resume to continue from the last checkpoint")
+            self.cancelled.emit()
+            self.finished.emit(None)
+            return
+        if not result.ok:
+            self.state = IDLE
+            self.error_occurred.emit(result.error or "training failed")
+            self.finished.emit(None)
+            return
+        if not self.export_on_finish or self.params is None:
+            self.state = IDLE
+            self.finished.emit(None)
+            return
+        self.start_export(self.params)
+
+    def start_export(self, params: TrainingParameters) -> None:
+        """Run ``dvcl export RUN_DIR -o RUN_DIR/model`` (also usable on its own for a finished run)."""
+        self.params = params
+        target = self.model_dir(params)
+        process = self._connect(self._process_factory(), self._on_export_finished)
+        self.state = EXPORTING
+        self.log.emit(f"Exporting the trained model to {target}")
+        try:
+            process.start(dvcl_command(["export", params.run_dir, "-o", str(target)]))
+        except BaseException as exc:
+            self.state = IDLE
+            self._process = None
+            self.error_occurred.emit(f"could not start the export: {exc}")
+            self.finished.emit(None)
+
+    def _on_export_finished(self, result: ProcessResult) -> None:
+        self._process = None
+        self.state = IDLE
+        if result.cancelled:
+            self.cancelled.emit()
+            self.finished.emit(None)
+            return
+        if not result.ok:
+            self.error_occurred.emit(f"export failed: {result.error}")
+            self.finished.emit(None)
+            return
+        try:
+            info = read_model_info(self.model_dir(self.params))
+        except DVCLModuleError as exc:
+            self.error_occurred.emit(str(exc))
+            self.finished.emit(None)
+            return
+        self.log.emit(f"Model '{info.name}' ready: {info.path}")
+        self.model_exported.emit(info)
+        self.finished.emit(info)
