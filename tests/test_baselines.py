@@ -113,6 +113,29 @@ def test_uamt_mask_and_masked_mse_on_three_voxels():
     assert masked_consistency(dist, torch.zeros_like(mask)).item() == 0.0
 
 
+def test_uamt_mc_passes_average_the_teacher_softmax():
+    from dvcl.methods.uamt import UAMTMethod
+    from dvcl.networks import NetworkConfig
+    from dvcl.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(network=NetworkConfig(channels=(4, 8), feature_dim=8), iterations=10,
+                      method_params={"mc_samples": 3, "mc_chunk": 2, "noise_std": 0.0, "mc_dropout": 0.0})
+    method = UAMTMethod(cfg, 3, torch.device("cpu"))
+    method.setup()
+    method.train()
+    assert method.models["student"].training and not method.models["teacher"].training
+    x = torch.randn(2, 1, 4, 8, 8)
+    with torch.no_grad():
+        expected = torch.softmax(method.models["teacher"](x)[0], dim=1)
+    # without noise and dropout the 3 passes (chunks of 2 + 1 copies) are identical: the mean is the softmax
+    assert torch.allclose(method.mc_mean_probability(x), expected, atol=1e-6)
+    method.params.mc_dropout = 0.5
+    noisy = method.mc_mean_probability(x)
+    assert not torch.allclose(noisy, expected, atol=1e-4)
+    assert torch.allclose(noisy.sum(dim=1), torch.ones(2, 4, 8, 8), atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ U2PL
 def test_percentile_matches_numpy_linear_interpolation():
     values = torch.tensor([3.0, 0.0, 9.0, 1.0, 7.0, 5.0, 2.0, 8.0, 4.0, 6.0])
@@ -171,11 +194,16 @@ def test_info_nce_by_hand():
 
 def test_memory_bank_is_fifo_and_restorable():
     bank = ClassMemoryBank(2, 3, [4, 2], torch.device("cpu"))
-    bank.push(1, torch.arange(9, dtype=torch.float32).reshape(3, 3))
-    assert bank.count(1) == 2 and bank.queues[1][0, 0].item() == 3.0  # the oldest row was dropped
+    rows = torch.arange(15, dtype=torch.float32).reshape(5, 3)  # rows start with 0, 3, 6, 9, 12
+    bank.push(1, rows[:3])
+    assert bank.count(1) == 2 and bank.rows(1)[:, 0].tolist() == [3.0, 6.0]  # the oldest row was dropped
+    bank.push(0, rows[:3])
+    bank.push(0, rows[3:])  # 5 rows into a queue of 4: the ring wraps, row 0 leaves
+    assert bank.count(0) == 4 and bank.rows(0)[:, 0].tolist() == [3.0, 6.0, 9.0, 12.0]
+    assert set(bank.sample(0, 50, torch.Generator().manual_seed(0))[:, 0].tolist()) == {3.0, 6.0, 9.0, 12.0}
     other = ClassMemoryBank(2, 3, [4, 2], torch.device("cpu"))
     other.load_state_dict(bank.state_dict())
-    assert torch.equal(other.queues[1], bank.queues[1]) and other.count(0) == 0
+    assert torch.equal(other.rows(0), bank.rows(0)) and torch.equal(other.rows(1), bank.rows(1))
 
 
 def _unit(v):
@@ -296,7 +324,7 @@ def tiny_config(cache: Path, method: str, **overrides):
     ("mean_teacher", {}, ["sup", "consistency"]),
     ("uamt", {"mc_samples": 2}, ["sup", "consistency", "certain_fraction"]),
     ("u2pl", {"num_queries": 16, "num_negatives": 4, "negative_pool": 64, "queue_size": 128,
-              "background_queue_size": 128}, ["sup", "unsup", "contrast"]),
+              "background_queue_size": 128, "checkpoint_memory_bank": True}, ["sup", "unsup", "contrast"]),
 ])
 def test_two_training_iterations_through_the_trainer(tiny_cache, tmp_path, method, params, terms):
     from dvcl.methods import get_method_class
@@ -323,3 +351,9 @@ def test_two_training_iterations_through_the_trainer(tiny_cache, tmp_path, metho
     assert set(student) == set(teacher)
     # after the second step the teacher is the average of two student states, so it lags the student
     assert any(not torch.equal(student[k], teacher[k]) for k in student if student[k].is_floating_point())
+    if method == "u2pl":  # the memory bank travels with the checkpoint (resume keeps the negatives)
+        from dvcl.training.checkpoint import load_state
+
+        extra = load_state(tmp_path / "run" / "checkpoints" / "last_state.pt")["method_extra"]
+        assert sorted(extra) == ["u2pl_queue_0", "u2pl_queue_1", "u2pl_queue_2"]
+        assert all(v.shape[1] == 16 and 0 < v.shape[0] <= 128 for v in extra.values())

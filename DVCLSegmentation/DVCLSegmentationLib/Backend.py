@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-FALLBACK_METHODS = ["dvcl", "cps", "supervised", "mean_teacher", "uamt", "u2pl"]
+FALLBACK_METHODS = ["dvcl", "cps", "supervised", "fully", "mean_teacher", "uamt", "u2pl", "dan", "sassnet", "dtc",
+                    "cld", "dhc", "magicnet", "ugpcl", "bacon", "ccl"]
 FALLBACK_PRESETS = ["amos", "btcv", "flare22", "mmwhs"]
 MODEL_FORMAT_PREFIX = "dvcl-model/"
 SEGMENTATION_FORMATS = ("seg.nrrd", "nii.gz")

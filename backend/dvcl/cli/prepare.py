@@ -22,16 +22,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the data set's dataset.json)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="resampling spacing in mm (default: the paper's 1.25 1.25 2.5); coarser spacings train "
+                   "faster on a CPU but deviate from the paper")
     p.add_argument("--no-ct-check", action="store_true", help="accept intensities that do not look like CT HU")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dvcl.data.cache import prepare_dataset
+    from dvcl.errors import ConfigError
+    from dvcl.preprocessing import PreprocessConfig
     from dvcl.utils import progress
 
+    pcfg = None
+    if args.spacing is not None:
+        if min(args.spacing) <= 0:
+            raise ConfigError(f"--spacing must be positive, got {args.spacing}")
+        pcfg = PreprocessConfig(spacing=tuple(args.spacing))
+
     cache, counts = prepare_dataset(args.data, args.out, preset=args.preset, unlabeled=args.unlabeled,
-                                    workers=args.workers, seed=args.seed, check_ct=not args.no_ct_check)
+                                    workers=args.workers, seed=args.seed, check_ct=not args.no_ct_check,
+                                    cfg=pcfg)
     summary = {"cache": str(cache.root.resolve()), **counts, "labeled": len(cache.labeled_ids),
                "unlabeled": len(cache.unlabeled_ids),
                "split": {k: len(v) for k, v in cache.splits.items() if isinstance(v, list) and k != "ratios"}}

@@ -163,8 +163,10 @@ def negative_masks(prob_l: Tensor, label_l: Tensor, prob_u: Tensor, low_rank: in
 class ClassMemoryBank:
     """One FIFO queue of (detached) feature vectors per class, on ``device``.
 
-    ``push`` appends and keeps the newest ``size[c]`` rows, like U2PL's ``dequeue_and_enqueue``. The bank can
-    be saved and restored (``state_dict``/``load_state_dict``) so a resumed run keeps its negatives.
+    ``push`` keeps the newest ``size[c]`` rows, like U2PL's ``dequeue_and_enqueue``. Each queue is a ring
+    buffer allocated on its first push, so a push writes only the new rows (re-concatenating a 30000 x 256
+    queue per class per step would copy ~0.4 GB per iteration). The bank can be saved and restored
+    (``state_dict``/``load_state_dict``) so a resumed run keeps its negatives.
     """
 
     def __init__(self, num_classes: int, feature_dim: int, sizes: List[int], device: torch.device) -> None:
@@ -173,39 +175,65 @@ class ClassMemoryBank:
         self.sizes = [int(s) for s in sizes]
         self.feature_dim = int(feature_dim)
         self.device = torch.device(device)
-        self.queues: List[Tensor] = [torch.zeros(0, feature_dim, device=self.device) for _ in range(num_classes)]
+        self._buffers: List[Optional[Tensor]] = [None] * num_classes
+        self._ptr = [0] * num_classes
+        self._count = [0] * num_classes
 
     def push(self, c: int, keys: Tensor) -> None:
-        if keys.numel() == 0:
+        n = int(keys.shape[0])
+        if n == 0:
             return
-        q = torch.cat([self.queues[c], keys.detach().to(self.device, torch.float32)], dim=0)
-        self.queues[c] = q[-self.sizes[c]:]
+        size = self.sizes[c]
+        keys = keys.detach().to(self.device, torch.float32)
+        if self._buffers[c] is None:
+            self._buffers[c] = torch.empty(size, self.feature_dim, device=self.device)
+        buf = self._buffers[c]
+        if n >= size:
+            buf.copy_(keys[-size:])
+            self._ptr[c], self._count[c] = 0, size
+            return
+        idx = (self._ptr[c] + torch.arange(n, device=self.device)) % size
+        buf[idx] = keys
+        self._ptr[c] = (self._ptr[c] + n) % size
+        self._count[c] = min(size, self._count[c] + n)
 
     def __len__(self) -> int:
-        return len(self.queues)
+        return len(self.sizes)
 
     def count(self, c: int) -> int:
-        return int(self.queues[c].shape[0])
+        return self._count[c]
+
+    def rows(self, c: int) -> Tensor:
+        """The rows of queue ``c``, oldest first (a copy when the ring has wrapped)."""
+        buf, k = self._buffers[c], self._count[c]
+        if buf is None or k == 0:
+            return torch.zeros(0, self.feature_dim, device=self.device)
+        if k < self.sizes[c]:
+            return buf[:k]
+        p = self._ptr[c]
+        return torch.cat([buf[p:], buf[:p]]) if p else buf
 
     def sample(self, c: int, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` rows of queue ``c`` drawn uniformly with replacement (U2PL draws with ``torch.randint``)."""
-        q = self.queues[c]
-        if q.shape[0] == 0:
+        k = self._count[c]
+        if k == 0:
             raise ValueError(f"memory bank of class {c} is empty")
-        return q[randint(q.shape[0], (n,), q.device, generator)]
+        return self._buffers[c][randint(k, (n,), self.device, generator)]
 
     def state_dict(self) -> Dict[str, Tensor]:
-        return {f"queue_{c}": q.detach().cpu() for c, q in enumerate(self.queues)}
+        return {f"queue_{c}": self.rows(c).detach().cpu().clone() for c in range(len(self.sizes))}
 
     def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        for c in range(len(self.queues)):
+        for c in range(len(self.sizes)):
             key = f"queue_{c}"
-            if key in state:
-                q = state[key].to(self.device, torch.float32)
-                if q.dim() != 2 or q.shape[1] != self.feature_dim:
-                    raise ValueError(f"memory bank entry {key} has shape {tuple(q.shape)}, "
-                                     f"expected (N, {self.feature_dim})")
-                self.queues[c] = q[-self.sizes[c]:]
+            if key not in state:
+                continue
+            q = state[key]
+            if q.dim() != 2 or q.shape[1] != self.feature_dim:
+                raise ValueError(f"memory bank entry {key} has shape {tuple(q.shape)}, "
+                                 f"expected (N, {self.feature_dim})")
+            self._buffers[c], self._ptr[c], self._count[c] = None, 0, 0
+            self.push(c, q)
 
 
 # ------------------------------------------------------------------------------------------- InfoNCE

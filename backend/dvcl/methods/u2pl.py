@@ -178,5 +178,8 @@ class U2PLMethod(TeacherStudentMethod):
         unknown = sorted(k for k in state if not k.startswith("u2pl_"))
         if unknown:
             raise ConfigError(f"method 'u2pl' got extra state {unknown} it does not know")
-        self.contrast.bank.load_state_dict(bank)
+        try:
+            self.contrast.bank.load_state_dict(bank)
+        except ValueError as exc:
+            raise ConfigError(f"method 'u2pl': checkpointed memory bank does not fit this run ({exc})") from exc
 

@@ -275,6 +275,10 @@ class Trainer:
         seed_everything(cfg.seed)
         self.method: Method = self.method_cls(cfg, self.num_classes, self.device)
         self.method.setup()
+        if hasattr(self.method, "set_class_counts"):
+            # class-balancing methods (CLD, DHC) weight classes by their frequency in the labeled set, as the
+            # released code does; only the labeled training cases of this run are counted
+            self.method.set_class_counts(self._labeled_class_counts())
         ddp.broadcast_models(self.method.models, self.dist)
         self.params = list(self.method.trainable_parameters())
         if not self.params:
@@ -329,6 +333,14 @@ class Trainer:
                             self.dist.world_size, len(rngs))
                 ckpt.restore_rng(rngs[0])
                 seed_everything(cfg.seed * 7919 + 104729 * (self.dist.rank + 1) + self.start_iteration)
+
+    def _labeled_class_counts(self) -> torch.Tensor:
+        """Voxel count of every class over the labeled training cases (memory-mapped, one case at a time)."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for cid in self.labeled_ids:
+            seg = np.load(self.cache.label_path(cid), mmap_mode="r")
+            counts += np.bincount(np.asarray(seg).ravel(), minlength=self.num_classes)[: self.num_classes]
+        return torch.as_tensor(counts, dtype=torch.float64)
 
     def _setup_outputs(self) -> None:
         if not self.is_main:

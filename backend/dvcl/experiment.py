@@ -1,0 +1,559 @@
+"""The comparison grid behind ``dvcl experiment``: the paper's tables in one command.
+
+A grid is methods x labeled fractions x seeds. Every cell is one ordinary training run of the shared
+Trainer in ``OUT/<method>_f<fraction>_s<seed>/`` (the run directory of docs/architecture.md), followed by
+
+1. export of the run's *best* checkpoint as a model package (``RUN/model/``),
+2. segmentation of every case of the cache's **test** split from its original file, exactly as a user would
+   run ``dvcl segment`` (predictions come back in the original geometry: ``RUN/test_predictions/``),
+3. evaluation against the original reference labels (Dice, Jaccard, HD95, ASSD at native spacing with the
+   convention of :mod:`dvcl.evaluation.metrics`): ``RUN/evaluation/{summary.json, metrics.csv, report.md}``.
+
+Then the seeds are aggregated (mean +/- sample SD, :func:`dvcl.evaluation.aggregate_runs`) into
+``OUT/results.md`` (one table per labeled fraction, in the paper's layout), ``OUT/results.csv``,
+``OUT/runs.csv`` (one row per run) and ``OUT/results.png`` (mean Dice per method and fraction).
+
+Resumable by construction: a run whose ``run.json`` says ``finished`` and whose evaluation is written is
+skipped; a finished run without evaluation is only evaluated; an interrupted run continues from its
+``last_state.pt`` (the Trainer's exact resume); a run that never reached a checkpoint starts over. A run
+directory made with other settings (say, another ``--iterations``) is refused rather than mixed into the
+table. ``fully`` (supervised on every training label) is trained once per seed and shown as the upper-bound
+row of every fraction's table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from dvcl.errors import ConfigError, DatasetError, DVCLError
+from dvcl.utils import progress
+from dvcl.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Row names in the tables (the paper's abbreviations); unknown methods keep their registry name.
+DISPLAY_NAMES = {
+    "supervised": "U-Net (labeled only)",
+    "dan": "DAN",
+    "mean_teacher": "MT",
+    "uamt": "UA-MT",
+    "sassnet": "SASSNet",
+    "dtc": "DTC",
+    "cps": "CPS",
+    "cld": "CLD",
+    "dhc": "DHC",
+    "magicnet": "MagicNet",
+    "ugpcl": "UGPCL",
+    "u2pl": "U2PL",
+    "bacon": "BaCon",
+    "ccl": "CCL",
+    "dvcl": "DVCL (ours)",
+    "fully": "U-Net (fully supervised)",
+}
+#: Table row order, as in the paper: baselines, ours, then the upper bound; other methods just before ours.
+ROW_ORDER = tuple(DISPLAY_NAMES)
+EVAL_DIR = "evaluation"
+PRED_DIR = "test_predictions"
+MODEL_DIR = "model"
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+def fraction_tag(fraction: float) -> str:
+    """``0.1 -> "0.1"``, ``1.0 -> "1"``: the fraction as it appears in run names."""
+    return f"{float(fraction):g}"
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One cell of the grid."""
+
+    method: str
+    fraction: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_f{fraction_tag(self.fraction)}_s{self.seed}"
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``dvcl experiment`` was asked for.
+
+    Attributes:
+        data: a prepared cache (``dvcl prepare``).
+        out: folder of the run directories and the tables.
+        methods / fractions / seeds: the grid.
+        profile: ``paper`` or ``quick`` (see :mod:`dvcl.training.config`).
+        iterations: override of the profile's iteration count (e.g. a short smoke grid).
+        options: ``KEY=VALUE`` overrides for every run (a TrainConfig field, ``network.X`` or a method
+            parameter), or ``METHOD:KEY=VALUE`` for the runs of one method only.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for training and segmentation.
+        num_workers: data-loading processes per stream (default: the profile's).
+        keep_going: when a run fails (not a configuration error), log it and go on with the others.
+        tta: flip test-time augmentation for the test-split segmentation.
+        overwrite: discard existing run directories of this grid and start over.
+    """
+
+    data: Path
+    out: Path
+    methods: List[str]
+    fractions: List[float]
+    seeds: List[int]
+    profile: str = "paper"
+    iterations: Optional[int] = None
+    options: List[str] = field(default_factory=list)
+    device: str = "auto"
+    num_workers: Optional[int] = None
+    keep_going: bool = False
+    tta: bool = False
+    overwrite: bool = False
+
+
+def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]) -> List[GridRun]:
+    """The runs of a grid, in the order they are trained (method by method, then fraction, then seed).
+
+    A method that forces its labeled fraction (``fully``: 1.0) gets one run per seed, whatever ``fractions``.
+
+    Raises:
+        ConfigError: an unknown method, a fraction outside (0, 1], an empty or duplicated list.
+    """
+    from dvcl.methods import get_method_class
+
+    if not methods or not fractions or not seeds:
+        raise ConfigError("an experiment needs at least one method, one labeled fraction and one seed")
+    for what, values in (("method", methods), ("fraction", fractions), ("seed", seeds)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"a {what} is listed twice: {', '.join(str(v) for v in values)}")
+    for f in fractions:
+        if not 0 < float(f) <= 1:
+            raise ConfigError(f"labeled fraction must be in (0, 1], got {f}")
+    runs: List[GridRun] = []
+    for method in methods:
+        cls = get_method_class(method)  # ConfigError listing the available methods
+        forced = getattr(cls, "labeled_fraction", None)
+        run_fractions = [float(forced)] if forced is not None else [float(f) for f in fractions]
+        for f in run_fractions:
+            for s in seeds:
+                runs.append(GridRun(cls.name, f, int(s)))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ run state
+def run_state(run_dir: Path) -> str:
+    """``done`` (trained and evaluated), ``trained`` (evaluation missing), ``partial`` (interrupted with a
+    checkpoint to resume from) or ``new`` (nothing usable yet)."""
+    info = _read_json(run_dir / "run.json")
+    if info.get("status") == "finished":
+        evaluated = (run_dir / EVAL_DIR / "summary.json").is_file() and (run_dir / EVAL_DIR / "report.md").is_file()
+        return "done" if evaluated else "trained"
+    if (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last_state.pt").is_file():
+        return "partial"
+    return "new"
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def build_run_config(exp: ExperimentConfig, run: GridRun):
+    """The TrainConfig of one run: preset schedule < profile < --iterations < options (as ``dvcl train``)."""
+    from dvcl.data.cache import Cache
+    from dvcl.training.config import TrainConfig, apply_preset_schedule, apply_profile, set_option
+
+    cfg = TrainConfig()
+    apply_preset_schedule(cfg, Cache(exp.data).preset)
+    apply_profile(cfg, exp.profile)
+    cfg.data = str(Path(exp.data).resolve())
+    cfg.method = run.method
+    cfg.labeled_fraction = run.fraction
+    cfg.seed = run.seed
+    if exp.iterations is not None:
+        cfg.iterations = int(exp.iterations)
+    if exp.num_workers is not None:
+        cfg.num_workers = int(exp.num_workers)
+    for item in exp.options:
+        scope, key, value = parse_option(item)
+        if scope is None or scope == run.method:
+            set_option(cfg, key, value)
+    cfg.device = exp.device
+    cfg.__post_init__()
+    return cfg
+
+
+def parse_option(item: str) -> Tuple[Optional[str], str, str]:
+    """``KEY=VALUE`` -> (None, key, value); ``METHOD:KEY=VALUE`` -> (method, key, value)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE or METHOD:KEY=VALUE, got '{item}'")
+    scope = None
+    if ":" in key:
+        scope, _, key = key.partition(":")
+        scope = scope.strip().lower()
+    return scope, key.strip(), value.strip()
+
+
+#: TrainConfig fields that define a run's result; a run directory made with other values is not reused.
+_SIGNATURE_FIELDS = ("method", "labeled_fraction", "seed", "iterations", "batch_labeled", "batch_unlabeled",
+                     "patch", "lr", "momentum", "weight_decay", "poly_power", "flip_prob",
+                     "foreground_oversample")
+
+
+def config_mismatch(stored, wanted) -> List[str]:
+    """Differences (``"iterations: 300 != 2"``) between an existing run's config and the one requested.
+
+    Method parameters are compared only where the request sets them (the stored config lists all of them,
+    defaults included), after parsing them as the method does (``"16"`` equals ``16``).
+    """
+    from dvcl.methods import get_method_class
+
+    diffs = []
+    s, w = stored.to_dict(), wanted.to_dict()
+    for key in _SIGNATURE_FIELDS:
+        if s[key] != w[key]:
+            diffs.append(f"{key}: {s[key]} != {w[key]}")
+    for key in ("channels", "strides", "feature_dim", "norm", "dropout", "upsample"):
+        if s["network"].get(key) != w["network"].get(key):
+            diffs.append(f"network.{key}: {s['network'].get(key)} != {w['network'].get(key)}")
+    if w["method_params"] and s["method"] == w["method"]:
+        cls = get_method_class(w["method"])
+        parsed = cls.params_to_dict(cls.parse_params(w["method_params"]))
+        for key in w["method_params"]:
+            if s["method_params"].get(key) != parsed.get(key):
+                diffs.append(f"{key}: {s['method_params'].get(key)} != {parsed.get(key)}")
+    return diffs
+
+
+# ------------------------------------------------------------------------------------------------ one run
+def train_run(exp: ExperimentConfig, run: GridRun, run_dir: Path, state: str) -> None:
+    """Train (``new``), resume (``partial``) or do nothing (``trained``/``done``)."""
+    from dvcl.training.config import TrainConfig
+    from dvcl.training.trainer import train
+
+    if state in ("trained", "done"):
+        return
+    shutil.rmtree(run_dir / EVAL_DIR, ignore_errors=True)  # a (re)trained run is evaluated afresh
+    argv = list(sys.argv) + [f"[run {run.name}]"]
+    if state == "partial":
+        log.info("%s: resuming from its last checkpoint", run.name)
+        cfg = TrainConfig.load(run_dir / "config.yaml")
+        if exp.num_workers is not None:
+            cfg.num_workers = int(exp.num_workers)
+        train(cfg, run_dir, device=exp.device, resume=True, argv=argv)
+        return
+    cfg = build_run_config(exp, run)
+    train(cfg, run_dir, device=exp.device, overwrite=True, argv=argv)
+
+
+def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) -> Dict[str, Any]:
+    """Export the best checkpoint, segment the cache's test cases from their original files, evaluate.
+
+    Returns the evaluation summary (also written to ``RUN/evaluation/summary.json``).
+    """
+    import SimpleITK as sitk
+
+    from dvcl.evaluation import EvaluationResult, evaluate_case, write_report
+    from dvcl.evaluation.metrics import MonaiMetrics
+    from dvcl.inference.model_package import export_model, load_model_package
+    from dvcl.inference.segment import segment_image
+    from dvcl.io.images import read_image, read_label
+    from dvcl.utils.device import select_device
+
+    test_ids = list(cache.splits.get("test", []))
+    if not test_ids:
+        raise DatasetError(f"{cache.root}: splits.json has no test case to evaluate on")
+    preset = cache.preset
+    labels = {int(k): v for k, v in cache.labels.items() if int(k) != 0}
+    package_dir = export_model(run_dir, run_dir / MODEL_DIR, checkpoint="best", overwrite=True)
+    dev = select_device(device)
+    package = load_model_package(package_dir, device=dev)
+    result = EvaluationResult(labels=labels, name=run_dir.name, preset=preset.name)
+    metrics = MonaiMetrics()
+    pred_dir = run_dir / PRED_DIR
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for cid in test_ids:
+        meta = cache.case_meta(cid)
+        if not meta.get("label"):
+            raise DatasetError(f"{cache.root}: test case '{cid}' has no reference label")
+        image_path, label_path = Path(meta["image"]), Path(meta["label"])
+        for p in (image_path, label_path):
+            if not p.exists():
+                raise DatasetError(f"{p}: source file of test case '{cid}' is gone; the test split is evaluated "
+                                   "on the original files (re-run `dvcl prepare` where they are)")
+        image = read_image(image_path)
+        pred = segment_image(image, package, device=dev, tta=tta, name=cid)
+        with atomic_path(pred_dir / f"{cid}.nii.gz") as tmp:
+            sitk.WriteImage(pred, str(tmp), True)
+        ref = read_label(label_path, image, allowed_values=preset.allowed_raw_values, remap=preset.raw_values)
+        result.cases.append(evaluate_case(pred, ref, labels, case=cid, pred_name=str(pred_dir / f"{cid}.nii.gz"),
+                                          ref_name=str(label_path), metrics=metrics))
+    write_report(result, run_dir / EVAL_DIR, overwrite=True, plots=False)
+    summary = result.summary()
+    log.info("%s: test mean Dice %.4f over %d case(s)", run_dir.name, summary["mean_dice"], len(result.cases))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ grid
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` did."""
+
+    out: Path
+    runs: List[GridRun]
+    trained: List[str] = field(default_factory=list)
+    evaluated: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+    outputs: Dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
+    """Run (or resume) the whole grid, then write the tables. See the module docstring."""
+    from dvcl.data.cache import Cache
+    from dvcl.training.config import PROFILES, TrainConfig
+
+    t0 = time.monotonic()
+    if exp.profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{exp.profile}': choose one of {', '.join(PROFILES)}")
+    cache = Cache(exp.data)
+    runs = plan_grid(exp.methods, exp.fractions, exp.seeds)
+    out = Path(exp.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    # validate every run's configuration (and existing run directories) before training anything
+    from dvcl.methods import get_method_class
+
+    wanted = {r.name: build_run_config(exp, r) for r in runs}
+    for r in runs:
+        wanted[r.name].validate()
+        get_method_class(r.method).parse_params(wanted[r.name].method_params)  # unknown keys fail now
+        run_dir = out / r.name
+        if exp.overwrite or not (run_dir / "config.yaml").is_file():
+            continue
+        diffs = config_mismatch(TrainConfig.load(run_dir / "config.yaml"), wanted[r.name])
+        if diffs:
+            raise ConfigError(f"{run_dir}: made with other settings ({'; '.join(diffs)}); use another --out or "
+                              "--overwrite to start this grid over")
+    out.mkdir(parents=True, exist_ok=True)
+    if exp.overwrite:
+        for r in runs:
+            shutil.rmtree(out / r.name, ignore_errors=True)
+    _write_experiment_json(exp, runs, out)
+
+    result = ExperimentResult(out=out, runs=runs)
+    with progress.Progress("experiment", total=len(runs), desc="experiment", unit="run") as bar:
+        for r in runs:
+            run_dir = out / r.name
+            state = run_state(run_dir)
+            if state == "done":
+                result.skipped.append(r.name)
+                bar.update(message=f"{r.name} (done)")
+                continue
+            try:
+                if state in ("new", "partial"):
+                    train_run(exp, r, run_dir, state)
+                    result.trained.append(r.name)
+                evaluate_run(run_dir, cache, exp.device, exp.tta)
+                result.evaluated.append(r.name)
+            except (DVCLError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - with --keep-going one broken run must not stop the grid
+                if not exp.keep_going:
+                    raise
+                log.error("%s failed: %s: %s (continuing: --keep-going)", r.name, type(exc).__name__, exc)
+                result.failed[r.name] = f"{type(exc).__name__}: {exc}"
+            bar.update(message=r.name)
+    result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _write_experiment_json(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path) -> None:
+    from dvcl import __version__
+
+    write_json_atomic(out / "experiment.json", {
+        "data": str(Path(exp.data).resolve()), "methods": list(exp.methods), "fractions": list(exp.fractions),
+        "seeds": list(exp.seeds), "profile": exp.profile, "iterations": exp.iterations,
+        "options": list(exp.options), "device": exp.device, "tta": exp.tta,
+        "runs": [r.name for r in runs], "dvcl_version": __version__,
+    })
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def collect_summaries(out: Path, runs: Sequence[GridRun]) -> Dict[GridRun, Dict[str, Any]]:
+    """Evaluation summaries of the runs that have one."""
+    from dvcl.evaluation import load_summary
+
+    found = {}
+    for r in runs:
+        path = out / r.name / EVAL_DIR / "summary.json"
+        if path.is_file() and run_state(out / r.name) == "done":
+            found[r] = load_summary(path)
+    return found
+
+
+def _row_sort_key(method: str, given: Sequence[str]) -> Tuple[int, int]:
+    """Known methods in :data:`ROW_ORDER`; others just before ``dvcl``, in the order they were given."""
+    if method in ROW_ORDER:
+        return (2 * ROW_ORDER.index(method), 0)
+    return (2 * ROW_ORDER.index("dvcl") - 1, list(given).index(method) if method in given else 0)
+
+
+def aggregate_tables(out: Path, runs: Sequence[GridRun], methods: Sequence[str]) -> Tuple[Dict[float, dict],
+                                                                                         Dict[GridRun, dict]]:
+    """Fraction -> :func:`aggregate_runs` output (rows in table order, upper bound last), and the summaries.
+
+    Methods with a forced fraction (``fully``) appear in every fraction's table.
+    """
+    from dvcl.evaluation import aggregate_runs
+
+    summaries = collect_summaries(out, runs)
+    fractions = sorted({r.fraction for r in runs if not _forced(r.method)}) or sorted({r.fraction for r in runs})
+    tables: Dict[float, dict] = {}
+    for f in fractions:
+        per_method: Dict[str, List[dict]] = {}
+        for r in sorted(summaries, key=lambda r: (_row_sort_key(r.method, methods), r.seed)):
+            if r.fraction == f or _forced(r.method):
+                per_method.setdefault(r.method, []).append(summaries[r])
+        if not per_method:
+            continue
+        agg = aggregate_runs({DISPLAY_NAMES.get(m, m): v for m, v in per_method.items()})
+        for row, method in zip(agg["rows"], per_method):
+            row["method"] = method
+        tables[f] = agg
+    return tables, summaries
+
+
+def _forced(method: str) -> bool:
+    """True for methods trained at one fraction only because they force it (``fully``)."""
+    from dvcl.methods import get_method_class
+
+    return getattr(get_method_class(method), "labeled_fraction", None) is not None
+
+
+def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labels: Dict[int, str],
+                 failed: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
+    """Write results.md, results.csv, runs.csv and results.png from the evaluated runs in ``out``."""
+    from dvcl.evaluation import markdown_table
+
+    tables, summaries = aggregate_tables(out, runs, exp.methods)
+    structures = [labels[k] for k in sorted(labels) if int(k) != 0]
+    paths = {"markdown": out / "results.md", "csv": out / "results.csv", "runs_csv": out / "runs.csv",
+             "plot": out / "results.png"}
+    missing = [r.name for r in runs if r not in summaries]
+    iters = f", {exp.iterations} iterations" if exp.iterations else ""
+    lines = ["# Comparison", "",
+             f"Data: `{Path(exp.data).resolve()}`; profile `{exp.profile}`{iters}; "
+             f"seeds {', '.join(map(str, exp.seeds))}.",
+             "",
+             "Test split of the cache, segmented from the original files with each run's best checkpoint and "
+             "evaluated at native resolution. Dice per structure and mean Dice / Jaccard in %, HD95 in mm; "
+             "mean ± sample SD over seeds (the value of a seed is its mean over structures, then over test "
+             "cases; no SD for a single seed).", ""]
+    for f, agg in tables.items():
+        lines += [f"## {100 * f:g}% labeled", "", markdown_table(agg["rows"], structures).rstrip(), ""]
+        seeds_note = ", ".join(f"{row['name']}: {row['n_seeds']}" for row in agg["rows"]
+                               if row["n_seeds"] != len(exp.seeds))
+        if seeds_note:
+            lines += [f"Seeds evaluated (fewer than asked): {seeds_note}.", ""]
+    if missing:
+        lines += [f"Not in the table (not finished or failed): {', '.join(missing)}.", ""]
+    if failed:
+        lines += ["Failed runs:", ""] + [f"- `{k}`: {v}" for k, v in failed.items()] + [""]
+    write_text_atomic(paths["markdown"], "\n".join(lines))
+    write_text_atomic(paths["csv"], _results_csv(tables, structures))
+    write_text_atomic(paths["runs_csv"], _runs_csv(summaries, structures))
+    plot_results(tables, paths["plot"])
+    return paths
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.6f}" if isinstance(v, float) else str(v)
+
+
+def _results_csv(tables: Dict[float, dict], structures: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    metrics = ("dice", "jaccard", "hd95", "assd")
+    w.writerow(["fraction", "method", "name", "n_seeds"]
+               + [c for m in metrics for c in (f"mean_{m}", f"mean_{m}_sd")]
+               + [c for s in structures for c in (f"dice_{s}", f"dice_{s}_sd")])
+    for f, agg in tables.items():
+        for row in agg["rows"]:
+            w.writerow([f"{f:g}", row["method"], row["name"], row["n_seeds"]]
+                       + [_fmt(row.get(k)) for m in metrics for k in (f"mean_{m}", f"mean_{m}_sd")]
+                       + [_fmt(v) for s in structures
+                          for v in (row["structures"].get(s), row["structures_sd"].get(s))])
+    return buf.getvalue()
+
+
+def _runs_csv(summaries: Dict[GridRun, dict], structures: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", "method", "fraction", "seed", "mean_dice", "mean_jaccard", "mean_hd95", "mean_assd",
+                "num_cases"] + [f"dice_{s}" for s in structures])
+    for r in sorted(summaries, key=lambda r: (r.method, r.fraction, r.seed)):
+        s = summaries[r]
+        w.writerow([r.name, r.method, f"{r.fraction:g}", r.seed] + [_fmt(s.get(f"mean_{m}")) for m in
+                                                                     ("dice", "jaccard", "hd95", "assd")]
+                   + [s.get("num_cases")] + [_fmt(s["structures"].get(n, {}).get("dice_mean")) for n in structures])
+    return buf.getvalue()
+
+
+def plot_results(tables: Dict[float, dict], path: Path) -> Path:
+    """Grouped bars: mean Dice (%) +/- SD over seeds per method, one bar per labeled fraction (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names: List[str] = []
+    for agg in tables.values():
+        for row in agg["rows"]:
+            if row["name"] not in names:
+                names.append(row["name"])
+    fractions = list(tables)
+    width = 0.8 / max(1, len(fractions))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 4.0))
+    for i, f in enumerate(fractions):
+        by_name = {row["name"]: row for row in tables[f]["rows"]}
+        xs, ys, es = [], [], []
+        for j, n in enumerate(names):
+            row = by_name.get(n)
+            if row is None or row["mean_dice"] is None or math.isnan(row["mean_dice"]):
+                continue
+            xs.append(j + (i - (len(fractions) - 1) / 2) * width)
+            ys.append(100 * row["mean_dice"])
+            sd = row.get("mean_dice_sd")
+            es.append(0.0 if sd is None or math.isnan(sd) else 100 * sd)
+        ax.bar(xs, ys, width=width, yerr=es, capsize=3, label=f"{100 * f:g}% labeled")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("mean Dice (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    if fractions:
+        ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=120, format="png")
+    plt.close(fig)
+    return path

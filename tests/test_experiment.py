@@ -1,0 +1,158 @@
+"""`dvcl experiment`: a tiny real grid (2 methods x 1 fraction x 2 seeds, 2 iterations) trains, segments the
+test split, evaluates, writes the tables; a rerun skips finished runs and resumes/evaluates unfinished ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dvcl.cli.main import main
+
+TINY = ["--set", "patch=[8,16,16]", "--set", "val_roi=[8,16,16]", "--set", "network.channels=[4,8]",
+        "--set", "network.feature_dim=16", "--set", "batch_labeled=1", "--set", "batch_unlabeled=1",
+        "--set", "val_sw_batch=1", "--set", "amp=false", "--set", "mean_teacher:noise_std=0.05"]
+
+
+def _write_case(folder: Path, name: str, rng: np.random.Generator, with_label: bool) -> None:
+    """A 24 x 24 x 12 CT-like volume (fat, a bright box = class 1, a dark ball = class 2) as real NIfTI."""
+    img = np.full((12, 24, 24), -100.0, dtype=np.float32)
+    lab = np.zeros(img.shape, dtype=np.uint8)
+    z0, y0, x0 = rng.integers(1, 4), rng.integers(2, 8), rng.integers(2, 8)
+    img[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 60.0
+    lab[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 1
+    zz, yy, xx = np.mgrid[:12, :24, :24]
+    ball = (zz - 6) ** 2 + (yy - 17) ** 2 + (xx - 17) ** 2 <= 9
+    img[ball] = -300.0
+    lab[ball] = 2
+    img += rng.normal(0, 10, img.shape).astype(np.float32)
+    if with_label:
+        paths = [(img, folder / "images" / f"{name}.nii.gz"), (lab, folder / "labels" / f"{name}.nii.gz")]
+    else:
+        paths = [(img, folder / f"{name}.nii.gz")]
+    for arr, path in paths:
+        im = sitk.GetImageFromArray(arr)
+        im.SetSpacing((1.25, 1.25, 2.5))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(im, str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    from dvcl.data.cache import prepare_dataset
+    from dvcl.presets import Preset
+
+    root = tmp_path_factory.mktemp("tiny_exp")
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        _write_case(root / "data" / "labeled", f"case{i}", rng, True)
+    _write_case(root / "data" / "unlabeled", "extra0", rng, False)
+    preset = Preset(name="tiny", labels={1: "box", 2: "ball"}, batch_labeled=1, batch_unlabeled=1,
+                    iterations=2, lr=0.01)
+    cache, _ = prepare_dataset(root / "data", root / "cache", preset=preset, workers=1)
+    return cache.root
+
+
+def _run(capsys, argv):
+    capsys.readouterr()
+    code = main(["--progress", "none", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _mtimes(out: Path):
+    return {p: p.stat().st_mtime_ns for p in sorted(out.glob("*_s*/checkpoints/*.safetensors"))}
+
+
+def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
+    out = tmp_path / "grid"
+    argv = ["experiment", "--data", str(tiny_cache), "--methods", "supervised,mean_teacher", "--fractions", "0.5",
+            "--seeds", "0,1", "--out", str(out), "--profile", "quick", "--iterations", "2", "--device", "cpu",
+            "--workers", "0", *TINY]
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["runs"] == 4 and summary["trained"] == 4 and summary["evaluated"] == 4 and summary["skipped"] == 0
+
+    names = ["supervised_f0.5_s0", "supervised_f0.5_s1", "mean_teacher_f0.5_s0", "mean_teacher_f0.5_s1"]
+    per_run = {}
+    for name in names:
+        run = json.loads((out / name / "run.json").read_text())
+        assert run["status"] == "finished" and run["iteration"] == 2
+        assert (out / name / "model" / "model.json").is_file()
+        preds = list((out / name / "test_predictions").glob("*.nii.gz"))
+        assert len(preds) == 1  # the cache's single test case
+        ref = sitk.ReadImage(str(tiny_cache.parent / "data" / "labeled" / "labels" / preds[0].name))
+        pred = sitk.ReadImage(str(preds[0]))
+        assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == pytest.approx(ref.GetSpacing())
+        per_run[name] = json.loads((out / name / "evaluation" / "summary.json").read_text())
+
+    # results.csv: mean and sample SD over the two seeds of each method's per-run mean Dice
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"supervised", "mean_teacher"}
+    for method in rows:
+        vals = [per_run[f"{method}_f0.5_s{s}"]["mean_dice"] for s in (0, 1)]
+        assert int(rows[method]["n_seeds"]) == 2 and rows[method]["fraction"] == "0.5"
+        assert float(rows[method]["mean_dice"]) == pytest.approx(sum(vals) / 2, abs=1e-6)
+        sd = abs(vals[0] - vals[1]) / math.sqrt(2)  # sample SD (ddof=1) of two values
+        assert float(rows[method]["mean_dice_sd"]) == pytest.approx(sd, abs=1e-6)
+    with open(out / "runs.csv", newline="") as f:
+        assert sorted(r["run"] for r in csv.DictReader(f)) == sorted(names)
+
+    table = (out / "results.md").read_text()
+    assert "## 50% labeled" in table
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| Method | box | ball | Mean Dice | Mean Jaccard")
+    assert [line.split(" | ")[0] for line in lines[1:]] == ["| U-Net (labeled only)", "| MT"]
+    expected = f"{100 * float(rows['mean_teacher']['mean_dice']):.2f} ± "
+    assert expected in lines[2]
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # rerun: everything is finished and evaluated -> nothing is trained or evaluated again
+    before = _mtimes(out)
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["skipped"] == 4 and summary["trained"] == 0 and summary["evaluated"] == 0
+    assert _mtimes(out) == before
+
+    # an interrupted run (status running, last_state.pt present) resumes; a run missing its evaluation is
+    # only evaluated; the table is rebuilt with both
+    run_json = out / "mean_teacher_f0.5_s1" / "run.json"
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**info, "status": "running"}))
+    (out / "supervised_f0.5_s0" / "evaluation" / "summary.json").unlink()
+    metrics_before = (out / "supervised_f0.5_s0" / "metrics.csv").read_text()
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["skipped"] == 2 and summary["trained"] == 1 and summary["evaluated"] == 2
+    assert json.loads(run_json.read_text())["status"] == "finished"
+    assert (out / "supervised_f0.5_s0" / "metrics.csv").read_text() == metrics_before
+    assert (out / "supervised_f0.5_s0" / "evaluation" / "summary.json").is_file()
+
+    # other settings in the same folder are refused, not mixed into the table
+    code, _, err = _run(capsys, [a if a != "2" else "3" for a in argv])
+    assert code == 2 and "iterations: 2 != 3" in err
+
+
+def test_grid_plan_and_bad_input(tiny_cache, tmp_path, capsys):
+    from dvcl.experiment import plan_grid
+
+    runs = plan_grid(["cps", "fully"], [0.1, 0.5], [0, 1])
+    assert [r.name for r in runs] == ["cps_f0.1_s0", "cps_f0.1_s1", "cps_f0.5_s0", "cps_f0.5_s1",
+                                      "fully_f1_s0", "fully_f1_s1"]
+    base = ["experiment", "--data", str(tiny_cache), "--out", str(tmp_path / "x"), "--seeds", "0"]
+    code, _, err = _run(capsys, [*base, "--methods", "nonsense"])
+    assert code == 2 and "unknown method 'nonsense'" in err
+    code, _, err = _run(capsys, [*base, "--methods", "cps", "--fractions", "0,0.5"])
+    assert code == 2 and "labeled fraction must be in (0, 1]" in err
+    code, _, err = _run(capsys, [*base, "--methods", "u2pl", "--set", "u2pl:no_such_param=1"])
+    assert code == 2 and "no_such_param" in err
+    assert not (tmp_path / "x").exists()  # nothing written when the input is bad

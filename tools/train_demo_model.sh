@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Rebuild the embedded demo model backend/dvcl/models/phantom_demo from scratch (CPU, about 20-30 minutes).
+# It is trained on synthetic phantoms only: a demo of the pipeline, NOT a model for patients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DVCL=${DVCL:-.venv/bin/dvcl}
+WORK=${WORK:-/tmp/dvcl_demo_model}
+ITER=${ITER:-600}
+mkdir -p "$WORK"
+[ -f "$WORK/phantoms/dataset.json" ] || $DVCL --progress none phantom "$WORK/phantoms" --labeled 16 --unlabeled 8 --seed 100
+$DVCL --progress none prepare "$WORK/phantoms" -o "$WORK/cache" --spacing 2.5 2.5 5.0
+if [ -f "$WORK/run/config.yaml" ]; then
+  $DVCL train --resume "$WORK/run"
+else
+  $DVCL train --data "$WORK/cache" --method dvcl --labeled-fraction 1.0 --profile quick --iterations "$ITER" \
+    --val-every 100 --seed 0 --out "$WORK/run"
+fi
+$DVCL export "$WORK/run" -o backend/dvcl/models/phantom_demo --name phantom_demo --overwrite \
+  --description "Phantom demo model: DVCL co-training on 16 synthetic abdominal CT phantoms (tools/train_demo_model.sh). Not for clinical use."
