@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from dvcl.inference.model_package import list_installed_models
 
-        info["models"] = [str(m) for m in list_installed_models()]
+        info["models"] = [m.to_dict() for m in list_installed_models()]
     except ImportError:
         info["models"] = []
     print(json.dumps(info, indent=2, default=str))

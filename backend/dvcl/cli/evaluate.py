@@ -1,0 +1,63 @@
+"""``dvcl evaluate``: Dice, Jaccard and HD95 of predictions against reference label maps."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score predictions against reference labels (Dice, Jaccard, HD95) and write a report",
+        description="Per case and structure Dice, Jaccard, HD95 and ASSD (MONAI metrics, mm from the image "
+        "spacing). PRED and GT are two files or two folders matched by case name. A structure absent from "
+        "both is excluded; absent from one scores Dice 0 with HD95 undefined.",
+    )
+    p.add_argument("pred", metavar="PRED", help="predicted label map (file or folder; .nii.gz, .seg.nrrd, ...)")
+    p.add_argument("gt", metavar="GT", help="reference label map (file or folder)")
+    p.add_argument("--preset", default=None, metavar="P",
+                   help="label set: flare22, amos, btcv, mmwhs or a dataset.json (default: read from the files)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write metrics.csv, summary.json, report.md and PNG plots here (default: print the "
+                   "table only)")
+    p.add_argument("--name", default=None, help="row name in the table (default: PRED's name)")
+    p.add_argument("--images", default=None, metavar="CT",
+                   help="CT file or folder (case name or <case>_0000) drawn under the overlays")
+    p.add_argument("--max-overlays", type=int, default=3, help="overlay PNGs for at most N cases (default 3)")
+    p.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD (Dice and Jaccard only; faster)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing report files")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from dvcl.evaluation.report import (
+        evaluate_paths,
+        find_images,
+        markdown_table,
+        match_cases,
+        run_row,
+        write_report,
+    )
+    from dvcl.utils import progress
+
+    start = time.monotonic()
+    result = evaluate_paths(args.pred, args.gt, preset=args.preset, name=args.name,
+                            distances=not args.no_distances)
+    if args.out:
+        pairs = match_cases(args.pred, args.gt)
+        cases = [c for c, _, _ in pairs]
+        written = write_report(
+            result, args.out, overwrite=args.overwrite, images=find_images(args.images, cases),
+            predictions={c: p for c, p, _ in pairs}, references={c: r for c, _, r in pairs},
+            max_overlays=args.max_overlays, plots=not args.no_plots,
+        )
+        for kind, path in written.items():
+            progress.emit("output", path=str(path.resolve()), kind=kind.split(":")[0])
+    progress.emit("done", task="evaluate", seconds=round(time.monotonic() - start, 2))
+    if progress.get_mode() != "json":
+        print(markdown_table([run_row(result)], result.structures), end="")
+    return 0

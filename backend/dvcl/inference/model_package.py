@@ -1,0 +1,597 @@
+"""Model packages: a trained segmentation model as a folder anyone can run (docs/architecture.md).
+
+```
+MODEL_DIR/model.json           format, name, labels (names + colors), preprocessing, network config,
+                               the models averaged at inference, sliding-window settings, training summary
+MODEL_DIR/weights.safetensors  keys "<model>.<param>", e.g. "A.stem.conv_0.conv.weight"
+```
+
+Weights are safetensors only: loading a package never unpickles anything, so a package downloaded from
+someone else cannot run code on load. Every problem with a package (missing folder, corrupt weights, a
+JSON error, weights that do not fit the network config) is a :class:`~dvcl.errors.ModelError` naming the
+file. The JSON side (``read_model_json``, ``list_installed_models``) is torch-free so the Slicer module and
+``dvcl info`` can list models instantly; torch is imported only when weights are loaded or saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from dvcl import __version__
+from dvcl.errors import ConfigError, DVCLError, ModelError, OutputExistsError
+from dvcl.io.segmentation import SegmentInfo, segments_from_labels
+from dvcl.networks.config import NetworkConfig
+from dvcl.preprocessing.pipeline import PreprocessConfig
+from dvcl.utils.atomic import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+FORMAT = "dvcl-model/1"
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"
+#: The paper's sliding window [given]: window 64 x 160 x 160, stride 32 x 80 x 80 (z, y, x).
+DEFAULT_ROI = (64, 160, 160)
+DEFAULT_STRIDE = (32, 80, 80)
+USER_MODELS_ENV = "DVCL_MODELS"
+
+
+# ------------------------------------------------------------------------------------------- locations
+def builtin_models_dir() -> Path:
+    """Folder of the models shipped inside the ``dvcl`` package (package data)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def default_model_dir() -> Path:
+    """The demo model for the phantoms, shipped as package data (``dvcl/models/phantom_demo``)."""
+    return builtin_models_dir() / "phantom_demo"
+
+
+def user_models_dir() -> Path:
+    """Where users install models: ``$DVCL_MODELS`` or ``~/.dvcl/models``."""
+    env = os.environ.get(USER_MODELS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".dvcl" / "models"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``model.json`` says about an installed model (no weights loaded)."""
+
+    name: str
+    path: Path
+    description: str
+    preset: str
+    labels: Dict[int, str]
+    source: str  # "builtin" or "user"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "description": self.description, "preset": self.preset,
+                "labels": {str(k): v for k, v in self.labels.items()}, "source": self.source}
+
+
+def list_installed_models() -> List[ModelInfo]:
+    """Models in the package's ``models/`` folder (the demo) and in the user folder, by name.
+
+    Folders whose ``model.json`` is missing or invalid are skipped with a warning: one broken download must
+    not hide the other models.
+    """
+    found: List[ModelInfo] = []
+    for source, root in (("builtin", builtin_models_dir()), ("user", user_models_dir())):
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not (folder / MODEL_JSON).is_file():
+                continue
+            try:
+                meta = read_model_json(folder)
+            except ModelError as exc:
+                log.warning("skipping model folder: %s", exc)
+                continue
+            found.append(ModelInfo(name=meta["name"], path=folder, description=meta.get("description", ""),
+                                   preset=meta.get("preset", ""),
+                                   labels={int(k): v["name"] for k, v in meta["labels"].items()}, source=source))
+    return found
+
+
+def resolve_model(spec: PathLike) -> Path:
+    """A model folder from a path, or from the name of an installed model (``phantom_demo``).
+
+    Raises:
+        ModelError: neither a folder nor a known name; the message lists the installed names.
+    """
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return p
+    installed = list_installed_models()
+    for info in installed:
+        if info.name == str(spec) or info.path.name == str(spec):
+            return info.path
+    names = ", ".join(sorted({i.name for i in installed})) or "none"
+    raise ModelError(f"{spec}: model folder not found and no installed model has this name (installed: {names})")
+
+
+# -------------------------------------------------------------------------------------------- model.json
+def read_model_json(model_dir: PathLike) -> dict:
+    """Read and validate ``model.json`` without touching the weights (torch-free).
+
+    Raises:
+        ModelError: missing folder or file, invalid JSON, wrong format version, inconsistent fields.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: model folder not found")
+    path = model_dir / MODEL_JSON
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (not a dvcl model package)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: must hold a JSON object")
+    fmt = meta.get("format")
+    if fmt != FORMAT:
+        raise ModelError(f"{path}: unsupported format {fmt!r} (this dvcl reads {FORMAT!r})")
+    for key in ("name", "labels", "network", "models"):
+        if key not in meta:
+            raise ModelError(f"{path}: required field '{key}' is missing")
+    try:
+        net_cfg = NetworkConfig.from_dict(meta["network"])
+        PreprocessConfig.from_dict(meta.get("preprocessing") or {})
+    except (ConfigError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: invalid 'network' or 'preprocessing' ({exc})") from exc
+    meta["labels"] = _validate_labels(meta["labels"], net_cfg.num_classes, path)
+    models = meta["models"]
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise ModelError(f"{path}: 'models' must be a non-empty list of model names, e.g. [\"A\", \"B\"]")
+    inf = meta.get("inference") or {}
+    roi = _triple(inf.get("roi", DEFAULT_ROI), "inference.roi", path)
+    stride = _triple(inf.get("stride", DEFAULT_STRIDE), "inference.stride", path)
+    if any(s > r for s, r in zip(stride, roi)):
+        raise ModelError(f"{path}: inference.stride {list(stride)} exceeds the window {list(roi)}")
+    div = net_cfg.divisor
+    if any(r % d for r, d in zip(roi, div)):
+        raise ModelError(f"{path}: inference.roi {list(roi)} is not divisible by the network's {list(div)}")
+    meta["inference"] = {**inf, "roi": list(roi), "stride": list(stride)}
+    return meta
+
+
+def _triple(value: Any, what: str, path: Path) -> Tuple[int, int, int]:
+    try:
+        t = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: {what} must be three positive integers (z, y, x), got {value!r}") from exc
+    if len(t) != 3 or min(t) < 1:
+        raise ModelError(f"{path}: {what} must be three positive integers (z, y, x), got {value!r}")
+    return t
+
+
+def _validate_labels(labels: Any, num_classes: int, path: Path) -> Dict[str, dict]:
+    if not isinstance(labels, dict) or not labels:
+        raise ModelError(f"{path}: 'labels' must map class ids to {{\"name\", \"color\"}}")
+    out: Dict[str, dict] = {}
+    for key, entry in labels.items():
+        try:
+            lid = int(key)
+        except ValueError as exc:
+            raise ModelError(f"{path}: label id {key!r} is not an integer") from exc
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ModelError(f"{path}: label {lid} needs a 'name'")
+        color = entry.get("color")
+        if color is not None and (not isinstance(color, list) or len(color) != 3
+                                  or not all(isinstance(c, int) and 0 <= c <= 255 for c in color)):
+            raise ModelError(f"{path}: label {lid} color must be [r, g, b] in 0..255, got {color!r}")
+        out[str(lid)] = dict(entry)
+    ids = sorted(int(k) for k in out)
+    if ids != list(range(1, num_classes)):
+        raise ModelError(f"{path}: label ids {ids} do not match the network's {num_classes} classes "
+                         f"(expected 1..{num_classes - 1})")
+    return {str(k): out[str(k)] for k in ids}
+
+
+def labels_to_json(labels: Mapping[int, Any]) -> Dict[str, dict]:
+    """``{id: name}``, ``{id: {"name", "color"}}`` or ``{id: SegmentInfo}`` -> model.json's label table."""
+    out: Dict[str, dict] = {}
+    for key, entry in sorted(labels.items(), key=lambda kv: int(kv[0])):
+        if int(key) == 0:
+            continue
+        if isinstance(entry, SegmentInfo):
+            out[str(int(key))] = {"name": entry.name, "color": [int(c) for c in entry.color]}
+        else:
+            info = segments_from_labels({int(key): entry})[int(key)]
+            out[str(int(key))] = {"name": info.name, "color": [int(c) for c in info.color]}
+    return out
+
+
+# ----------------------------------------------------------------------------------------- the package
+@dataclass
+class ModelPackage:
+    """A loaded model package: metadata plus the networks, on the CPU in eval mode.
+
+    Use :meth:`to` to move the networks to a device; :mod:`dvcl.inference.predictor` does that.
+    """
+
+    path: Path
+    meta: dict
+    network_config: NetworkConfig
+    models: Dict[str, nn.Module] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def description(self) -> str:
+        return str(self.meta.get("description", ""))
+
+    @property
+    def preset(self) -> str:
+        return str(self.meta.get("preset", ""))
+
+    @property
+    def num_classes(self) -> int:
+        return self.network_config.num_classes
+
+    @property
+    def labels(self) -> Dict[int, str]:
+        """Class id -> structure name (background excluded)."""
+        return {int(k): v["name"] for k, v in self.meta["labels"].items()}
+
+    @property
+    def segments(self) -> Dict[int, SegmentInfo]:
+        """Class id -> :class:`SegmentInfo` (name and color), for ``.seg.nrrd`` output."""
+        return segments_from_labels({int(k): v for k, v in self.meta["labels"].items()},
+                                    tags={"DVCL.Model": self.name})
+
+    @property
+    def model_names(self) -> List[str]:
+        """The models whose softmax outputs are averaged at inference (e.g. ``["A", "B"]``)."""
+        return list(self.meta["models"])
+
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.meta.get("preprocessing") or {})
+
+    @property
+    def roi(self) -> Tuple[int, int, int]:
+        return tuple(self.meta["inference"]["roi"])
+
+    @property
+    def stride(self) -> Tuple[int, int, int]:
+        return tuple(self.meta["inference"]["stride"])
+
+    def to(self, device: torch.device) -> ModelPackage:
+        for net in self.models.values():
+            net.to(device)
+        return self
+
+
+def load_model_package(model_dir: PathLike, device: Optional[Any] = None) -> ModelPackage:
+    """Load a model package: validate ``model.json``, build the networks, load the safetensors weights.
+
+    Args:
+        model_dir: the package folder (see :func:`resolve_model` for names of installed models).
+        device: optional device to move the networks to (default: stay on the CPU).
+
+    Raises:
+        ModelError: missing folder/files, invalid JSON, corrupt weights, weight keys or shapes that do not
+            match the network config.
+    """
+    from dvcl.networks import build_network
+
+    model_dir = Path(model_dir)
+    meta = read_model_json(model_dir)
+    net_cfg = NetworkConfig.from_dict(meta["network"])
+    weights = _load_weights(model_dir / WEIGHTS)
+    models: Dict[str, nn.Module] = {}
+    for name in meta["models"]:
+        try:
+            net = build_network(net_cfg)
+        except DVCLError as exc:
+            raise ModelError(f"{model_dir / MODEL_JSON}: cannot build network ({exc})") from exc
+        state = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
+        _check_state(net, state, name, model_dir / WEIGHTS)
+        net.load_state_dict(state, strict=True)
+        net.eval()
+        models[name] = net
+    claimed = tuple(n + "." for n in meta["models"])
+    stray = sorted(k for k in weights if not k.startswith(claimed))
+    if stray:
+        raise ModelError(f"{model_dir / WEIGHTS}: {len(stray)} weights belong to no model listed in model.json "
+                         f"(e.g. {stray[0]!r})")
+    pkg = ModelPackage(path=model_dir, meta=meta, network_config=net_cfg, models=models)
+    if device is not None:
+        pkg.to(device)
+    log.info("loaded model '%s' (%s; models %s) from %s", pkg.name, pkg.preset or "custom",
+             "+".join(pkg.model_names), model_dir)
+    return pkg
+
+
+def _load_weights(path: Path) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file missing")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: corrupt or unreadable weights ({exc})") from exc
+
+
+def _check_state(net: nn.Module, state: Mapping[str, torch.Tensor], name: str, path: Path) -> None:
+    """Compare a state dict with what the network expects; one clear message instead of torch's list."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not state:
+        raise ModelError(f"{path}: no weights for model '{name}' (keys must start with '{name}.')")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        problems.append(f"{len(wrong)} with wrong shape (e.g. {wrong[0]})")
+    if problems:
+        raise ModelError(f"{path}: weights of model '{name}' do not match the network config: " + "; ".join(problems))
+
+
+def save_model_package(
+    models: Mapping[str, nn.Module],
+    config: Union[NetworkConfig, Mapping[str, Any]],
+    labels: Mapping[int, Any],
+    out_dir: PathLike,
+    name: str,
+    description: str = "",
+    preset: str = "",
+    preprocessing: Optional[Union[PreprocessConfig, Mapping[str, Any]]] = None,
+    model_names: Optional[Sequence[str]] = None,
+    roi: Sequence[int] = DEFAULT_ROI,
+    stride: Sequence[int] = DEFAULT_STRIDE,
+    training: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write networks and their metadata as a model package folder.
+
+    Args:
+        models: name -> network (e.g. ``{"A": net_a, "B": net_b}``); only ``model_names`` are saved.
+        config: the :class:`NetworkConfig` the networks were built from.
+        labels: class id -> name, ``{"name", "color"}`` or :class:`SegmentInfo` (background omitted).
+        out_dir: package folder (created).
+        model_names: models averaged at inference (default: all of ``models`` in the given order).
+        roi / stride: sliding-window settings (z, y, x); the paper's by default.
+        training: free-form summary stored in model.json (method, iterations, val Dice, ...).
+
+    Returns:
+        The package folder. ``model.json`` is written last, so a folder without it is never a package.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    cfg = config if isinstance(config, NetworkConfig) else NetworkConfig.from_dict(dict(config))
+    names = list(model_names) if model_names is not None else list(models)
+    missing = [n for n in names if n not in models]
+    if not names or missing:
+        raise ModelError(f"{out_dir}: models {missing or names} to save are not given")
+    if any("." in n for n in names):
+        raise ModelError(f"{out_dir}: model names must not contain '.', got {names}")
+    for target in (out_dir / MODEL_JSON, out_dir / WEIGHTS):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target}: exists (use --overwrite to replace it)")
+    prep = preprocessing if isinstance(preprocessing, PreprocessConfig) else PreprocessConfig.from_dict(
+        dict(preprocessing or {}))
+    meta = {
+        "format": FORMAT,
+        "name": str(name),
+        "description": str(description),
+        "preset": str(preset),
+        "labels": labels_to_json(labels),
+        "preprocessing": prep.to_dict(),
+        "network": cfg.to_dict(),
+        "models": names,
+        "inference": {"roi": [int(v) for v in roi], "stride": [int(v) for v in stride]},
+        "training": dict(training or {}),
+        "dvcl_version": __version__,
+    }
+    # Validate the metadata before writing anything (the same checks a reader applies).
+    _validate_meta_for_write(meta, out_dir)
+    tensors = {}
+    for n in names:
+        for key, value in models[n].state_dict().items():
+            tensors[f"{n}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": str(name)})
+    write_json_atomic(out_dir / MODEL_JSON, meta)
+    log.info("wrote model package '%s' (%d tensors) to %s", name, len(tensors), out_dir)
+    return out_dir
+
+
+def _validate_meta_for_write(meta: dict, out_dir: Path) -> None:
+    path = out_dir / MODEL_JSON
+    cfg = NetworkConfig.from_dict(meta["network"])
+    meta["labels"] = _validate_labels(meta["labels"], cfg.num_classes, path)
+    roi = _triple(meta["inference"]["roi"], "roi", path)
+    stride = _triple(meta["inference"]["stride"], "stride", path)
+    if any(s > r for s, r in zip(stride, roi)) or any(r % d for r, d in zip(roi, cfg.divisor)):
+        raise ModelError(f"{path}: window {list(roi)} / stride {list(stride)} do not suit the network "
+                         f"(window divisible by {list(cfg.divisor)}, stride <= window)")
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export_model(
+    run_dir: PathLike,
+    out_dir: PathLike,
+    name: Optional[str] = None,
+    checkpoint: str = "best",
+    description: Optional[str] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Turn a training run directory (docs/architecture.md, "Run directory") into a model package.
+
+    Reads ``config.yaml`` (network, preset, labels, preprocessing), ``run.json`` (inference models, summary)
+    and ``checkpoints/<checkpoint>.safetensors``; builds the networks and loads the weights before writing,
+    so a package that exports always loads.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ModelError(f"{run_dir}: run directory not found")
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ModelError(f"{cfg_path}: missing (not a dvcl run directory)")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{cfg_path}: not valid YAML ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_path}: must hold a mapping")
+    run_info = _read_json_optional(run_dir / "run.json")
+    ckpt = run_dir / "checkpoints" / f"{checkpoint}.safetensors"
+    weights = _load_weights(ckpt)
+
+    net_dict = cfg.get("network")
+    if not isinstance(net_dict, dict):
+        raise ModelError(f"{cfg_path}: no 'network' section")
+    labels = _run_labels(cfg, run_dir)
+    net_dict = {**net_dict}
+    if not net_dict.get("num_classes"):
+        net_dict["num_classes"] = max(labels) + 1
+    try:
+        net_cfg = NetworkConfig.from_dict(net_dict)
+    except ConfigError as exc:
+        raise ModelError(f"{cfg_path}: invalid network config ({exc})") from exc
+    prefixes = sorted({k.split(".", 1)[0] for k in weights})
+    inference_models = (run_info.get("inference_models") or cfg.get("inference_models") or prefixes)
+    from dvcl.networks import build_network
+
+    nets: Dict[str, nn.Module] = {}
+    for m in inference_models:
+        net = build_network(net_cfg)
+        state = {k[len(m) + 1:]: v for k, v in weights.items() if k.startswith(m + ".")}
+        _check_state(net, state, m, ckpt)
+        net.load_state_dict(state, strict=True)
+        nets[m] = net
+    preset = cfg.get("preset")
+    preset_name = preset.get("name", "") if isinstance(preset, dict) else str(preset or "")
+    training = {
+        "method": cfg.get("method", ""),
+        "checkpoint": checkpoint,
+        "seed": cfg.get("seed"),
+        "iteration": run_info.get("best_iteration") if checkpoint == "best" else run_info.get("iteration"),
+        "best_val_dice": run_info.get("best_val_dice", run_info.get("best_metric")),
+        "labeled_fraction": cfg.get("labeled_fraction"),
+        "run_dir": str(run_dir.resolve()),
+    }
+    roi, stride = _run_window(cfg)
+    return save_model_package(
+        nets, net_cfg, labels, out_dir,
+        name=name or run_dir.name,
+        description=description if description is not None else
+        f"{training['method'] or 'dvcl'} model trained on {preset_name or 'custom data'} ({checkpoint} checkpoint)",
+        preset=preset_name,
+        preprocessing=_run_preprocessing(cfg, run_dir),
+        model_names=list(inference_models),
+        roi=roi,
+        stride=stride,
+        training={k: v for k, v in training.items() if v is not None},
+        overwrite=overwrite,
+    )
+
+
+def _read_json_optional(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _run_labels(cfg: dict, run_dir: Path) -> Dict[int, Any]:
+    """The label table of a run: ``run.labels`` (or ``labels``) in config.yaml, else the preset's."""
+    run_section = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    labels = run_section.get("labels") or cfg.get("labels")
+    if isinstance(labels, dict) and labels:
+        out = {int(k): v for k, v in labels.items() if int(k) != 0}
+        if out:
+            return {k: {"name": v, "color": list(_preset_color(cfg, k, v))} if isinstance(v, str) else v
+                    for k, v in out.items()}
+    preset = cfg.get("preset")
+    if isinstance(preset, dict) and preset.get("labels"):
+        from dvcl.presets import Preset
+
+        p = Preset.from_dict(preset)
+        return {k: {"name": n, "color": list(p.color(k))} for k, n in p.labels.items()}
+    if isinstance(preset, str) and preset:
+        from dvcl.presets import get_preset
+
+        try:
+            p = get_preset(preset)
+        except DVCLError as exc:
+            raise ModelError(f"{run_dir / 'config.yaml'}: {exc}") from exc
+        return {k: {"name": n, "color": list(p.color(k))} for k, n in p.labels.items()}
+    raise ModelError(f"{run_dir / 'config.yaml'}: no label table ('labels' or 'preset')")
+
+
+def _run_window(cfg: dict) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The sliding window the run validated with (``val_roi``, ``val_overlap``); the paper's by default.
+
+    With the paper profile this is the paper's 64x160x160 window with stride 32x80x80 [given]; a quick-profile
+    model keeps the smaller window it was validated with, so exported models behave as their validation.
+    """
+    roi = cfg.get("val_roi")
+    if not roi:
+        return DEFAULT_ROI, DEFAULT_STRIDE
+    roi = tuple(int(v) for v in roi)
+    overlap = float(cfg.get("val_overlap", 0.5))
+    return roi, tuple(max(1, int(r * (1.0 - overlap))) for r in roi)
+
+
+def _preset_color(cfg: dict, label_id: int, name: str) -> Tuple[int, int, int]:
+    """The preset's color for a label when the preset is known and agrees on the name, else the default."""
+    from dvcl.presets import PRESETS, default_color
+
+    preset = PRESETS.get(str(cfg.get("preset", "")).lower())
+    if preset is not None and preset.labels.get(label_id) == name:
+        return preset.color(label_id)
+    return default_color(name, label_id)
+
+
+def _run_preprocessing(cfg: dict, run_dir: Path) -> dict:
+    """The run's preprocessing: recorded in config.yaml, else from its cache's dataset.json.
+
+    A model applied with other preprocessing than it was trained with gives wrong results without any
+    error, so a run whose preprocessing cannot be found is refused rather than exported with defaults.
+    """
+    run_section = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    for prep in (run_section.get("preprocessing"), cfg.get("preprocessing")):
+        if isinstance(prep, dict):
+            return prep
+    cache = cfg.get("data") or cfg.get("cache")
+    if isinstance(cache, str) and cache:
+        for base in (Path(cache), run_dir / cache, run_dir.parent / cache):
+            meta = _read_json_optional(base / "dataset.json")
+            if isinstance(meta.get("preprocessing"), dict):
+                return meta["preprocessing"]
+    raise ModelError(f"{run_dir / 'config.yaml'}: preprocessing settings not recorded and the training cache "
+                     f"'{cache}' (its dataset.json) is not found; export where the cache is reachable")

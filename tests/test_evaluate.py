@@ -1,0 +1,266 @@
+"""`dvcl evaluate`: metrics against an independent numpy/scipy computation on the real FLARE22-labelled CT,
+the NaN convention, reports and plots, seed aggregation, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from dvcl.cli.main import main
+from dvcl.errors import ConfigError, DatasetError, GeometryMismatchError, LabelValueError
+from dvcl.evaluation import aggregate_runs, evaluate_paths, load_summary, markdown_table
+from dvcl.io.segmentation import segments_from_labels, write_seg_nrrd
+from dvcl.presets import get_preset
+
+FLARE = get_preset("flare22").labels
+
+
+# ------------------------------------------------------------------------------------ independent reference
+def np_dice_jaccard(p: np.ndarray, g: np.ndarray):
+    inter = np.logical_and(p, g).sum()
+    return 2.0 * inter / (p.sum() + g.sum()), inter / np.logical_or(p, g).sum()
+
+
+def np_hd95(p: np.ndarray, g: np.ndarray, spacing_zyx) -> float:
+    """Symmetric 95th-percentile Hausdorff distance between the masks' surfaces (voxels removed by a
+    6-connected erosion), distances from scipy's exact Euclidean distance transform with the voxel spacing.
+
+    Computed on the union's bounding box plus a 2-voxel zero margin (every surface voxel lies inside it, so
+    the distances are those of the whole volume; it only keeps the test fast)."""
+    nz = np.nonzero(p | g)
+    box = tuple(slice(max(0, int(i.min()) - 2), int(i.max()) + 3) for i in nz)
+    p, g = np.pad(p[box], 2), np.pad(g[box], 2)
+    sp = p & ~ndimage.binary_erosion(p)
+    sg = g & ~ndimage.binary_erosion(g)
+    to_g = ndimage.distance_transform_edt(~sg, sampling=spacing_zyx)[sp]
+    to_p = ndimage.distance_transform_edt(~sp, sampling=spacing_zyx)[sg]
+    return max(np.percentile(to_g, 95), np.percentile(to_p, 95))
+
+
+def perturb(ref: np.ndarray, variant: str) -> np.ndarray:
+    """A plausible imperfect prediction: liver eroded, spleen shifted, pancreas missed, (a) a false esophagus."""
+    pred = ref.copy()
+    liver = ref == 1
+    pred[liver & ~ndimage.binary_erosion(liver)] = 0
+    shift = 2 if variant == "a" else -3
+    pred[ref == 3] = 0
+    pred[np.roll(ref == 3, shift, axis=2) & (pred == 0)] = 3
+    pred[ref == 4] = 0
+    if variant == "a":
+        pred[40:43, 50:53, 60:63] = 10  # esophagus is absent from the reference
+    else:
+        kid = ref == 13
+        pred[ndimage.binary_dilation(kid, iterations=2) & (pred == 0)] = 13
+    return pred
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, abdomen_label):
+    """Two cases (a, b) of predictions and references in folders, on the real CT's geometry."""
+    root = tmp_path_factory.mktemp("eval")
+    ref_img = sitk.ReadImage(str(abdomen_label))
+    ref = sitk.GetArrayFromImage(ref_img)
+    arrays = {}
+    for case in ("a", "b"):
+        pred = perturb(ref, case)
+        for kind, arr in (("pred", pred), ("gt", ref)):
+            img = sitk.GetImageFromArray(arr.astype(np.uint8))
+            img.CopyInformation(ref_img)
+            (root / kind).mkdir(exist_ok=True)
+            sitk.WriteImage(img, str(root / kind / f"{case}.nii.gz"))
+        arrays[case] = (pred, ref)
+    spacing_zyx = tuple(reversed(ref_img.GetSpacing()))
+    return root, arrays, spacing_zyx
+
+
+@pytest.fixture(scope="module")
+def result(cases):
+    root, _, _ = cases
+    return evaluate_paths(root / "pred", root / "gt", preset="flare22")
+
+
+def test_metrics_equal_independent_computation(cases, result):
+    _, arrays, spacing = cases
+    assert [c.case for c in result.cases] == ["a", "b"]
+    for c in result.cases:
+        pred, ref = arrays[c.case]
+        for s in c.scores:
+            p, g = pred == s.label, ref == s.label
+            assert (s.pred_voxels, s.ref_voxels) == (p.sum(), g.sum())
+            if not p.any() and not g.any():
+                assert s.status == "absent_both" and math.isnan(s.dice) and math.isnan(s.hd95)
+                continue
+            d, j = np_dice_jaccard(p, g)
+            assert s.dice == pytest.approx(d, abs=1e-6), (c.case, s.name)
+            assert s.jaccard == pytest.approx(j, abs=1e-6), (c.case, s.name)
+            if p.any() and g.any():
+                assert s.status == "ok"
+                assert s.hd95 == pytest.approx(np_hd95(p, g, spacing), abs=1e-4), (c.case, s.name)
+            else:
+                assert s.dice == 0 and s.jaccard == 0 and math.isnan(s.hd95) and math.isnan(s.assd)
+    a = {s.name: s for s in result.cases[0].scores}
+    b = {s.name: s for s in result.cases[1].scores}
+    assert a["pancreas"].status == "missed" and a["esophagus"].status == "false_positive"
+    assert b["esophagus"].status == "absent_both"
+    assert a["right kidney"].dice == 1.0 and a["right kidney"].hd95 == 0.0
+    assert 0.5 < a["spleen"].dice < 0.95 and a["spleen"].hd95 > 0  # really perturbed
+    assert a["liver"].hd95 == pytest.approx(3.0)  # one 3 mm voxel of erosion
+
+
+def test_distances_use_anisotropic_spacing_in_the_right_order(cases):
+    """The CT is isotropic, so re-stamp case a with (x, y, z) spacing 0.7, 1.1, 2.5 mm: HD95 must follow."""
+    from dvcl.evaluation import evaluate_case
+
+    _, arrays, _ = cases
+    pred, ref = arrays["a"]
+    images = []
+    for arr in (pred, ref):
+        img = sitk.GetImageFromArray(arr.astype(np.uint8))
+        img.SetSpacing((0.7, 1.1, 2.5))
+        images.append(img)
+    r = evaluate_case(images[0], images[1], FLARE, case="aniso")
+    for s in r.scores:
+        if s.status == "ok" and s.hd95 > 0:
+            assert s.hd95 == pytest.approx(np_hd95(pred == s.label, ref == s.label, (2.5, 1.1, 0.7)), abs=1e-4)
+    spleen = {s.name: s for s in r.scores}["spleen"]
+    assert spleen.hd95 == pytest.approx(np_hd95(pred == 3, ref == 3, (2.5, 1.1, 0.7)), abs=1e-4)
+    assert spleen.hd95 != pytest.approx(np_hd95(pred == 3, ref == 3, (0.7, 1.1, 2.5)), abs=1e-2)
+
+
+def test_summary_means_follow_the_convention(cases, result):
+    _, arrays, _ = cases
+    per_case = []
+    for case in ("a", "b"):
+        pred, ref = arrays[case]
+        vals = [np_dice_jaccard(pred == k, ref == k)[0] for k in FLARE if (pred == k).any() or (ref == k).any()]
+        per_case.append(np.mean(vals))  # both-absent structures excluded; missed/false positive count as 0
+    s = result.summary()
+    assert s["cases"]["a"]["mean_dice"] == pytest.approx(per_case[0], abs=1e-6)
+    assert s["mean_dice"] == pytest.approx(np.mean(per_case), abs=1e-6)
+    assert s["mean_dice_sd"] == pytest.approx(np.std(per_case, ddof=1), abs=1e-6)
+    eso = s["structures"]["esophagus"]
+    assert eso["n_evaluated"] == 1 and eso["n_absent_both"] == 1 and eso["dice_mean"] == 0.0
+    assert math.isnan(eso["hd95_mean"])
+    pan = s["structures"]["pancreas"]
+    assert pan["dice_mean"] == 0.0 and pan["n_missed"] == 2
+
+
+def test_cli_writes_report_files(cases, tmp_path, abdomen_image, capsys):
+    root, _, _ = cases
+    out = tmp_path / "report"
+    rc = main(["evaluate", str(root / "pred"), str(root / "gt"), "--preset", "flare22", "--out", str(out),
+               "--images", str(abdomen_image), "--name", "perturbed", "--max-overlays", "1"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| Method | liver | right kidney |") and "| perturbed |" in table
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 13
+    row = next(r for r in rows if r["case"] == "a" and r["structure"] == "pancreas")
+    assert (row["dice"], row["hd95_mm"], row["status"]) == ("0.000000", "nan", "missed")
+    summary = json.loads((out / "summary.json").read_text())  # strict JSON: NaN written as null
+    assert summary["structures"]["esophagus"]["hd95_mean"] is None and summary["num_cases"] == 2
+    assert load_summary(out / "summary.json")["mean_dice"] == pytest.approx(summary["mean_dice"])
+    md = (out / "report.md").read_text()
+    assert "Mean Dice" in md and "Mean Jaccard" in md and "absent from both" in md
+    mean, sd = summary["mean_dice"] * 100, summary["mean_dice_sd"] * 100
+    assert f"{mean:.2f} ± {sd:.2f}" in md
+    for png in (out / "dice_boxplot.png", out / "overlays" / "a.png"):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not (out / "overlays" / "b.png").exists()  # --max-overlays 1
+    assert main(["evaluate", str(root / "pred"), str(root / "gt"), "--preset", "flare22", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_seg_nrrd_prediction_and_label_table_check(cases, tmp_path, abdomen_label, result):
+    _, arrays, _ = cases
+    ref_img = sitk.ReadImage(str(abdomen_label))
+    img = sitk.GetImageFromArray(arrays["a"][0].astype(np.uint8))
+    img.CopyInformation(ref_img)
+    good = write_seg_nrrd(img, tmp_path / "a.seg.nrrd", segments_from_labels(FLARE))
+    r = evaluate_paths(good, abdomen_label, preset="flare22", distances=False)
+    assert [s.dice for s in r.cases[0].scores] == pytest.approx([s.dice for s in result.cases[0].scores])
+    # the same voxels labelled with the AMOS table (1 spleen, 2 right kidney, ...): wrong label set
+    amos = write_seg_nrrd(img, tmp_path / "amos.seg.nrrd", segments_from_labels(get_preset("amos").labels))
+    with pytest.raises(LabelValueError, match="another label table"):
+        evaluate_paths(amos, abdomen_label, preset="flare22")
+
+
+def test_bad_inputs(cases, tmp_path, abdomen_label, caplog):
+    root, arrays, _ = cases
+    ref_img = sitk.ReadImage(str(abdomen_label))
+
+    def write(arr, name, spacing=None):
+        img = sitk.GetImageFromArray(arr.astype(np.uint8))
+        img.CopyInformation(ref_img)
+        if spacing:
+            img.SetSpacing(spacing)
+        sitk.WriteImage(img, str(tmp_path / name))
+        return tmp_path / name
+
+    pred = arrays["a"][0]
+    with pytest.raises(GeometryMismatchError, match="does not lie on the grid of the reference"):
+        evaluate_paths(write(pred, "sp.nii.gz", (3.0, 3.0, 2.0)), abdomen_label, preset="flare22")
+    bad = pred.copy()
+    bad[0, 0, 0] = 14
+    with pytest.raises(LabelValueError, match="14"):
+        evaluate_paths(write(bad, "v14.nii.gz"), abdomen_label, preset="flare22")
+    with pytest.raises(LabelValueError, match="not in the label table"):
+        evaluate_paths(abdomen_label, write(bad, "gt14.nii.gz"), preset="flare22")
+    with caplog.at_level(logging.WARNING):
+        r = evaluate_paths(write(np.zeros_like(pred), "empty.nii.gz"), abdomen_label, preset="flare22")
+    assert any("prediction is empty" in rec.getMessage() for rec in caplog.records)
+    scores = r.cases[0].scores
+    assert all(s.dice == 0.0 for s in scores if s.ref_voxels) and r.summary()["mean_dice"] == 0.0
+    with pytest.raises(ConfigError, match="two files or two folders"):
+        evaluate_paths(root / "pred", abdomen_label)
+    only_b = tmp_path / "only_b"
+    only_b.mkdir()
+    (only_b / "b.nii.gz").write_bytes((root / "pred" / "b.nii.gz").read_bytes())
+    with pytest.raises(DatasetError, match="no prediction for 1 reference case"):
+        evaluate_paths(only_b, root / "gt")
+    with pytest.raises(DatasetError, match="not found"):
+        evaluate_paths(tmp_path / "nothing", root / "gt")
+
+
+def test_aggregate_runs_over_seeds(result, tmp_path):
+    """Mean and sample SD over seeds, from results or summary dicts, in the paper's table layout."""
+    base = result.summary()
+
+    def seed(delta: float) -> dict:
+        s = json.loads(json.dumps(base, default=str))
+        s["mean_dice"] = base["mean_dice"] + delta
+        s["mean_jaccard"] = base["mean_jaccard"] + delta / 2
+        s["structures"]["liver"]["dice_mean"] = 0.9 + delta
+        return s
+
+    table = aggregate_runs({"DVCL": [seed(-0.01), seed(0.0), seed(0.01)], "single": [result]})
+    dv = table["rows"][0]
+    assert dv["name"] == "DVCL" and dv["n_seeds"] == 3
+    assert dv["mean_dice"] == pytest.approx(base["mean_dice"])
+    assert dv["mean_dice_sd"] == pytest.approx(0.01)  # sample SD of (-0.01, 0, 0.01)
+    assert dv["mean_jaccard_sd"] == pytest.approx(0.005)
+    assert dv["structures"]["liver"] == pytest.approx(0.9) and dv["structures_sd"]["liver"] == pytest.approx(0.01)
+    single = table["rows"][1]
+    assert single["mean_dice"] == pytest.approx(base["mean_dice"]) and math.isnan(single["mean_dice_sd"])
+    md = markdown_table(table["rows"], table["structures"])
+    lines = md.strip().splitlines()
+    assert lines[0].split("|")[1:3] == [" Method ", " liver "] and len(lines) == 4
+    assert "| DVCL | 90.00 |" in md
+    assert f"{100 * base['mean_dice']:.2f} ± 1.00" in md
+    with pytest.raises(ConfigError):
+        aggregate_runs({"empty": []})
+
+
+def test_labels_from_files_without_preset(cases):
+    root, _, _ = cases
+    r = evaluate_paths(root / "pred" / "a.nii.gz", root / "gt" / "a.nii.gz", distances=False)
+    assert r.labels == {i: f"label_{i}" for i in range(1, 14)} and r.cases[0].case == "a"

@@ -1,0 +1,264 @@
+"""`dvcl segment` on the real CT test data: exact output geometry, label sets, .seg.nrrd metadata, progress
+events, the sliding window (padding, window count, A+B ensemble, TTA) and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from dvcl.cli.main import main
+from dvcl.errors import ConfigError, DimensionError, ImageReadError, ModelError, OutputExistsError
+from dvcl.inference import load_model_package, save_model_package, segment_files, segment_image
+from dvcl.inference.model_package import ModelPackage
+from dvcl.inference.predictor import Predictor, count_windows, overlap_for_stride
+from dvcl.io.images import read_image
+from dvcl.io.segmentation import SegmentInfo, read_segmentation, write_seg_nrrd
+from dvcl.networks import NetworkConfig, build_network
+from dvcl.preprocessing import Grid
+
+LABELS = {1: "liver", 2: "right kidney", 3: "spleen"}
+COLORS = {1: (221, 130, 101), 2: (185, 102, 83), 3: (157, 108, 162)}
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory) -> Path:
+    """Random tiny A+B U-Nets (4 classes), coarse 6 mm grid and a small window so CPU tests stay fast."""
+    cfg = NetworkConfig(num_classes=4, channels=(4, 8), feature_dim=8)
+    torch.manual_seed(0)
+    nets = {"A": build_network(cfg), "B": build_network(cfg)}
+    return save_model_package(nets, cfg, LABELS, tmp_path_factory.mktemp("models") / "tiny", name="tiny",
+                              preset="flare22", preprocessing={"spacing": [6.0, 6.0, 6.0]},
+                              roi=(32, 64, 64), stride=(16, 32, 32))
+
+
+class ThresholdNet(nn.Module):
+    """A voxel-wise 'network': class 1 where the normalised intensity exceeds 0.9, else background.
+
+    Being voxel-wise and flip-equivariant, its output is known exactly in advance, which makes it a probe for
+    orientation, resampling and blending errors of the pipeline around the network.
+    """
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 40.0 * (x - 0.9)], dim=1)
+
+
+def threshold_package(roi=(64, 160, 160), stride=(32, 80, 80)) -> ModelPackage:
+    meta = {"name": "threshold", "labels": {"1": {"name": "bright", "color": [255, 0, 0]}}, "models": ["A"],
+            "inference": {"roi": list(roi), "stride": list(stride)}, "preprocessing": {}}
+    return ModelPackage(path=Path("."), meta=meta, network_config=NetworkConfig(num_classes=2, channels=(4, 8)),
+                        models={"A": ThresholdNet()})
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("restore", ["probabilities", "label"])
+def test_threshold_probe_lands_on_the_original_grid(abdomen_image, restore):
+    """Paper window (64x160x160, stride 32x80x80) on the real CT plus an off-centre 1000 HU block: the result
+    must be the thresholded input, voxel by voxel, in the input's own (RAS-stored) geometry."""
+    img = sitk.ReadImage(str(abdomen_image))
+    arr = sitk.GetArrayFromImage(img)
+    arr[20:32, 10:22, 15:30] = 1000  # (z, y, x) block near one corner: any axis flip would move it
+    probe = sitk.GetImageFromArray(arr)
+    probe.CopyInformation(img)
+    label = segment_image(probe, threshold_package(), device="cpu", restore=restore)
+    assert Grid.of(label) == Grid.of(img)
+    out = sitk.GetArrayFromImage(label)
+    assert set(np.unique(out)) <= {0, 1}
+    # The CT holds > 0.5 % air below -325 HU and > 0.5 % at or above +325 HU, so the clip limits are the
+    # normalisation percentiles and 0.9 normalised is -325 + 0.9 * 650 = 260 HU.
+    expected = arr > 260
+    assert dice(out == 1, expected) > 0.85
+    assert out[22:30, 12:20, 17:28].all()  # block interior
+    for mirrored in (np.s_[20:32, 10:22, -30:-15], np.s_[-32:-20, 10:22, 15:30], np.s_[20:32, -22:-10, 15:30]):
+        assert out[mirrored].mean() < 0.05
+
+
+def test_segment_real_ct_cli_seg_nrrd(tmp_path, abdomen_image, tiny_package, capsys):
+    out_dir = tmp_path / "out"
+    rc = main(["--progress", "json", "segment", str(abdomen_image), "-o", str(out_dir), "--model", str(tiny_package),
+               "--format", "seg.nrrd", "--volumes", "csv", "--device", "cpu"])
+    assert rc == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert events[0] == {"event": "start", "task": "segment", "total": 4, "step": 0}
+    messages = [e["message"] for e in events if e["event"] == "progress"]
+    for stage in ("reading", "preprocessing", "network", "writing"):
+        assert any(m.endswith(f": {stage}") for m in messages), stage
+    windows = [e for e in events if e["event"] == "progress" and "window" in e]
+    # 6 mm grid (z, y, x) = (57, 51, 62): 3 windows in z (starts 0, 16, 25), y and x padded to one window
+    assert windows and windows[-1]["window"] == "3/3"
+    outputs = {e["kind"]: e["path"] for e in events if e["event"] == "output"}
+    seg_path = out_dir / "image.seg.nrrd"
+    assert outputs == {"segmentation": str(seg_path.resolve()), "volumes": str((out_dir / "volumes.csv").resolve())}
+    assert events[-1]["event"] == "done"
+
+    image = read_image(abdomen_image)
+    label, segments = read_segmentation(seg_path)
+    assert Grid.of(label) == Grid.of(image)  # exactly, not within a tolerance
+    values = sitk.GetArrayFromImage(label)
+    assert set(np.unique(values)) <= {0, 1, 2, 3}
+    assert {k: (s.name, s.color) for k, s in segments.items()} == {k: (LABELS[k], COLORS[k]) for k in LABELS}
+    assert all(s.tags.get("DVCL.Model") == "tiny" for s in segments.values())
+    # Extents in the header equal the voxel data's bounding boxes (i = x, j = y, k = z; inclusive).
+    raw = sitk.ReadImage(str(seg_path))
+    for i in range(3):
+        lid = int(raw.GetMetaData(f"Segment{i}_LabelValue"))
+        ext = [int(v) for v in raw.GetMetaData(f"Segment{i}_Extent").split()]
+        nz = np.nonzero(values == lid)
+        if len(nz[0]):
+            assert ext == [nz[2].min(), nz[2].max(), nz[1].min(), nz[1].max(), nz[0].min(), nz[0].max()]
+        else:
+            assert ext == [0, -1, 0, -1, 0, -1]
+    # Volumes: voxel count x 3 mm x 3 mm x 3 mm = 0.027 ml per voxel.
+    with open(out_dir / "volumes.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["case"] == "image"
+    for lid, name in LABELS.items():
+        assert float(row[f"{name} [ml]"]) == pytest.approx((values == lid).sum() * 0.027, abs=1e-3)
+
+
+def test_seg_nrrd_opens_in_slicer(tmp_path):
+    """Slicer's own segmentation reader (slicer-core) gets names, colors and voxels from our file."""
+    slicer = pytest.importorskip("slicer")
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    arr = np.zeros((6, 7, 8), np.uint8)
+    arr[1:3, 2:5, 3:7] = 1
+    arr[4, 1:3, 0:2] = 3
+    lab = sitk.GetImageFromArray(arr)
+    lab.SetSpacing((0.8, 0.9, 2.5))
+    lab.SetOrigin((12.0, -30.0, 5.0))
+    path = write_seg_nrrd(lab, tmp_path / "x.seg.nrrd", {k: SegmentInfo(k, LABELS[k], COLORS[k]) for k in LABELS})
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    seg = node.GetSegmentation()
+    assert seg.GetNumberOfSegments() == 3  # the empty "right kidney" segment is listed too
+    for i in range(3):
+        s = seg.GetNthSegment(i)
+        lid = s.GetLabelValue()
+        assert s.GetName() == LABELS[lid]
+        assert np.allclose(s.GetColor(), np.array(COLORS[lid]) / 255.0, atol=1e-5)
+        lm = s.GetRepresentation("Binary labelmap")
+        voxels = vtk_to_numpy(lm.GetPointData().GetScalars())
+        assert (voxels == lid).sum() == (arr == lid).sum()
+        assert np.allclose(lm.GetSpacing(), (0.8, 0.9, 2.5))
+
+
+def test_segment_dicom_series(tmp_path, dicom_dir, tiny_package):
+    """The 3-slice DICOM series is smaller than the window in z (2 slices at 6 mm, padded by MONAI)."""
+    image = read_image(dicom_dir)
+    label = segment_image(image, load_model_package(tiny_package), device="cpu")
+    assert Grid.of(label) == Grid.of(image)  # in memory: exactly the DICOM geometry (doubles)
+    assert set(np.unique(sitk.GetArrayViewFromImage(label))) <= {0, 1, 2, 3}
+
+    out = tmp_path / "ct.nii.gz"
+    results = segment_files([dicom_dir], out, tiny_package, device="cpu", volumes="json")
+    assert [r.output for r in results] == [str(out)]
+    written = sitk.ReadImage(str(out))
+    assert written.GetSize() == (512, 512, 3) and written.GetDirection() == image.GetDirection()
+    # NIfTI stores spacing and origin as float32: equal to the input up to that precision
+    assert np.allclose(written.GetSpacing(), image.GetSpacing(), rtol=1e-6, atol=0)
+    assert np.allclose(written.GetOrigin(), image.GetOrigin(), rtol=1e-6, atol=1e-4)
+    assert np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(label))
+    vols = json.loads((tmp_path / "ct_volumes.json").read_text())
+    assert set(vols["dicom"]) == set(LABELS.values())
+    assert set(results[0].seconds) >= {"reading", "preprocessing", "network", "restore", "writing"}
+    # NRRD keeps doubles: a .seg.nrrd output has the DICOM geometry exactly
+    segment_files([dicom_dir], tmp_path / "ct.seg.nrrd", tiny_package, device="cpu")
+    assert Grid.of(read_segmentation(tmp_path / "ct.seg.nrrd")[0]) == Grid.of(image)
+
+
+def test_output_exists_and_overwrite(tmp_path, abdomen_image, tiny_package, capsys):
+    out = tmp_path / "abd.nii.gz"
+    args = ["segment", str(abdomen_image), "-o", str(out), "--model", str(tiny_package), "--device", "cpu",
+            "--models", "A", "--restore", "label"]
+    assert main(args) == 0
+    before = out.stat().st_mtime_ns
+    assert main(args) == 2
+    assert "exists (use --overwrite" in capsys.readouterr().err
+    assert out.stat().st_mtime_ns == before
+    with pytest.raises(OutputExistsError):
+        segment_files([abdomen_image], out, tiny_package, device="cpu")
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_bad_inputs(tmp_path, abdomen_image, tiny_package, capsys):
+    with pytest.raises(ImageReadError, match="file not found"):
+        segment_files([tmp_path / "missing.nii.gz"], tmp_path / "o", tiny_package)
+    with pytest.raises(ModelError, match="no installed model has this name"):
+        segment_files([abdomen_image], tmp_path / "o", "no_such_model")
+    with pytest.raises(ConfigError, match="contradicts"):
+        segment_files([abdomen_image], tmp_path / "o.nii.gz", tiny_package, fmt="seg.nrrd")
+    with pytest.raises(ConfigError, match="not in package"):
+        segment_files([abdomen_image], tmp_path / "o", tiny_package, models=["C"], device="cpu")
+    flat = sitk.Image(20, 20, sitk.sitkInt16)
+    sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(DimensionError):
+        segment_files([tmp_path / "flat.nii.gz"], tmp_path / "o", tiny_package)
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    assert main(["segment", str(empty), "-o", str(tmp_path / "o"), "--model", str(tiny_package)]) == 2
+    assert "no DICOM series and no image files" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_non_ct_input_warns_but_segments(tiny_package, caplog):
+    rng = np.random.default_rng(0)
+    mr = sitk.GetImageFromArray(rng.uniform(0, 800, (20, 30, 30)).astype(np.float32))  # MR-like: all positive
+    mr.SetSpacing((2.0, 2.0, 4.0))
+    with caplog.at_level(logging.WARNING):
+        label = segment_image(mr, load_model_package(tiny_package), device="cpu", name="mr.nii.gz")
+    assert Grid.of(label) == Grid.of(mr)
+    assert any("not CT Hounsfield units" in r.getMessage() for r in caplog.records)
+
+
+def test_window_count_padding_and_ensemble(tiny_package):
+    pkg = load_model_package(tiny_package)
+    vol = np.random.default_rng(1).standard_normal((10, 20, 30)).astype(np.float32)
+    seen = []
+    probs = Predictor(pkg, "cpu", roi=(8, 16, 16), stride=(4, 8, 8)).predict(vol, on_window=lambda d, t: seen.append(
+        (d, t)))
+    # z: starts 0, 2 (2 windows); y: 0, 4 (2); x: 0, 8, 14 (3) -> 12 windows, each run once
+    assert count_windows(vol.shape, (8, 16, 16), (4, 8, 8)) == 12
+    assert seen[-1] == (12, 12) and len(seen) == 12
+    assert probs.shape == (4, 10, 20, 30)
+    assert torch.allclose(probs.sum(0), torch.ones(10, 20, 30), atol=1e-5)
+    # Input smaller than the window: padded to one 32x64x64 window, cropped back.
+    small = vol[:5, :7, :9]
+    pa = Predictor(pkg, "cpu", models=["A"]).predict(small)
+    pb = Predictor(pkg, "cpu", models=["B"]).predict(small)
+    pab = Predictor(pkg, "cpu").predict(small)
+    assert pab.shape == (4, 5, 7, 9) and count_windows(small.shape, pkg.roi, pkg.stride) == 1
+    assert not torch.allclose(pa, pb, atol=1e-3)
+    assert torch.allclose(pab, (pa + pb) / 2, atol=1e-5)  # softmax mean of A and B
+
+
+def test_tta_undoes_its_flips():
+    """The threshold probe is flip-equivariant, so TTA must return exactly the plain prediction."""
+    vol = np.random.default_rng(2).uniform(0, 1.2, (12, 20, 24)).astype(np.float32)
+    pkg = threshold_package(roi=(8, 16, 16), stride=(4, 8, 8))
+    plain = Predictor(pkg, "cpu").predict(vol)
+    tta = Predictor(pkg, "cpu", tta=True).predict(vol)
+    assert torch.allclose(plain, tta, atol=1e-5)
+    assert torch.equal(plain.argmax(0), torch.from_numpy((vol > 0.9).astype(np.int64)))
+
+
+def test_overlap_gives_exact_stride():
+    for roi, stride in (((64, 160, 160), (32, 80, 80)), ((160, 160, 96), (48, 112, 7))):
+        ov = overlap_for_stride(roi, stride)
+        assert [int(r * (1 - o)) for r, o in zip(roi, ov)] == list(stride)
+    assert overlap_for_stride((64, 160, 160), (32, 80, 80)) == [0.5, 0.5, 0.5]
