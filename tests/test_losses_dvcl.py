@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from dvcl.errors import ConfigError
 from dvcl.losses import (
     ClassMemoryBank,

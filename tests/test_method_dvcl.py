@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from dvcl.errors import ConfigError
 from dvcl.methods import get_method_class
 from dvcl.networks.config import NetworkConfig
