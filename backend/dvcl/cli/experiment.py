@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and the tables")
     p.add_argument("--profile", choices=("paper", "quick"), default="paper",
-                   help="paper (default) or quick (CPU-sized: patch 32x64x64, channels 8..64, 300 iterations)")
+                   help="paper (default) or quick (CPU-sized: patch 32x64x64, channels 8..64, AdamW, 300 iterations)")
     p.add_argument("--iterations", type=int, default=None, help="override the profile's iteration count")
     p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
                    help="override an option for every run (a config field, network.X or a method parameter), or "

@@ -283,8 +283,7 @@ class Trainer:
         self.params = list(self.method.trainable_parameters())
         if not self.params:
             raise ConfigError(f"method '{cfg.method}' has no trainable parameters")
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.optimizer = build_optimizer(cfg, self.params)
         # each rank its own random stream for the losses' voxel sampling (a function of seed and rank)
         seed_everything(cfg.seed * 7919 + 104729 * (self.dist.rank + 1))
 
@@ -644,6 +643,16 @@ class Trainer:
                      for c, v in zip(range(1, self.num_classes), class_means)}
         log.info("validation: mean Dice %.4f on %d case(s) in %.1f s", mean, len(per_case), time.monotonic() - t0)
         return {"dice": mean, "per_class": per_class}
+
+
+def build_optimizer(cfg: TrainConfig, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD with momentum as the paper [given], or AdamW for short CPU runs (the quick profile)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optimizer '{cfg.optimizer}': use sgd or adamw")
 
 
 @contextlib.contextmanager
