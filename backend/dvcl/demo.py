@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,12 @@ def run_demo(cfg: DemoConfig) -> Dict[str, object]:
         segment_files(todo, pred_dir, model_dir, device=cfg.device, volumes=None)
     step("segment")
 
-    ref_dir = raw / "labeled" / "labels"
+    # the references of the held-out test cases only, next to the predictions (evaluate matches folders by name)
+    ref_dir = out / "references"
+    ref_dir.mkdir(exist_ok=True)
+    for lab in labels.values():
+        if not (ref_dir / lab.name).is_file():
+            shutil.copyfile(lab, ref_dir / lab.name)
     result = evaluate_paths(pred_dir, ref_dir, preset=cache.preset, name=cfg.method)
     paths = write_report(result, out / "evaluation", overwrite=True, images=images,
                          predictions={cid: pred_dir / f"{cid}.nii.gz" for cid in test_ids}, references=labels)
