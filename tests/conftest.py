@@ -6,7 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -60,3 +62,43 @@ def abdomen_simple_layout(tmp_path, abdomen_image, abdomen_label) -> Path:
     shutil.copy(abdomen_label, root / "labeled" / "labels" / "abd.nii.gz")
     shutil.copy(DATA / "chest_cta_1p5mm" / "image.nii.gz", root / "unlabeled" / "chest.nii.gz")
     return root
+
+
+# --------------------------------------------------------------------------- a tiny real cache for training tests
+def _write_case(folder: Path, name: str, rng: np.random.Generator, with_label: bool) -> None:
+    """A 24 x 24 x 12 CT-like volume (fat, a bright box = class 1, a dark sphere = class 2), real NIfTI."""
+    img = np.full((12, 24, 24), -100.0, dtype=np.float32)
+    lab = np.zeros(img.shape, dtype=np.uint8)
+    z0, y0, x0 = rng.integers(1, 4), rng.integers(2, 8), rng.integers(2, 8)
+    img[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 60.0
+    lab[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 1
+    zz, yy, xx = np.mgrid[:12, :24, :24]
+    ball = (zz - 6) ** 2 + (yy - 17) ** 2 + (xx - 17) ** 2 <= 9
+    img[ball] = -300.0
+    lab[ball] = 2
+    img += rng.normal(0, 10, img.shape).astype(np.float32)
+    for arr, sub in ((img, "images"), (lab, "labels")):
+        if sub == "labels" and not with_label:
+            continue
+        im = sitk.GetImageFromArray(arr)
+        im.SetSpacing((1.25, 1.25, 2.5))
+        path = folder / sub / f"{name}.nii.gz" if with_label else folder / f"{name}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(im, str(path))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """A prepared cache of 5 labeled + 1 unlabeled tiny volumes (2 classes): real files, seconds to train on."""
+    from dvcl.data.cache import prepare_dataset
+    from dvcl.presets import Preset
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        _write_case(root / "data" / "labeled", f"case{i}", rng, True)
+    _write_case(root / "data" / "unlabeled", "extra0", rng, False)
+    preset = Preset(name="tiny", labels={1: "box", 2: "ball"}, batch_labeled=1, batch_unlabeled=1,
+                    iterations=2, lr=0.01)
+    cache, _ = prepare_dataset(root / "data", root / "cache", preset=preset, workers=1)
+    return cache.root

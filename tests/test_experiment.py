@@ -8,7 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -17,45 +16,6 @@ from dvcl.cli.main import main
 TINY = ["--set", "patch=[8,16,16]", "--set", "val_roi=[8,16,16]", "--set", "network.channels=[4,8]",
         "--set", "network.feature_dim=16", "--set", "batch_labeled=1", "--set", "batch_unlabeled=1",
         "--set", "val_sw_batch=1", "--set", "amp=false", "--set", "mean_teacher:noise_std=0.05"]
-
-
-def _write_case(folder: Path, name: str, rng: np.random.Generator, with_label: bool) -> None:
-    """A 24 x 24 x 12 CT-like volume (fat, a bright box = class 1, a dark ball = class 2) as real NIfTI."""
-    img = np.full((12, 24, 24), -100.0, dtype=np.float32)
-    lab = np.zeros(img.shape, dtype=np.uint8)
-    z0, y0, x0 = rng.integers(1, 4), rng.integers(2, 8), rng.integers(2, 8)
-    img[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 60.0
-    lab[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 1
-    zz, yy, xx = np.mgrid[:12, :24, :24]
-    ball = (zz - 6) ** 2 + (yy - 17) ** 2 + (xx - 17) ** 2 <= 9
-    img[ball] = -300.0
-    lab[ball] = 2
-    img += rng.normal(0, 10, img.shape).astype(np.float32)
-    if with_label:
-        paths = [(img, folder / "images" / f"{name}.nii.gz"), (lab, folder / "labels" / f"{name}.nii.gz")]
-    else:
-        paths = [(img, folder / f"{name}.nii.gz")]
-    for arr, path in paths:
-        im = sitk.GetImageFromArray(arr)
-        im.SetSpacing((1.25, 1.25, 2.5))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(im, str(path))
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory) -> Path:
-    from dvcl.data.cache import prepare_dataset
-    from dvcl.presets import Preset
-
-    root = tmp_path_factory.mktemp("tiny_exp")
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        _write_case(root / "data" / "labeled", f"case{i}", rng, True)
-    _write_case(root / "data" / "unlabeled", "extra0", rng, False)
-    preset = Preset(name="tiny", labels={1: "box", 2: "ball"}, batch_labeled=1, batch_unlabeled=1,
-                    iterations=2, lr=0.01)
-    cache, _ = prepare_dataset(root / "data", root / "cache", preset=preset, workers=1)
-    return cache.root
 
 
 def _run(capsys, argv):
