@@ -26,7 +26,10 @@ def test_torchrun_two_processes_gloo(tmp_path):
            "--method", "supervised", "--profile", "quick", "--labeled-fraction", "1.0", "--iterations", "2",
            "--batch-labeled", "1", "--patch", "8", "16", "16", "--val-every", "2", "--workers", "0",
            "--device", "cpu", "--set", "val_roi=[8,16,16]", "--set", "log_every=1",
-           "--set", "network.channels=[4,8]"]
+           "--set", "network.channels=[4,8]",
+           # SGD: equivalence with one process holds for any optimizer in exact arithmetic, but Adam turns the
+           # float noise of gradients that are zero by construction (conv bias before instance norm) into steps
+           "--set", "optimizer=sgd", "--lr", "0.1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

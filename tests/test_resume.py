@@ -83,6 +83,11 @@ def _cli(*args: str):
     return [sys.executable, "-m", "dvcl.cli.main", "--progress", "json", "train", *args]
 
 
+def cmd_iterations(cmd) -> int:
+    """The run's total iterations (40 in the test below; resumed commands inherit it from config.yaml)."""
+    return int(cmd[cmd.index("--iterations") + 1]) if "--iterations" in cmd else 40
+
+
 def _run_until(cmd, stop_at: int, sig: int, run: Path, log: Path) -> int:
     """Start `dvcl train`, check the checkpoints at every metrics event, send ``sig`` at iteration >= stop_at."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -94,8 +99,9 @@ def _run_until(cmd, stop_at: int, sig: int, run: Path, log: Path) -> int:
             if event["event"] != "metrics":
                 continue
             last = run / "checkpoints" / "last_state.pt"
-            if last.exists():  # written atomically: whatever is on disk always loads
-                assert load_state(last)["iteration"] <= event["iteration"]
+            if last.exists():  # written atomically: whatever is on disk always loads, whole
+                # (the run may already be past the event we are reading: stdout is read behind the writer)
+                assert 1 <= load_state(last)["iteration"] <= int(cmd_iterations(cmd))
                 load_weights(run / "checkpoints" / "last.safetensors")
             if event["iteration"] >= stop_at and not sent:
                 proc.send_signal(sig)
