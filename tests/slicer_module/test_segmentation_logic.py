@@ -184,3 +184,28 @@ def test_backend_failure_is_reported_and_scene_unchanged(scene, abdomen_volume, 
     assert node_count(scene) == before
     assert [s.GetName() for _, s in _segments(existing)] == ["x"]
     assert os.listdir(tmp_path / "work") == []
+
+
+def test_segment_with_the_shipped_demo_model(scene, abdomen_volume, tmp_path):
+    """The one-click path a new user takes: the real CT, the demo model that ships with the backend."""
+    from dvcl.inference.model_package import default_model_dir
+
+    model = default_model_dir()
+    meta = json.loads((model / "model.json").read_text())
+    logic, record = _logic(tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    saved = tmp_path / "demo.nii.gz"
+    logic.start(abdomen_volume, _params(model), save_to=str(saved))
+    node = logic.wait(TIMEOUT)
+    assert record["errors"] == [] and node.IsA("vtkMRMLSegmentationNode")
+    names = [s.GetName() for _, s in _segments(node)]
+    assert names == [meta["labels"][k]["name"] for k in sorted(meta["labels"], key=int)]
+    assert names[0] == "liver" and len(names) == 13
+    for (_, segment), k in zip(_segments(node), sorted(meta["labels"], key=int)):
+        np.testing.assert_allclose(segment.GetColor(), np.array(meta["labels"][k]["color"]) / 255.0, atol=1e-6)
+    original, mine = sitk.ReadImage(str(ABDOMEN_IMAGE)), _node_labels(node, abdomen_volume, tmp_path / "n.nii.gz")
+    assert mine.GetSize() == original.GetSize()
+    np.testing.assert_allclose(mine.GetOrigin(), original.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(mine.GetDirection(), original.GetDirection(), atol=1e-6)
+    values = set(np.unique(sitk.GetArrayFromImage(mine)).tolist())
+    assert values <= set(range(14)) and len(values) >= 2
