@@ -124,25 +124,61 @@ def restore_label(arr: np.ndarray, record: GeometryRecord) -> sitk.Image:
     return record.original.apply(out)
 
 
-def restore_probabilities(prob: np.ndarray, record: GeometryRecord) -> sitk.Image:
+def restore_probabilities(prob: np.ndarray, record: GeometryRecord, min_prob: float = 0.05) -> sitk.Image:
     """Resample class probabilities (C, Z, Y, X) linearly onto the original grid and take the argmax there.
 
-    Smoother organ borders than :func:`restore_label` when the original grid is finer than the network's,
-    at the cost of one resampling per class.
+    Smoother organ borders than :func:`restore_label` when the original grid is finer than the network's.
+    Background (class 0) is resampled over the whole grid; every other class only over the original-grid box
+    that covers its voxels with probability >= ``min_prob`` (a class cannot win the argmax elsewhere), which
+    makes restoring a 512 x 512 x 300 CT several times faster than resampling every class everywhere.
     """
     if prob.ndim != 4:
         raise ValueError(f"probabilities must be (C, Z, Y, X), got shape {prob.shape}")
-    best: Optional[np.ndarray] = None
-    arg: Optional[np.ndarray] = None
-    for c in range(prob.shape[0]):
-        ch = record.resampled.apply(sitk.GetImageFromArray(np.ascontiguousarray(prob[c], dtype=np.float32)))
-        res = sitk.GetArrayFromImage(_resample(ch, record.original, sitk.sitkLinear, 1.0 if c == 0 else 0.0,
-                                               sitk.sitkFloat32))
-        if best is None:
-            best, arg = res, np.zeros(res.shape, np.uint8)
-        else:
-            better = res > best
-            best[better] = res[better]
-            arg[better] = c
+    orig = record.original
+    full = Grid(orig.size, orig.spacing, orig.origin, orig.direction)
+    best = _resample_channel(prob[0], record, full, default=1.0)
+    arg = np.zeros(best.shape, np.uint8)
+    net = record.resampled.reference_image()
+    for c in range(1, prob.shape[0]):
+        box = _class_box(prob[c] >= min_prob, net, orig)
+        if box is None:
+            continue
+        (x0, y0, z0), (x1, y1, z1) = box
+        sub = Grid((x1 - x0, y1 - y0, z1 - z0), orig.spacing,
+                   tuple(full.reference_image().TransformIndexToPhysicalPoint((x0, y0, z0))), orig.direction)
+        res = _resample_channel(prob[c], record, sub, default=0.0)
+        view_best = best[z0:z1, y0:y1, x0:x1]
+        better = res > view_best
+        view_best[better] = res[better]
+        arg[z0:z1, y0:y1, x0:x1][better] = c
     out = sitk.GetImageFromArray(arg)
     return record.original.apply(out)
+
+
+def _resample_channel(channel: np.ndarray, record: GeometryRecord, target: Grid, default: float) -> np.ndarray:
+    img = record.resampled.apply(sitk.GetImageFromArray(np.ascontiguousarray(channel, dtype=np.float32)))
+    return sitk.GetArrayFromImage(_resample(img, target, sitk.sitkLinear, default, sitk.sitkFloat32))
+
+
+def _class_box(mask: np.ndarray, net: sitk.Image, orig: Grid):
+    """The original-grid index box ((x0, y0, z0), (x1, y1, z1)), end exclusive, covering ``mask`` (network grid)
+    with a margin of 2 network voxels, or None when the mask is empty. Works for any direction matrices: the
+    8 corners of the network-grid box are mapped through physical space and the box is their hull."""
+    nz = np.nonzero(mask)
+    if not len(nz[0]):
+        return None
+    lo = [int(a.min()) - 2 for a in nz]  # z, y, x
+    hi = [int(a.max()) + 2 for a in nz]
+    ref = orig.reference_image()
+    corners = []
+    for z in (lo[0], hi[0]):
+        for y in (lo[1], hi[1]):
+            for x in (lo[2], hi[2]):
+                pt = net.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
+                corners.append(ref.TransformPhysicalPointToContinuousIndex(pt))
+    corners = np.array(corners)
+    start = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    stop = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, np.array(orig.size))
+    if np.any(stop <= start):
+        return None
+    return tuple(int(v) for v in start), tuple(int(v) for v in stop)
