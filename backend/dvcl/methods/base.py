@@ -130,6 +130,19 @@ class Method:
             raise ConfigError(f"method '{self.name}': inference models {unknown} are not among {list(self.models)}")
         return self.models
 
+    def joint_batch(self, batch_l: Batch, batch_u: Optional[Batch]) -> Tuple[torch.Tensor, torch.Tensor, int, bool]:
+        """Labeled then unlabeled images on the device in one tensor, so each model runs one forward pass.
+
+        Returns:
+            ``(x, y_l, n_l, has_u)``: images (B_l + B_u, 1, Z, Y, X), labels (B_l, 1, Z, Y, X) long, the number of
+            labeled patches, and whether an unlabeled half is present.
+        """
+        x_l = batch_l["image"].to(self.device)
+        y_l = batch_l["label"].to(self.device).long()
+        has_u = batch_u is not None and batch_u["image"].shape[0] > 0
+        x = torch.cat([x_l, batch_u["image"].to(self.device)]) if has_u else x_l
+        return x, y_l, x_l.shape[0], has_u
+
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         """Parameters the optimiser updates: every ``requires_grad`` parameter of every model, once."""
         seen = set()

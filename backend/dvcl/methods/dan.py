@@ -137,11 +137,7 @@ class DANMethod(Method):
         return float(self.params.adv_weight) * sigmoid_rampup(iteration, ramp)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
-        x_l = batch_l["image"].to(self.device)
-        y_l = batch_l["label"].to(self.device).long()
-        n_l = x_l.shape[0]
-        has_u = batch_u is not None and batch_u["image"].shape[0] > 0
-        x = torch.cat([x_l, batch_u["image"].to(self.device)]) if has_u else x_l
+        x, y_l, n_l, has_u = self.joint_batch(batch_l, batch_u)
         logits, _ = self.models["A"](x)
         sup = self.sup_loss(logits[:n_l], y_l)
         probs = torch.softmax(logits.float(), dim=1)

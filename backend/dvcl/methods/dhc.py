@@ -104,11 +104,7 @@ class DHCMethod(Method):
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         p = self.params
-        x_l = batch_l["image"].to(self.device)
-        y_l = batch_l["label"].to(self.device).long()
-        n_l = x_l.shape[0]
-        has_u = batch_u is not None and batch_u["image"].shape[0] > 0
-        x = torch.cat([x_l, batch_u["image"].to(self.device)]) if has_u else x_l
+        x, y_l, n_l, has_u = self.joint_batch(batch_l, batch_u)
         if self.distdw.weights is None:
             self.distdw.init(class_counts(y_l, self.num_classes).cpu())
         logits = {m: self.models[m](x)[0] for m in MODELS}
