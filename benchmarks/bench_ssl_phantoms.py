@@ -36,6 +36,9 @@ METHODS = {
     # pseudo-labels of the first iterations are mostly background and full-weight CPS locks that in
     "cps-ramp0.5": ("dvcl", {"lambda_c": 0.0, "cps_rampup_fraction": 0.5}),
     "dvcl-ramp0.5": ("dvcl", {"cps_rampup_fraction": 0.5}),
+    # supervised-only warm-up over the first half of the run, then the usual 10 % ramp-up (warmup_fraction)
+    "cps-warmup0.5": ("dvcl", {"lambda_c": 0.0, "warmup_fraction": 0.5}),
+    "dvcl-warmup0.5": ("dvcl", {"warmup_fraction": 0.5}),
 }
 
 

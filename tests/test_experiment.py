@@ -116,3 +116,27 @@ def test_grid_plan_and_bad_input(tiny_cache, tmp_path, capsys):
     code, _, err = _run(capsys, [*base, "--methods", "u2pl", "--set", "u2pl:no_such_param=1"])
     assert code == 2 and "no_such_param" in err
     assert not (tmp_path / "x").exists()  # nothing written when the input is bad
+
+
+def test_parallel_grid_matches_the_sequential_one(tiny_cache, tmp_path, capsys):
+    """--jobs 2 trains the runs in two spawned processes; each run is the same run as a sequential grid's."""
+    common = ["--data", str(tiny_cache), "--methods", "supervised", "--fractions", "0.5", "--seeds", "0,1",
+              "--profile", "quick", "--iterations", "2", "--device", "cpu", "--workers", "0", *TINY]
+    code, _, err = _run(capsys, ["experiment", *common, "--out", str(tmp_path / "seq")])
+    assert code == 0, err
+    code, stdout, err = _run(capsys, ["experiment", *common, "--out", str(tmp_path / "par"), "--jobs", "2"])
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["trained"] == 2 and summary["evaluated"] == 2 and summary["failed"] == []
+    for seed in (0, 1):
+        name = f"supervised_f0.5_s{seed}"
+        seq = json.loads((tmp_path / "seq" / name / "evaluation" / "summary.json").read_text())
+        par = json.loads((tmp_path / "par" / name / "evaluation" / "summary.json").read_text())
+        assert par["mean_dice"] == pytest.approx(seq["mean_dice"], abs=1e-3)
+        assert json.loads((tmp_path / "par" / name / "run.json").read_text())["status"] == "finished"
+    assert (tmp_path / "par" / "results.md").is_file()
+    # a rerun skips both; --jobs 0 is refused
+    code, stdout, _ = _run(capsys, ["experiment", *common, "--out", str(tmp_path / "par"), "--jobs", "2"])
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 2
+    code, _, err = _run(capsys, ["experiment", *common, "--out", str(tmp_path / "par"), "--jobs", "0"])
+    assert code == 2 and "--jobs" in err

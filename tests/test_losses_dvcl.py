@@ -136,6 +136,11 @@ def test_cps_rampup():
     assert sigmoid_rampup(100, 100) == 1.0 and sigmoid_rampup(5000, 100) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
     assert cps_weight(500, 10000, lambda_cps=2.0, rampup_fraction=0.1) == pytest.approx(2 * math.exp(-1.25))
+    # supervised-only warm-up: weight 0 for the first 20 %, then the ramp starts from its beginning
+    assert cps_weight(1999, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == 0.0
+    assert cps_weight(2000, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(math.exp(-5))
+    assert cps_weight(2500, 10000, lambda_cps=2.0, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
+        2 * math.exp(-1.25))
 
 
 # --------------------------------------------------------------------------------------------- sampling

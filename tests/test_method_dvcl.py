@@ -115,7 +115,8 @@ def test_dvcl_without_unlabeled_batch_and_bad_feature_dim():
 def test_cps_is_co_training_without_contrastive_terms():
     cls = get_method_class("cps")
     assert "Cross Pseudo" in cls.citation
-    assert set(cls.default_params()) == {"lambda_cps", "cps_rampup_fraction", "cps_entropy_weighting"}
+    assert set(cls.default_params()) == {"lambda_cps", "cps_rampup_fraction", "warmup_fraction",
+                                         "cps_entropy_weighting"}
     method = _method("cps")
     loss, terms = method.compute_loss(*_batches(0), 5)
     assert not any(k.startswith(("hqcl", "dvcl", "contra")) for k in terms)
@@ -150,3 +151,31 @@ def test_dvcl_through_the_trainer_on_real_ct(tmp_path, abdomen_simple_layout):
         assert rows[-1][key] != "" and float(rows[-1][key]) == float(rows[-1][key])  # logged and not NaN
     saved = TrainConfig.load(tmp_path / "run" / "config.yaml").method_params
     assert saved["k"] == 10 and saved["k_out"] == 15 and saved["pool_size"] == 256  # resolved full parameter set
+
+
+def test_warmup_trains_supervised_only_then_co_trains():
+    """warmup_fraction=0.5 of 10 iterations: iterations 0-4 carry only L_sup, iteration 5 the full loss."""
+    method = _method("dvcl", warmup_fraction=0.5, **SMALL)
+    batch_l, batch_u = _batches(0)
+    loss, terms = method.compute_loss(batch_l, batch_u, 4)
+    assert terms["cps_weight"] == 0.0 and terms["cps"] == 0.0 and terms["contra"] == 0.0
+    assert loss.item() == pytest.approx(terms["sup"], rel=1e-6)
+    loss.backward()
+    assert _proj_grad(method.models["A"]) == 0.0  # the contrastive head is untouched during warm-up
+    loss, terms = method.compute_loss(batch_l, batch_u, 5)
+    assert terms["cps_weight"] > 0 and terms["cps"] > 0 and terms["hqcl"] != 0.0
+    assert loss.item() > terms["sup"]
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        _method("cps", warmup_fraction=1.0)
+
+
+def test_hqcl_weight_ablates_the_hqcl_term():
+    """contra = hqcl_weight * L_hqcl + beta * L_dvcl; with hqcl_weight=0 only the DVCL term is left."""
+    batch_l, batch_u = _batches(0)
+    _, full = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 5)
+    assert full["contra"] == pytest.approx(full["hqcl"] + 0.3 * full["dvcl"], rel=1e-5, abs=1e-6)
+    _, ablated = _method("dvcl", hqcl_weight=0.0, **SMALL).compute_loss(batch_l, batch_u, 5)
+    assert ablated["hqcl"] == pytest.approx(full["hqcl"], rel=1e-5)  # still computed and logged
+    assert ablated["contra"] == pytest.approx(0.3 * ablated["dvcl"], rel=1e-5, abs=1e-6)
+    with pytest.raises(ConfigError, match="hqcl_weight"):
+        _method("dvcl", hqcl_weight=-1.0)

@@ -105,6 +105,9 @@ class ExperimentConfig:
         keep_going: when a run fails (not a configuration error), log it and go on with the others.
         tta: flip test-time augmentation for the test-split segmentation.
         overwrite: discard existing run directories of this grid and start over.
+        jobs: runs trained at the same time, each in its own process (one GPU is shared by all of them:
+            the quick profile's small networks leave most of a large GPU idle, so several runs at once finish
+            a grid several times sooner). Each process gets ``cpu_count // jobs`` torch threads.
     """
 
     data: Path
@@ -120,6 +123,7 @@ class ExperimentConfig:
     keep_going: bool = False
     tta: bool = False
     overwrite: bool = False
+    jobs: int = 1
 
 
 def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]) -> List[GridRun]:
@@ -357,6 +361,11 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
     _write_experiment_json(exp, runs, out)
 
     result = ExperimentResult(out=out, runs=runs)
+    if exp.jobs > 1:
+        _run_parallel(exp, runs, out, result)
+        result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
+        result.seconds = time.monotonic() - t0
+        return result
     with progress.Progress("experiment", total=len(runs), desc="experiment", unit="run") as bar:
         for r in runs:
             run_dir = out / r.name
@@ -382,6 +391,71 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
     result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _run_cell(exp: ExperimentConfig, run: GridRun, threads: int) -> Tuple[str, bool, Optional[str]]:
+    """One grid cell in a worker process: train (or resume) and evaluate. Returns (name, trained, error)."""
+    import torch
+
+    from dvcl.data.cache import Cache
+
+    torch.set_num_threads(max(1, threads))
+    progress.set_mode("none")  # many runs at once: the parent's bar counts finished runs
+    run_dir = Path(exp.out) / run.name
+    state = run_state(run_dir)
+    try:
+        if state in ("new", "partial"):
+            train_run(exp, run, run_dir, state)
+        evaluate_run(run_dir, Cache(exp.data), exp.device, exp.tta)
+    except DVCLError as exc:
+        return run.name, False, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides (--keep-going)
+        return run.name, False, f"{type(exc).__name__}: {exc}"
+    return run.name, state in ("new", "partial"), None
+
+
+def _run_parallel(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path, result: ExperimentResult) -> None:
+    """Train and evaluate the unfinished runs ``exp.jobs`` at a time in spawned processes (CUDA-safe)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending = []
+    for r in runs:
+        if run_state(out / r.name) == "done":
+            result.skipped.append(r.name)
+        else:
+            pending.append(r)
+    threads = max(1, (os.cpu_count() or 1) // exp.jobs)
+    log.info("experiment: %d run(s) to do, %d at a time, %d torch thread(s) each", len(pending), exp.jobs, threads)
+    errors: Dict[str, str] = {}
+    with progress.Progress("experiment", total=len(runs), desc="experiment", unit="run",
+                           initial=len(result.skipped)) as bar, \
+            ProcessPoolExecutor(max_workers=exp.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_cell, exp, r, threads): r for r in pending}
+        not_done = set(futures)
+        while not_done:
+            finished, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name, trained, error = fut.result()
+                if error is None:
+                    if trained:
+                        result.trained.append(name)
+                    result.evaluated.append(name)
+                    log.info("%s: done", name)
+                else:
+                    errors[name] = error
+                    log.error("%s failed: %s", name, error)
+                    if not exp.keep_going:
+                        for other in not_done:
+                            other.cancel()
+                bar.update(message=name)
+            if errors and not exp.keep_going:
+                break
+    if errors and not exp.keep_going:
+        name, error = next(iter(errors.items()))
+        raise DVCLError(f"run {name} failed: {error} (use --keep-going to finish the other runs anyway)")
+    result.failed.update(errors)
 
 
 def _write_experiment_json(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path) -> None:

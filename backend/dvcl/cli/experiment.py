@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "for one method's runs with METHOD:KEY=VALUE (e.g. u2pl:queue_size=10000); repeatable")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per stream")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, each in its own process "
+                   "sharing the device (default 1); on a large GPU the quick profile's runs go several at once")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation for the test segmentation")
     p.add_argument("--keep-going", action="store_true", help="log a failed run and continue with the others")
     p.add_argument("--overwrite", action="store_true", help="delete this grid's run folders in OUT and start over")
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.lower() for m in _split(args.methods, str, "methods")]
     fractions = _split(args.fractions, float, "fractions")
     seeds = _split(args.seeds, int, "seeds")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     plan_grid(methods, fractions, seeds)  # bad names/fractions fail before a raw data set is prepared
     for item in args.set:
         parse_option(item)
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     exp = ExperimentConfig(data=Path(data), out=args.out, methods=methods, fractions=fractions, seeds=seeds,
                            profile=args.profile, iterations=args.iterations, options=list(args.set),
                            device=args.device, num_workers=args.workers, keep_going=args.keep_going, tta=args.tta,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, jobs=args.jobs)
     result = run_experiment(exp)
     for kind, path in result.outputs.items():
         progress.emit("output", path=str(Path(path).resolve()), kind=kind)

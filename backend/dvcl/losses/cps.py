@@ -54,6 +54,14 @@ def sigmoid_rampup(iteration: int, rampup_iterations: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
-def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1) -> float:
-    """``lambda_cps`` times the sigmoid ramp-up over the first ``rampup_fraction`` of ``max_iterations``."""
-    return float(lambda_cps) * sigmoid_rampup(iteration, rampup_fraction * max_iterations)
+def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1,
+               warmup_fraction: float = 0.0) -> float:
+    """``lambda_cps`` times the sigmoid ramp-up over ``rampup_fraction`` of ``max_iterations``.
+
+    With ``warmup_fraction > 0`` the weight is 0 for the first ``warmup_fraction * max_iterations`` iterations
+    (supervised-only warm-up) and the ramp-up starts after them.
+    """
+    warmup = float(warmup_fraction) * max_iterations
+    if iteration < warmup:
+        return 0.0
+    return float(lambda_cps) * sigmoid_rampup(iteration - warmup, rampup_fraction * max_iterations)

@@ -32,6 +32,9 @@ class DVCLParams:
     """[given] weight of L_cps after the ramp-up."""
     cps_rampup_fraction: float = 0.1
     """[decided] sigmoid ramp-up exp(-5 (1 - t)^2) of lambda_cps over this fraction of the iterations."""
+    warmup_fraction: float = 0.0
+    """[decided] supervised-only warm-up: for this fraction of the iterations the CPS and contrastive weights
+    are 0 (and those terms are not computed); the CPS ramp-up starts after it. 0 = METHOD.md (no warm-up)."""
     cps_entropy_weighting: bool = False
     """[inferred] weight each voxel's CE by exp(-H(p_teacher) / log C) of the pseudo-label's source model."""
 
@@ -40,6 +43,8 @@ class DVCLParams:
     """[given] weight of L_contra = L_hqcl + beta * L_dvcl. 0 turns DVCL into plain CPS."""
     beta: float = 0.3
     """[given] weight of L_dvcl inside L_contra."""
+    hqcl_weight: float = 1.0
+    """[decided, for ablations] weight of L_hqcl inside L_contra (1 = METHOD.md; 0 = the DVCL term alone)."""
     feature_dim: int = 256
     """[given] dimension V of the projected voxel features (must match the network's projection head)."""
 
@@ -104,7 +109,8 @@ class DVCLParams:
                 raise ConfigError(f"method parameter '{name}' must be a positive integer, got {value!r}")
         if isinstance(self.k_out, bool) or not isinstance(self.k_out, int) or self.k_out < 0:
             raise ConfigError(f"method parameter 'k_out' must be a non-negative integer, got {self.k_out!r}")
-        non_negative = ("alpha", "lambda_cps", "lambda_c", "beta", "nps_mutual", "nps_oneway", "qds_std_factor")
+        non_negative = ("alpha", "lambda_cps", "lambda_c", "beta", "hqcl_weight", "nps_mutual", "nps_oneway",
+                        "qds_std_factor")
         for name in non_negative:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
@@ -112,6 +118,8 @@ class DVCLParams:
         if not 0.0 <= float(self.cps_rampup_fraction) <= 1.0:
             raise ConfigError(
                 f"method parameter 'cps_rampup_fraction' must be in [0, 1], got {self.cps_rampup_fraction!r}")
+        if not 0.0 <= float(self.warmup_fraction) < 1.0:
+            raise ConfigError(f"method parameter 'warmup_fraction' must be in [0, 1), got {self.warmup_fraction!r}")
         if not float(self.temperature) > 0:
             raise ConfigError(f"method parameter 'temperature' must be > 0, got {self.temperature!r}")
         if self.anchor_threshold is not None and not 0.0 <= float(self.anchor_threshold) < 1.0:

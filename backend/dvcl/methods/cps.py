@@ -25,6 +25,8 @@ class CPSParams:
     """weight of L_cps after the ramp-up."""
     cps_rampup_fraction: float = 0.1
     """sigmoid ramp-up over this fraction of the iterations."""
+    warmup_fraction: float = 0.0
+    """supervised-only warm-up: CPS weight 0 for this fraction of the iterations, then the ramp-up."""
     cps_entropy_weighting: bool = False
     """weight each voxel's CE by exp(-H / log C) of the pseudo-label's source model."""
 
@@ -33,7 +35,8 @@ class CPSParams:
 
     def to_dvcl_params(self) -> DVCLParams:
         return DVCLParams(lambda_cps=self.lambda_cps, cps_rampup_fraction=self.cps_rampup_fraction,
-                          cps_entropy_weighting=self.cps_entropy_weighting, lambda_c=0.0)
+                          warmup_fraction=self.warmup_fraction, cps_entropy_weighting=self.cps_entropy_weighting,
+                          lambda_c=0.0)
 
 
 @register_method("cps")

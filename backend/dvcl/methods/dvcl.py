@@ -16,6 +16,10 @@ batch. One iteration (Algorithm 1 of the supplementary):
 * L_dvcl = dvcl(A) + dvcl(B) on U_R = M_u^A U M_u^B: one pool of unreliable voxels and its queries are
   drawn once; each model chooses neighbours/outsiders with its own features and is trained on its own p.
 
+Options beyond METHOD.md, both [decided] and off by default: ``warmup_fraction`` trains with L_sup alone for
+that fraction of the run before the co-training terms start (short budgets: docs/results/
+dvcl_vs_labeled_only_gpu.md), and ``hqcl_weight`` scales L_hqcl inside L_contra (0 ablates it).
+
 Only sampled voxels are projected to 256-d (never the dense map). All hyper-parameters are fields of
 :class:`dvcl.losses.params.DVCLParams`.
 """
@@ -105,7 +109,9 @@ class DVCLMethod(Method):
         x_l = batch_l["image"].to(self.device, non_blocking=True)
         y_l = batch_l["label"].to(self.device, non_blocking=True).long()
         n_l = x_l.shape[0]
-        has_u = batch_u is not None and batch_u["image"].shape[0] > 0
+        # supervised-only warm-up: the co-training terms have weight 0, so unlabeled patches are not even forwarded
+        warming_up = iteration < p.warmup_fraction * int(self.cfg.iterations)
+        has_u = batch_u is not None and batch_u["image"].shape[0] > 0 and not warming_up
         x = torch.cat([x_l, batch_u["image"].to(self.device, non_blocking=True)]) if has_u else x_l
 
         out = {name: self.models[name](x) for name in MODELS}  # name -> (logits, feats)
@@ -117,6 +123,8 @@ class DVCLMethod(Method):
         sup = terms["sup_A"] + terms["sup_B"]
 
         zero = sup.new_zeros(())
+        w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction,
+                           p.warmup_fraction)
         with torch.no_grad():
             probs = {m: torch.softmax(logits[m].float(), dim=1) for m in MODELS}
         split = {}
@@ -127,12 +135,15 @@ class DVCLMethod(Method):
                 split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
         else:
             cps = zero
-        w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction)
         total = sup + w_cps * cps
         terms["sup"] = sup
         terms["cps"] = cps
 
-        if p.lambda_c > 0:
+        if p.lambda_c > 0 and warming_up:
+            for key in ("hqcl", "dvcl", "contra") + tuple(f"{t}_{m}" for t in ("hqcl", "dvcl", "unreliable")
+                                                           for m in MODELS):
+                terms[key] = zero
+        elif p.lambda_c > 0:
             hqcl = self._hqcl(p, feats, probs, y_l, split, n_l)
             dvcl = self._dvcl(p, feats, logits, split, n_l) if has_u else {m: zero for m in MODELS}
             for m in MODELS:
@@ -140,7 +151,7 @@ class DVCLMethod(Method):
                 terms[f"dvcl_{m}"] = dvcl[m]
             terms["hqcl"] = hqcl["A"] + hqcl["B"]
             terms["dvcl"] = dvcl["A"] + dvcl["B"]
-            terms["contra"] = terms["hqcl"] + p.beta * terms["dvcl"]
+            terms["contra"] = p.hqcl_weight * terms["hqcl"] + p.beta * terms["dvcl"]
             total = total + p.lambda_c * terms["contra"]
             for m in MODELS:
                 terms[f"unreliable_{m}"] = split[m][1].float().mean() if has_u else zero
