@@ -363,9 +363,16 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
     result = ExperimentResult(out=out, runs=runs)
     if exp.jobs > 1:
         _run_parallel(exp, runs, out, result)
-        result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
-        result.seconds = time.monotonic() - t0
-        return result
+    else:
+        _run_sequential(exp, runs, out, cache, result)
+    result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _run_sequential(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path, cache,
+                    result: ExperimentResult) -> None:
+    """Train and evaluate the unfinished runs one after the other in this process."""
     with progress.Progress("experiment", total=len(runs), desc="experiment", unit="run") as bar:
         for r in runs:
             run_dir = out / r.name
@@ -388,9 +395,6 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
                 log.error("%s failed: %s: %s (continuing: --keep-going)", r.name, type(exc).__name__, exc)
                 result.failed[r.name] = f"{type(exc).__name__}: {exc}"
             bar.update(message=r.name)
-    result.outputs = write_tables(out, runs, exp, cache.labels, failed=result.failed)
-    result.seconds = time.monotonic() - t0
-    return result
 
 
 def _run_cell(exp: ExperimentConfig, run: GridRun, threads: int) -> Tuple[str, bool, Optional[str]]:
@@ -403,15 +407,14 @@ def _run_cell(exp: ExperimentConfig, run: GridRun, threads: int) -> Tuple[str, b
     progress.set_mode("none")  # many runs at once: the parent's bar counts finished runs
     run_dir = Path(exp.out) / run.name
     state = run_state(run_dir)
+    needs_training = state in ("new", "partial")
     try:
-        if state in ("new", "partial"):
+        if needs_training:
             train_run(exp, run, run_dir, state)
         evaluate_run(run_dir, Cache(exp.data), exp.device, exp.tta)
-    except DVCLError as exc:
-        return run.name, False, f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides (--keep-going)
         return run.name, False, f"{type(exc).__name__}: {exc}"
-    return run.name, state in ("new", "partial"), None
+    return run.name, needs_training, None
 
 
 def _run_parallel(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path, result: ExperimentResult) -> None:

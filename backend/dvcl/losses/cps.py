@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dvcl.losses.entropy import entropy
+from dvcl.training.schedules import rampup_weight, sigmoid_rampup
+
+__all__ = ["cps_loss", "cps_weight", "sigmoid_rampup"]
 
 
 def _cross_entropy_to(logits: Tensor, teacher_logits: Tensor, entropy_weighting: bool) -> Tensor:
@@ -43,25 +46,7 @@ def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False
             + _cross_entropy_to(logits_b, logits_a, entropy_weighting))
 
 
-def sigmoid_rampup(iteration: int, rampup_iterations: float) -> float:
-    """``exp(-5 (1 - t)^2)`` with ``t = clip(iteration / rampup_iterations, 0, 1)`` (Laine & Aila, 2017).
-
-    A zero-length ramp-up returns 1 immediately.
-    """
-    if rampup_iterations <= 0:
-        return 1.0
-    t = min(max(float(iteration) / float(rampup_iterations), 0.0), 1.0)
-    return float(math.exp(-5.0 * (1.0 - t) ** 2))
-
-
 def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1,
                warmup_fraction: float = 0.0) -> float:
-    """``lambda_cps`` times the sigmoid ramp-up over ``rampup_fraction`` of ``max_iterations``.
-
-    With ``warmup_fraction > 0`` the weight is 0 for the first ``warmup_fraction * max_iterations`` iterations
-    (supervised-only warm-up) and the ramp-up starts after them.
-    """
-    warmup = float(warmup_fraction) * max_iterations
-    if iteration < warmup:
-        return 0.0
-    return float(lambda_cps) * sigmoid_rampup(iteration - warmup, rampup_fraction * max_iterations)
+    """lambda_cps(t): :func:`dvcl.training.schedules.rampup_weight` with METHOD.md's defaults (ramp-up over 10 %)."""
+    return rampup_weight(lambda_cps, iteration, max_iterations, rampup_fraction, warmup_fraction)

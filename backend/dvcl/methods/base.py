@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from dvcl.errors import ConfigError
+from dvcl.training.schedules import rampup_weight
 
 if TYPE_CHECKING:  # pragma: no cover
     from dvcl.networks.unet import SegNet
@@ -189,6 +190,10 @@ class Method:
         """Fraction of training done at ``iteration`` (for ramp-ups), in [0, 1]."""
         total = max(1, int(self.cfg.iterations))
         return min(1.0, max(0.0, iteration / total))
+
+    def rampup_weight(self, weight: float, rampup_fraction: float, iteration: int) -> float:
+        """``weight`` ramped up (sigmoid) over ``rampup_fraction`` of this run: every method's loss schedule."""
+        return rampup_weight(weight, iteration, int(self.cfg.iterations), rampup_fraction)
 
     def named_models(self) -> Iterator[Tuple[str, nn.Module]]:
         return iter(self.models.items())

@@ -41,7 +41,6 @@ from torch import Tensor, nn
 from dvcl.errors import ConfigError
 from dvcl.losses.class_weighting import class_counts, frequency_weights, weighted_ce, weighted_dice_ce
 from dvcl.losses.confidence_sampling import ConfidenceBank, sampling_mask, sampling_rate
-from dvcl.losses.cps import sigmoid_rampup
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.registry import register_method
 
@@ -135,8 +134,7 @@ class CLDMethod(Method):
         return frequency_weights(self.counts, self.params.weight_power).float().to(self.device)
 
     def cps_weight(self, iteration: int) -> float:
-        ramp = self.params.cps_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(self.params.cps_weight) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(self.params.cps_weight, self.params.cps_rampup_fraction, iteration)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         p = self.params

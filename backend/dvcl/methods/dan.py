@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
 from dvcl.losses.adversarial import DiscriminatorTrainer, generator_loss
-from dvcl.losses.cps import sigmoid_rampup
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.registry import register_method
@@ -133,8 +132,7 @@ class DANMethod(Method):
 
     # ------------------------------------------------------------------------------------------ loss
     def adv_weight(self, iteration: int) -> float:
-        ramp = self.params.adv_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(self.params.adv_weight) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(self.params.adv_weight, self.params.adv_rampup_fraction, iteration)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         x, y_l, n_l, has_u = self.joint_batch(batch_l, batch_u)

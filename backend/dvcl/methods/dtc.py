@@ -33,7 +33,6 @@ import torch
 from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
-from dvcl.losses.cps import sigmoid_rampup
 from dvcl.losses.sdf import dual_task_consistency, sdf_regression_loss
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
@@ -87,8 +86,7 @@ class DTCMethod(Method):
         return ["A"]
 
     def consistency_weight(self, iteration: int) -> float:
-        ramp = self.params.consistency_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(self.params.consistency) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(self.params.consistency, self.params.consistency_rampup_fraction, iteration)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         p = self.params

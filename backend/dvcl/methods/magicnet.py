@@ -49,7 +49,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
-from dvcl.losses.cps import sigmoid_rampup
 from dvcl.losses.cube_mix import (
     ClassDistribution,
     cube_grid,
@@ -146,8 +145,7 @@ class MagicNetMethod(TeacherStudentMethod):
         self.models["loc_head"].train()
 
     def consistency_weight(self, iteration: int) -> float:
-        ramp = self.params.consistency_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(self.params.consistency) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(self.params.consistency, self.params.consistency_rampup_fraction, iteration)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         p = self.params

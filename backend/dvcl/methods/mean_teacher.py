@@ -20,7 +20,6 @@ from dvcl.losses.consistency import consistency_loss
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod
 from dvcl.methods.registry import register_method
-from dvcl.training.schedules import sigmoid_rampup
 
 
 @dataclass
@@ -57,8 +56,7 @@ class MeanTeacherMethod(TeacherStudentMethod):
     params_class = MeanTeacherParams
 
     def consistency_weight(self, iteration: int) -> float:
-        ramp = self.params.consistency_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(self.params.consistency) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(self.params.consistency, self.params.consistency_rampup_fraction, iteration)
 
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch],
                      iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:

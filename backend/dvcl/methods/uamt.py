@@ -32,7 +32,6 @@ from dvcl.methods.base import Batch
 from dvcl.methods.ema import TeacherStudentMethod
 from dvcl.methods.mean_teacher import MeanTeacherParams
 from dvcl.methods.registry import register_method
-from dvcl.training.schedules import sigmoid_rampup
 
 
 @dataclass
@@ -71,7 +70,7 @@ class UAMTMethod(TeacherStudentMethod):
     params_class = UAMTParams
 
     def _ramp(self, iteration: int, fraction: float) -> float:
-        return sigmoid_rampup(iteration, fraction * max(1, int(self.cfg.iterations)))
+        return self.rampup_weight(1.0, fraction, iteration)
 
     @torch.no_grad()
     def mc_mean_probability(self, x_u: torch.Tensor) -> torch.Tensor:

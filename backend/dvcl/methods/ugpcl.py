@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
-from dvcl.losses.cps import sigmoid_rampup
 from dvcl.losses.pixel_contrast import SegmentQueue, certainty_labels, pixel_contrast_loss, sample_anchors
 from dvcl.losses.sampling import gather_voxels, randint, sample_from_mask
 from dvcl.losses.supervised import SupervisedLoss
@@ -119,8 +118,7 @@ class UGPCLMethod(Method):
         return ["A"]
 
     def weight(self, value: float, iteration: int) -> float:
-        ramp = self.params.consistency_rampup_fraction * max(1, int(self.cfg.iterations))
-        return float(value) * sigmoid_rampup(iteration, ramp)
+        return self.rampup_weight(value, self.params.consistency_rampup_fraction, iteration)
 
     # ------------------------------------------------------------------------------------------ rotations
     def _rotate(self, x: Tensor, y_l: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -165,7 +163,7 @@ class UGPCLMethod(Method):
                   iteration: int) -> Tuple[Tensor, float]:
         p = self.params
         with torch.no_grad():
-            ramp = sigmoid_rampup(iteration, max(1, int(self.cfg.iterations)))
+            ramp = self.rampup_weight(1.0, 1.0, iteration)
             threshold = (p.threshold_start + (p.threshold_end - p.threshold_start) * ramp) * math.log(self.num_classes)
             labels = certainty_labels((probs + probs_aux) / 2.0, threshold, y_l)
             preds = probs.argmax(dim=1)

@@ -21,6 +21,21 @@ def sigmoid_rampup(iteration: float, length: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
+def rampup_weight(weight: float, iteration: int, max_iterations: int, rampup_fraction: float,
+                  warmup_fraction: float = 0.0) -> float:
+    """``weight`` times the sigmoid ramp-up over ``rampup_fraction`` of ``max_iterations``.
+
+    The loss-weight schedule of every semi-supervised method here. With ``warmup_fraction > 0`` the weight is 0
+    for the first ``warmup_fraction * max_iterations`` iterations (supervised-only warm-up) and the ramp-up
+    starts after them.
+    """
+    max_iterations = max(1, int(max_iterations))
+    warmup = float(warmup_fraction) * max_iterations
+    if iteration < warmup:
+        return 0.0
+    return float(weight) * sigmoid_rampup(iteration - warmup, rampup_fraction * max_iterations)
+
+
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
