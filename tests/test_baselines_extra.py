@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
@@ -404,43 +402,6 @@ def test_heads_shapes():
 
 
 # ------------------------------------------------------------------------------------------ training
-def _write_case(folder: Path, name: str, rng: np.random.Generator, with_label: bool) -> None:
-    """A 12 x 20 x 20 CT-like volume with a bright box (class 1) and a dark ball (class 2), as real NIfTI."""
-    img = np.full((12, 20, 20), -100.0, dtype=np.float32)
-    lab = np.zeros(img.shape, dtype=np.uint8)
-    z0, y0, x0 = (int(v) for v in rng.integers(1, 5, size=3))
-    img[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 60.0
-    lab[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 1
-    zz, yy, xx = np.mgrid[:12, :20, :20]
-    ball = (zz - 6) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 9
-    img[ball], lab[ball] = -300.0, 2
-    img += rng.normal(0, 10, img.shape).astype(np.float32)
-    targets = [(img, folder / "images" / f"{name}.nii.gz")] if with_label else [(img, folder / f"{name}.nii.gz")]
-    if with_label:
-        targets.append((lab, folder / "labels" / f"{name}.nii.gz"))
-    for arr, path in targets:
-        im = sitk.GetImageFromArray(arr)
-        im.SetSpacing((1.25, 1.25, 2.5))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(im, str(path))
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory) -> Path:
-    from dvcl.data.cache import prepare_dataset
-    from dvcl.presets import Preset
-
-    root = tmp_path_factory.mktemp("tiny_extra")
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        _write_case(root / "data" / "labeled", f"case{i}", rng, True)
-    _write_case(root / "data" / "unlabeled", "extra0", rng, False)
-    preset = Preset(name="tiny", labels={1: "box", 2: "ball"}, batch_labeled=1, batch_unlabeled=1,
-                    iterations=2, lr=0.01)
-    cache, _ = prepare_dataset(root / "data", root / "cache", preset=preset, workers=1)
-    return cache.root
-
-
 TRAIN_CASES = [
     # method, patch, method params (small sizes; contrastive terms switched on from the first iteration),
     # logged terms, inference models, extra (non-inference) models

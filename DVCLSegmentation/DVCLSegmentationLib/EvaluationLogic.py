@@ -26,7 +26,7 @@ from .SceneBridge import (
     segment_label_values,
     table_from_csv,
 )
-from .Signal import Signal
+from .Task import BackendTask
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class EvaluationReport:
     summary: Dict[str, Any]
 
 
-class EvaluationLogic:
+class EvaluationLogic(BackendTask):
     """Runs ``dvcl evaluate`` and loads its per-structure CSV into a table node.
 
     Signals: progress(ProgressInfo), log(str), finished(EvaluationReport), error_occurred(str), cancelled().
@@ -51,20 +51,10 @@ class EvaluationLogic:
 
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process,
                  temp_root: Optional[str] = None) -> None:
-        self.progress = Signal("progress")
-        self.log = Signal("log")
-        self.finished = Signal("finished")
-        self.error_occurred = Signal("error_occurred")
-        self.cancelled = Signal("cancelled")
-        self._process_factory = process_factory
+        super().__init__(process_factory)
         self._temp_root = temp_root
-        self._process: Optional[ProcessProtocol] = None
         self._state: Dict[str, Any] = {}
         self.report: Optional[EvaluationReport] = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None
 
     def _to_file(self, source: Source, role: str, preset: str, workdir: Path, reference_volume=None) -> Path:
         if source is None:
@@ -99,23 +89,15 @@ class EvaluationLogic:
             pred_path = self._to_file(prediction, "prediction", params.preset, workdir, reference_volume)
             ref_path = self._to_file(reference, "reference", params.preset, workdir, reference_volume)
             Path(params.out_dir).expanduser().mkdir(parents=True, exist_ok=True)
-            process = self._process_factory()
-            process.progress.connect(self.progress.emit)
-            process.log.connect(self.log.emit)
-            process.finished.connect(self._on_finished)
+            process = self._new_process(self._on_finished)
             self._state = {"workdir": workdir, "scene": scene, "table_node": table_node,
                            "out_dir": Path(params.out_dir).expanduser()}
-            self._process = process
             self.report = None
             process.start(dvcl_command(params.cli_args(pred_path, ref_path)))
         except BaseException:
             self._process = None
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-
-    def cancel(self) -> None:
-        if self._process is not None:
-            self._process.cancel()
 
     def wait(self, timeout: Optional[float] = None) -> Optional[EvaluationReport]:
         if self._process is not None:

@@ -19,7 +19,7 @@ from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
 from .Parameter import SegmentationParameters
 from .Process import ProcessProtocol, ProcessResult, default_process
 from .SceneBridge import SceneInputError, export_volume, import_segmentation_file, require_volume
-from .Signal import Signal
+from .Task import BackendTask
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class _Job:
     save_to: Optional[Path] = None
 
 
-class SegmentationLogic:
+class SegmentationLogic(BackendTask):
     """Runs ``dvcl segment`` for a volume node and imports the result.
 
     Signals:
@@ -48,23 +48,15 @@ class SegmentationLogic:
         temp_root: parent folder for the per-run temporary folder (default: the system temp folder).
     """
 
+    cancel_message = "Cancelling segmentation..."
+
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process,
                  temp_root: Optional[str] = None) -> None:
-        self.progress = Signal("progress")
-        self.log = Signal("log")
-        self.finished = Signal("finished")
-        self.error_occurred = Signal("error_occurred")
-        self.cancelled = Signal("cancelled")
-        self._process_factory = process_factory
+        super().__init__(process_factory)
         self._temp_root = temp_root
-        self._process: Optional[ProcessProtocol] = None
         self._job: Optional[_Job] = None
         self.result_node = None
         self.last_result: Optional[ProcessResult] = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None
 
     @property
     def process(self) -> Optional[ProcessProtocol]:
@@ -95,13 +87,9 @@ class SegmentationLogic:
             input_path = export_volume(volume_node, workdir / "input.nrrd")
             output_path = workdir / f"segmentation.{params.output_format}"
             args = dvcl_command(params.cli_args(input_path, output_path))
-            process = self._process_factory()
-            process.progress.connect(self.progress.emit)
-            process.log.connect(self.log.emit)
-            process.finished.connect(self._on_finished)
+            process = self._new_process(self._on_finished)
             self._job = _Job(volume_node, segmentation_node, model, workdir, output_path,
                              Path(save_to).expanduser() if save_to else None)
-            self._process = process
             self.result_node = None
             self.log.emit(f"Segmenting '{volume_node.GetName()}' with model '{model.name}'")
             process.start(args)
@@ -110,12 +98,6 @@ class SegmentationLogic:
             self._job = None
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-
-    def cancel(self) -> None:
-        """Stop the running segmentation (SIGTERM, then kill); ``cancelled`` is emitted when it has ended."""
-        if self._process is not None:
-            self.log.emit("Cancelling segmentation...")
-            self._process.cancel()
 
     def wait(self, timeout: Optional[float] = None):
         """Block until the run has ended and been imported; returns the segmentation node or None."""

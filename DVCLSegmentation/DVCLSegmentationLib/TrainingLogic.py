@@ -18,13 +18,14 @@ from .Parameter import TrainingParameters
 from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
 from .SceneBridge import TrainingCurves
 from .Signal import Signal
+from .Task import BackendTask
 
 log = logging.getLogger(__name__)
 
 IDLE, TRAINING, EXPORTING = "idle", "training", "exporting"
 
 
-class TrainingLogic:
+class TrainingLogic(BackendTask):
     """Runs one training (or resume) and the export that follows it.
 
     Signals:
@@ -34,16 +35,12 @@ class TrainingLogic:
         error_occurred(str), cancelled()
     """
 
+    cancel_message = "Stopping..."  # SIGTERM: the run saves its state and can be resumed
+
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process) -> None:
-        self.progress = Signal("progress")
-        self.log = Signal("log")
+        super().__init__(process_factory)
         self.metrics = Signal("metrics")
         self.model_exported = Signal("model_exported")
-        self.finished = Signal("finished")
-        self.error_occurred = Signal("error_occurred")
-        self.cancelled = Signal("cancelled")
-        self._process_factory = process_factory
-        self._process: Optional[ProcessProtocol] = None
         self.state = IDLE
         self.curves: Optional[TrainingCurves] = None
         self.params: Optional[TrainingParameters] = None
@@ -74,7 +71,7 @@ class TrainingLogic:
         if scene is not None:
             if self.curves is None or self.curves.scene is not scene or not resume:
                 self.curves = TrainingCurves(scene, name=f"DVCL {params.method} {Path(params.run_dir).name}")
-        process = self._connect(self._process_factory(), self._on_train_finished)
+        process = self._new_process(self._on_train_finished, self._on_progress)
         process.metrics.connect(self._on_metrics)
         self.state = TRAINING
         self.log.emit(("Resuming" if resume else "Starting") + f" training in {params.run_dir}")
@@ -85,13 +82,6 @@ class TrainingLogic:
             self._process = None
             raise
 
-    def _connect(self, process: ProcessProtocol, on_finished: Callable[[ProcessResult], None]) -> ProcessProtocol:
-        process.progress.connect(self._on_progress)
-        process.log.connect(self.log.emit)
-        process.finished.connect(on_finished)
-        self._process = process
-        return process
-
     def _on_progress(self, info: ProgressInfo) -> None:
         self.last_progress = info
         self.progress.emit(info)
@@ -100,12 +90,6 @@ class TrainingLogic:
         if self.curves is not None:
             self.curves.add(event)
         self.metrics.emit(event)
-
-    def cancel(self) -> None:
-        """Stop training (SIGTERM; the run can be resumed) or the export."""
-        if self._process is not None:
-            self.log.emit("Stopping...")
-            self._process.cancel()
 
     def wait(self, timeout: Optional[float] = None) -> Optional[ModelInfo]:
         """Block until training and export are over (scripts/tests); returns the exported model or None."""
@@ -145,7 +129,7 @@ class TrainingLogic:
         """Run ``dvcl export RUN_DIR -o RUN_DIR/model`` (also usable on its own for a finished run)."""
         self.params = params
         target = self.model_dir(params)
-        process = self._connect(self._process_factory(), self._on_export_finished)
+        process = self._new_process(self._on_export_finished, self._on_progress)
         self.state = EXPORTING
         self.log.emit(f"Exporting the trained model to {target}")
         try:

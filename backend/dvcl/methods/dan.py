@@ -71,20 +71,17 @@ class DANParams:
     """D's step uses the network's predictions recomputed after the network's update (released behaviour)."""
 
     def __post_init__(self) -> None:
-        validate_adversarial(self)
-
-
-def validate_adversarial(p: object) -> None:
-    """Shared checks of the adversarial settings of DAN and SASSnet."""
-    for name in ("ce_weight", "dice_weight", "adv_weight", "disc_lr"):
-        if float(getattr(p, name)) < 0:
-            raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(p, name)!r}")
-    if not 0.0 <= float(p.adv_rampup_fraction) <= 1.0:
-        raise ConfigError(f"method parameter 'adv_rampup_fraction' must be in [0, 1], got {p.adv_rampup_fraction!r}")
-    if not (0.0 <= float(p.disc_beta1) < 1.0 and 0.0 <= float(p.disc_beta2) < 1.0):
-        raise ConfigError("method parameters 'disc_beta1' and 'disc_beta2' must be in [0, 1)")
-    if int(p.disc_channels) < 1 or not 0.0 <= float(p.disc_dropout) < 1.0:
-        raise ConfigError("method parameter 'disc_channels' must be >= 1 and 'disc_dropout' in [0, 1)")
+        """Checks of the adversarial settings (shared by SASSnet, whose parameters extend these)."""
+        for name in ("ce_weight", "dice_weight", "adv_weight", "disc_lr"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.adv_rampup_fraction) <= 1.0:
+            raise ConfigError(
+                f"method parameter 'adv_rampup_fraction' must be in [0, 1], got {self.adv_rampup_fraction!r}")
+        if not (0.0 <= float(self.disc_beta1) < 1.0 and 0.0 <= float(self.disc_beta2) < 1.0):
+            raise ConfigError("method parameters 'disc_beta1' and 'disc_beta2' must be in [0, 1)")
+        if int(self.disc_channels) < 1 or not 0.0 <= float(self.disc_dropout) < 1.0:
+            raise ConfigError("method parameter 'disc_channels' must be >= 1 and 'disc_dropout' in [0, 1)")
 
 
 @register_method("dan")

@@ -106,13 +106,9 @@ class DVCLMethod(Method):
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
         p = self.loss_params
-        x_l = batch_l["image"].to(self.device, non_blocking=True)
-        y_l = batch_l["label"].to(self.device, non_blocking=True).long()
-        n_l = x_l.shape[0]
         # supervised-only warm-up: the co-training terms have weight 0, so unlabeled patches are not even forwarded
         warming_up = iteration < p.warmup_fraction * int(self.cfg.iterations)
-        has_u = batch_u is not None and batch_u["image"].shape[0] > 0 and not warming_up
-        x = torch.cat([x_l, batch_u["image"].to(self.device, non_blocking=True)]) if has_u else x_l
+        x, y_l, n_l, has_u = self.joint_batch(batch_l, None if warming_up else batch_u)
 
         out = {name: self.models[name](x) for name in MODELS}  # name -> (logits, feats)
         logits = {m: out[m][0] for m in MODELS}

@@ -62,17 +62,15 @@ class MeanTeacherMethod(TeacherStudentMethod):
                      iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         p = self.params
         student, teacher = self.models["student"], self.models["teacher"]
-        x_l, y_l = batch_l["image"], batch_l["label"]
-        n_l = x_l.shape[0]
-        x = x_l if batch_u is None else torch.cat([x_l, batch_u["image"]], dim=0)
+        x, y_l, n_l, has_u = self.joint_batch(batch_l, batch_u)
         logits, _ = student(x)
         sup = self.sup_loss(logits[:n_l], y_l)
         weight = self.consistency_weight(iteration)
-        if batch_u is None:
+        if not has_u:
             cons = logits.sum() * 0.0
         else:
             with torch.no_grad():
-                t_logits, _ = teacher(self.input_noise(batch_u["image"], p.noise_std, p.noise_clip))
+                t_logits, _ = teacher(self.input_noise(x[n_l:], p.noise_std, p.noise_clip))
             cons = consistency_loss(logits[n_l:], t_logits, p.consistency_type)
         loss = sup + weight * cons
         return loss, {"sup": float(sup.detach()), "consistency": float(cons.detach()), "consistency_w": weight}

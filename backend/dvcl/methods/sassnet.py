@@ -37,14 +37,15 @@ from dvcl.errors import ConfigError
 from dvcl.losses.adversarial import generator_loss
 from dvcl.losses.sdf import sdf_regression_loss
 from dvcl.methods.base import Batch
-from dvcl.methods.dan import DANMethod, validate_adversarial
+from dvcl.methods.dan import DANMethod, DANParams
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import SDFHead
 
 
 @dataclass
-class SASSnetParams:
-    """SASSnet hyper-parameters (``train_gan_sdfloss.py`` defaults)."""
+class SASSnetParams(DANParams):
+    """SASSnet hyper-parameters (``train_gan_sdfloss.py`` defaults): DAN's, with SASSnet's values, plus the
+    signed-distance head."""
 
     ce_weight: float = 0.0
     """Weight of CE in the segmentation loss (released: computed but not used)."""
@@ -58,15 +59,9 @@ class SASSnetParams:
     """Weight of the adversarial term after its ramp-up (``--consistency 0.01``)."""
     adv_rampup_fraction: float = 1.0
     """Sigmoid ramp-up over this fraction of the run (released: 40 x 150 = all 6,000 iterations)."""
-    disc_lr: float = 1e-4
-    disc_beta1: float = 0.9
-    disc_beta2: float = 0.99
-    disc_channels: int = 64
-    disc_dropout: float = 0.5
-    recompute_for_discriminator: bool = True
 
     def __post_init__(self) -> None:
-        validate_adversarial(self)
+        super().__post_init__()
         if self.sdf_weight < 0 or not -1.0 <= self.sdf_absent_value <= 1.0:
             raise ConfigError("method parameter 'sdf_weight' must be >= 0 and 'sdf_absent_value' in [-1, 1]")
 

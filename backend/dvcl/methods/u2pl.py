@@ -124,10 +124,8 @@ class U2PLMethod(TeacherStudentMethod):
                      iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         p = self.params
         student, teacher = self.models["student"], self.models["teacher"]
-        x_l, y_l = batch_l["image"], batch_l["label"]
-        n_l = x_l.shape[0]
-        semi = batch_u is not None and iteration >= self.sup_only_iterations
-        x = torch.cat([x_l, batch_u["image"]], dim=0) if semi else x_l
+        warming_up = iteration < self.sup_only_iterations
+        x, y_l, n_l, semi = self.joint_batch(batch_l, None if warming_up else batch_u)
         logits, feats = student(x)
         sup = self.sup_loss(logits[:n_l], y_l)
         terms = {"sup": float(sup.detach()), "unsup": 0.0, "contrast": 0.0, "dropped_percent": 0.0,

@@ -99,19 +99,17 @@ class UAMTMethod(TeacherStudentMethod):
                      iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         p = self.params
         student, teacher = self.models["student"], self.models["teacher"]
-        x_l, y_l = batch_l["image"], batch_l["label"]
-        n_l = x_l.shape[0]
-        x = x_l if batch_u is None else torch.cat([x_l, batch_u["image"]], dim=0)
+        x, y_l, n_l, has_u = self.joint_batch(batch_l, batch_u)
         logits, _ = student(x)
         sup = self.sup_loss(logits[:n_l], y_l)
         weight = float(p.consistency) * self._ramp(iteration, p.consistency_rampup_fraction)
         threshold = uncertainty_threshold(self._ramp(iteration, p.threshold_rampup_fraction), self.num_classes,
                                           p.threshold_start, p.threshold_end)
-        if batch_u is None:
+        if not has_u:
             cons = logits.sum() * 0.0
             certain = 0.0
         else:
-            x_u = batch_u["image"]
+            x_u = x[n_l:]
             with torch.no_grad():
                 t_logits, _ = teacher(self.input_noise(x_u, p.noise_std, p.noise_clip))
                 mask = uncertainty_mask(entropy(self.mc_mean_probability(x_u), dim=1), threshold)

@@ -29,12 +29,12 @@ from dvcl.phantoms.shapes import (
     Bumpy,
     Canvas,
     Ellipsoid,
-    FourierNoise,
     Func,
     GridDraw,
-    NoiseVolume,
     Region,
+    TorsoRanges,
     Tube,
+    draw_torso,
     elliptic_cylinder,
     finish_ct,
     free_only,
@@ -78,6 +78,9 @@ _RIBS = ((12, 1.1, 1.1), (11, 1.6, 1.6), (10, 2.2, 2.65), (9, 2.45, 2.9), (8, 2.
          (6, 2.7, 2.95))
 #: Reference z range of the organs (mm, L1 = 0): the scan covers about this, centred here.
 REF_Z_CENTER, REF_Z_EXTENT = 12.0, 180.0
+TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.66, 0.82), fat=(0.05, 0.15),
+                    muscle=(0.035, 0.055), extent_jitter=(1.0, 1.25), slice_mm=(1.5, 5.0), warp_mm=6.0,
+                    texture_mm=6.0)
 
 
 def make_abdominal_phantom(
@@ -110,31 +113,12 @@ def make_abdominal_phantom(
     noise_draw = float(rng.uniform(8, 22))
     noise_sd = noise_draw if noise_sd is None else float(noise_sd)
 
-    # body size from the in-plane field of view; organ scale from the cavity size
-    n, sp_xy = draw.in_plane(size, spacing, min_fov_mm=130.0)
-    fov_x, fov_y = n[0] * sp_xy[0], n[1] * sp_xy[1]
-    ratio = rng.uniform(0.66, 0.82)
-    rx = min(fov_x / 2 * rng.uniform(0.80, 0.93), fov_y / 2 * 0.93 / ratio)
-    ry = ratio * rx
-    fat = rng.uniform(0.05, 0.15) * rx
-    musc = rng.uniform(0.035, 0.055) * rx
-    cx, cy = rx - fat - musc, ry - 0.8 * fat - musc
-    sx, sy = cx / REF_CAVITY[0], cy / REF_CAVITY[1]
-    sz = float(np.sqrt(sx * sy) * rng.uniform(0.9, 1.1))
-    extent = REF_Z_EXTENT * sz * rng.uniform(1.0, 1.25)
-    sp_z = draw.slice_spacing(int(n[2]), extent, (1.5, 5.0), spacing)
-    grid = draw.build(n, np.array([sp_xy[0], sp_xy[1], sp_z]), REF_Z_CENTER * sz, direction)
-
-    canvas = Canvas(grid, (sx, sy, sz), margin_ref_mm=10.0)
-    canvas.displace(*(FourierNoise(rng, 2, (2 * np.pi / 260, 2 * np.pi / 140), 6.0) for _ in range(3)))
-    lo, hi = canvas.bounds()
-    canvas.tex = NoiseVolume(rng, lo - 12, hi + 12, cell_mm=6.0, channels=3)
+    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
 
     jitter = {"artery": {"native": 4, "arterial": 40, "portal": 20}[phase]}
     hu = {k: v + rng.normal(0, jitter.get(k, 4)) for k, v in _HU[phase].items()}
     hu["liver"] = float(np.clip(hu["liver"], 48, 88))
     hu["fat"] = rng.uniform(-115, -85)
-    body = Body(rx / sx, ry / sy, (rx - fat) / sx, (ry - 0.8 * fat) / sy, *REF_CAVITY)
     paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
     zd = _paint_thorax(canvas, rng, body, hu)
     _paint_back_muscles(canvas, rng, hu["muscle"])

@@ -27,12 +27,12 @@ from dvcl.phantoms.shapes import (
     Body,
     Canvas,
     Ellipsoid,
-    FourierNoise,
     Func,
     GridDraw,
-    NoiseVolume,
     Region,
+    TorsoRanges,
     Tube,
+    draw_torso,
     elliptic_cylinder,
     finish_ct,
     frame_from_axis,
@@ -57,6 +57,9 @@ PHASES = ("arterial", "pulmonary", "venous")
 
 REF_CAVITY = (135.0, 95.0)
 REF_Z_CENTER, REF_Z_EXTENT = 22.0, 170.0
+TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.62, 0.78), fat=(0.04, 0.12),
+                    muscle=(0.05, 0.08), extent_jitter=(1.0, 1.2), slice_mm=(0.8, 3.0), warp_mm=5.0,
+                    texture_mm=5.0)
 _RIBS_K = range(1, 13)
 
 
@@ -88,27 +91,9 @@ def make_cardiac_phantom(
     noise_draw = float(rng.uniform(10, 30))
     noise_sd = noise_draw if noise_sd is None else float(noise_sd)
 
-    n, sp_xy = draw.in_plane(size, spacing, min_fov_mm=130.0)
-    fov_x, fov_y = n[0] * sp_xy[0], n[1] * sp_xy[1]
-    ratio = rng.uniform(0.62, 0.78)
-    rx = min(fov_x / 2 * rng.uniform(0.80, 0.93), fov_y / 2 * 0.93 / ratio)
-    ry = ratio * rx
-    fat = rng.uniform(0.04, 0.12) * rx
-    musc = rng.uniform(0.05, 0.08) * rx
-    cx, cy = rx - fat - musc, ry - 0.8 * fat - musc
-    sx, sy = cx / REF_CAVITY[0], cy / REF_CAVITY[1]
-    sz = float(np.sqrt(sx * sy) * rng.uniform(0.9, 1.1))
-    extent = REF_Z_EXTENT * sz * rng.uniform(1.0, 1.2)
-    sp_z = draw.slice_spacing(int(n[2]), extent, (0.8, 3.0), spacing)
-    grid = draw.build(n, np.array([sp_xy[0], sp_xy[1], sp_z]), REF_Z_CENTER * sz, direction)
-
-    canvas = Canvas(grid, (sx, sy, sz), margin_ref_mm=10.0)
-    canvas.displace(*(FourierNoise(rng, 2, (2 * np.pi / 260, 2 * np.pi / 140), 5.0) for _ in range(3)))
-    lo, hi = canvas.bounds()
-    canvas.tex = NoiseVolume(rng, lo - 12, hi + 12, cell_mm=5.0, channels=3)
+    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
 
     hu = _contrast(rng, phase)
-    body = Body(rx / sx, ry / sy, (rx - fat) / sx, (ry - 0.8 * fat) / sy, *REF_CAVITY)
     paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
     _paint_chest(canvas, rng, body, hu)
     _paint_heart(canvas, rng, hu)

@@ -615,6 +615,58 @@ class Body:
         return elliptic_cylinder(self.cx - shrink, self.cy - shrink)
 
 
+@dataclass(frozen=True)
+class TorsoRanges:
+    """What differs between the phantom kinds in :func:`draw_torso`: reference anatomy and random ranges."""
+
+    ref_cavity: Tuple[float, float]
+    """cavity half-axes (x, y) in mm of the reference anatomy the organs are placed in"""
+    ref_z_center: float
+    ref_z_extent: float
+    ratio: Tuple[float, float]
+    """body ry / rx"""
+    fat: Tuple[float, float]
+    """subcutaneous fat thickness, fraction of rx"""
+    muscle: Tuple[float, float]
+    """muscle wall thickness, fraction of rx"""
+    extent_jitter: Tuple[float, float]
+    """z extent covered by the slices, factor on the scaled reference extent"""
+    slice_mm: Tuple[float, float]
+    """allowed slice spacing"""
+    warp_mm: float
+    """amplitude of the smooth deformation of the anatomy"""
+    texture_mm: float
+    """cell size of the tissue texture"""
+
+
+def draw_torso(rng: np.random.Generator, draw: GridDraw, ranges: TorsoRanges, size: Optional[Sequence[int]],
+               spacing: Optional[Sequence[float]], direction: Optional[Union[str, Sequence[float]]],
+               ) -> Tuple[Canvas, PhantomGrid, Body]:
+    """The random torso every phantom starts from: body size from the field of view, organ scale from the
+    cavity, the image grid, and a warped, textured canvas in the anatomy frame (the same random draws, in the
+    same order, for every kind, so a seed keeps giving the same phantom)."""
+    n, sp_xy = draw.in_plane(size, spacing, min_fov_mm=130.0)
+    fov_x, fov_y = n[0] * sp_xy[0], n[1] * sp_xy[1]
+    ratio = rng.uniform(*ranges.ratio)
+    rx = min(fov_x / 2 * rng.uniform(0.80, 0.93), fov_y / 2 * 0.93 / ratio)
+    ry = ratio * rx
+    fat = rng.uniform(*ranges.fat) * rx
+    musc = rng.uniform(*ranges.muscle) * rx
+    cx, cy = rx - fat - musc, ry - 0.8 * fat - musc
+    sx, sy = cx / ranges.ref_cavity[0], cy / ranges.ref_cavity[1]
+    sz = float(np.sqrt(sx * sy) * rng.uniform(0.9, 1.1))
+    extent = ranges.ref_z_extent * sz * rng.uniform(*ranges.extent_jitter)
+    sp_z = draw.slice_spacing(int(n[2]), extent, ranges.slice_mm, spacing)
+    grid = draw.build(n, np.array([sp_xy[0], sp_xy[1], sp_z]), ranges.ref_z_center * sz, direction)
+
+    canvas = Canvas(grid, (sx, sy, sz), margin_ref_mm=10.0)
+    canvas.displace(*(FourierNoise(rng, 2, (2 * np.pi / 260, 2 * np.pi / 140), ranges.warp_mm) for _ in range(3)))
+    lo, hi = canvas.bounds()
+    canvas.tex = NoiseVolume(rng, lo - 12, hi + 12, cell_mm=ranges.texture_mm, channels=3)
+    body = Body(rx / sx, ry / sy, (rx - fat) / sx, (ry - 0.8 * fat) / sy, *ranges.ref_cavity)
+    return canvas, grid, body
+
+
 def elliptic_cylinder(ax: float, ay: float, bump: Optional[FourierNoise] = None, cx: float = 0.0, cy: float = 0.0,
                  z0: float = -1e4, z1: float = 1e4) -> Func:
     """An elliptic cylinder along z (body layers, vertebral column), optionally with smooth bumps."""
