@@ -18,6 +18,7 @@ from dvcl import __version__
 from dvcl.errors import DVCLError
 from dvcl.utils import progress
 from dvcl.utils.logging import setup_logging
+from dvcl.utils.threads import configure_threads
 
 #: subcommand -> module; the order is the order of `dvcl --help`.
 COMMANDS = {
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "module), or none (default: bar)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: chosen from the usable CPUs and the current load; "
+                        "an OMP_NUM_THREADS you set is respected)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         try:
@@ -72,6 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     setup_logging(-1 if args.quiet else args.verbose)
     progress.set_mode(args.progress)
+    configure_threads(args.command, args.threads)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,52 @@
+"""The front door: thread choice, the demo's promises, scripts/test.sh selection, progress in logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dvcl.utils import threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_choose_threads_leaves_busy_cores_alone():
+    assert threads.choose_threads("train", cpus=2, load=0.0) == 2
+    assert threads.choose_threads("train", cpus=2, load=1.6) == 1  # a second thread would wait for a core
+    assert threads.choose_threads("train", cpus=2, load=7.0) == 1  # never fewer than one
+    assert threads.choose_threads("train", cpus=16, load=3.2) == 13
+    assert threads.choose_threads("prepare", cpus=16, load=0.0) == 1  # a process pool parallelises instead
+    assert threads.choose_threads("evaluate", cpus=16, load=0.0) == 2
+
+
+def test_cgroup_quota_is_read(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert threads.cgroup_cpu_limit(tmp_path) == pytest.approx(1.5)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_limit(tmp_path) is None
+    assert threads.cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+def _threads_in_child(env_omp, argv_threads=None):
+    """torch's thread count in a fresh process after the CLI's configure step (a real interpreter: torch reads
+    OMP_NUM_THREADS once, at import)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if env_omp is not None:
+        env["OMP_NUM_THREADS"] = env_omp
+    code = ("import sys; from dvcl.utils.threads import configure_threads; "
+            f"n = configure_threads('train', {argv_threads!r}); import torch; "
+            "print(n, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return tuple(int(x) for x in out.stdout.split())
+
+
+def test_configure_threads_respects_the_user_and_reaches_torch():
+    assert _threads_in_child("1") == (1, 1)  # the user's OMP_NUM_THREADS wins over the automatic choice
+    assert _threads_in_child("2", argv_threads=1) == (1, 1)  # --threads wins over OMP_NUM_THREADS
+    n, torch_n = _threads_in_child(None)
+    assert n == torch_n and 1 <= n <= threads.usable_cpus()
