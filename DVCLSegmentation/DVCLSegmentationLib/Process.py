@@ -31,6 +31,7 @@ try:  # Python >= 3.8
 except ImportError:  # pragma: no cover
     Protocol = object  # type: ignore[assignment,misc]
 
+from .ProcessTree import ProcessTree
 from .Signal import Signal
 
 EXIT_OK = 0
@@ -40,7 +41,8 @@ EXIT_CANCELLED = 130
 
 #: how the CLI prints a bad-input error on stderr (docs/architecture.md, "Conventions")
 CLI_ERROR_PREFIX = "dvcl: error:"
-#: seconds between SIGTERM (the CLI removes partial outputs) and SIGKILL
+#: seconds between SIGTERM (the CLI removes partial outputs) and SIGKILL. Only for segmentation/evaluation:
+#: a training run is stopped through its stop-request file and given all the time its iteration needs.
 DEFAULT_KILL_GRACE_S = 5.0
 
 
@@ -360,29 +362,30 @@ class SubprocessProcess(ProgressEventParser):
         return self.result
 
     def cancel(self, grace_s: float = DEFAULT_KILL_GRACE_S) -> None:
-        """SIGTERM now (the CLI removes partial outputs and exits 130), SIGKILL to the group after ``grace_s``."""
+        """SIGTERM to the whole process tree now (the CLI removes partial outputs and exits 130), SIGKILL to
+        what is left of it after ``grace_s``.
+
+        The tree, not just the child: the child may be a launcher (Slicer's ``PythonSlicer``) that does not
+        forward signals to the interpreter it started (``ProcessTree.py``).
+        """
         if not self.running or self._proc is None or self._proc.poll() is not None:
             return
         self._cancel_requested = True
-        try:
-            self._proc.terminate()
-        except OSError:
-            return
-        self._kill_timer = threading.Timer(grace_s, self._kill)
+        tree = ProcessTree(self._proc.pid)
+        tree.terminate()
+        self._kill_timer = threading.Timer(max(0.0, grace_s), self._kill, args=(tree,))
         self._kill_timer.daemon = True
         self._kill_timer.start()
 
-    def _kill(self) -> None:
+    def _kill(self, tree: ProcessTree) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            if os.name == "posix":
+        tree.refresh()
+        tree.kill()
+        if proc is not None and os.name == "posix":
+            try:  # the session started for the child: also reaches processes that left the tree
                 os.killpg(proc.pid, signal.SIGKILL)
-            else:  # pragma: no cover - Windows
-                proc.kill()
-        except OSError:
-            pass
+            except OSError:
+                pass
 
 
 def _enum_int(value: Any) -> int:
@@ -423,6 +426,9 @@ class QtProcess(ProgressEventParser):
         self._proc = None
         self._decoders: Dict[str, Any] = {}
         self._buffers: Dict[str, str] = {}
+        self._tree: Optional[ProcessTree] = None
+        self._kill_deadline = 0.0
+        self._pending_exit: Optional[Tuple[Optional[int]]] = None
 
     @property
     def running(self) -> bool:
@@ -442,6 +448,8 @@ class QtProcess(ProgressEventParser):
         if not args:
             raise ProcessStartError("no command given")
         self._reset()
+        self._tree = None
+        self._pending_exit = None
         qt = self._qt
         proc = qt.QProcess()
         qenv = qt.QProcessEnvironment()
@@ -482,7 +490,22 @@ class QtProcess(ProgressEventParser):
         crashed = _enum_int(self._proc.exitStatus()) != self._NORMAL_EXIT
         QtProcess._retired.append(self._proc)
         self._qt.QTimer.singleShot(2000, QtProcess._release_retired)
-        self._finish(None if crashed else int(self._proc.exitCode()))
+        code = None if crashed else int(self._proc.exitCode())
+        if self._tree is not None and self._pending_exit is None and self._tree.alive():
+            # a launcher that died on SIGTERM left its interpreter behind: report the end when that is gone too
+            self._pending_exit = (code,)
+            self._await_tree()
+            return
+        self._finish(code)
+
+    def _await_tree(self) -> None:
+        if self._done or self._tree is None or self._pending_exit is None:
+            return
+        if self._tree.alive() and time.monotonic() < self._kill_deadline:
+            self._qt.QTimer.singleShot(100, self._await_tree)
+            return
+        self._tree.kill()
+        self._finish(self._pending_exit[0])
 
     @staticmethod
     def _release_retired() -> None:
@@ -499,7 +522,8 @@ class QtProcess(ProgressEventParser):
         """Block until the run ends, pumping Qt events. For scripts and tests; the GUI never calls this."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._proc is not None and not self._done:
-            self._proc.waitForFinished(50)
+            if not self._proc.waitForFinished(50):
+                time.sleep(0.01)  # already exited (waiting for its orphaned children): do not spin
             self._qt.QCoreApplication.processEvents()
             if deadline is not None and time.monotonic() > deadline and not self._done:
                 raise TimeoutError(f"dvcl process {self.pid} still running after {timeout} s")
@@ -508,15 +532,26 @@ class QtProcess(ProgressEventParser):
         return self.result
 
     def cancel(self, grace_s: float = DEFAULT_KILL_GRACE_S) -> None:
-        """``terminate()`` (SIGTERM) now, ``kill()`` after ``grace_s`` if the child is still there."""
+        """SIGTERM to the whole process tree now, kill what is left of it after ``grace_s`` (see
+        :meth:`SubprocessProcess.cancel`: ``QProcess.terminate()`` alone reaches only the launcher)."""
         if not self.running or self._proc is None:
             return
         self._cancel_requested = True
         proc = self._proc
-        proc.terminate()
-        self._qt.QTimer.singleShot(int(grace_s * 1000), lambda: self._kill(proc))
+        pid = self.pid
+        tree = ProcessTree(pid) if pid else None
+        self._tree = tree
+        self._kill_deadline = time.monotonic() + max(0.0, grace_s)
+        if tree is not None:
+            tree.terminate()
+        else:
+            proc.terminate()
+        self._qt.QTimer.singleShot(int(max(0.0, grace_s) * 1000), lambda: self._kill(proc, tree))
 
-    def _kill(self, proc: Any) -> None:
+    def _kill(self, proc: Any, tree: Optional[ProcessTree]) -> None:
+        if tree is not None:
+            tree.refresh()
+            tree.kill()
         if proc is self._proc and not self._done:
             proc.kill()
 

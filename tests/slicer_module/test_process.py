@@ -69,6 +69,18 @@ STUBBORN_SCRIPT = textwrap.dedent("""
 """)
 
 
+# Slicer's PythonSlicer stand-in: starts the real interpreter and forwards no signal (CTKAppLauncher does not);
+# "ignore": SIGTERM is ignored; "die": SIGTERM ends the launcher and orphans the interpreter
+LAUNCHER_SCRIPT = textwrap.dedent("""
+    import signal, subprocess, sys
+    if sys.argv[1] == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2]])
+    sys.exit(child.wait())
+""")
+PID_LINE = "import os, sys; sys.stderr.write(f'CHILD_PID={os.getpid()}\\n'); sys.stderr.flush()\n"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -301,3 +313,40 @@ def test_utf8_split_across_reads_is_decoded():
     process = SubprocessProcess()
     process.start([sys.executable, "-c", script])
     assert process.wait(20).stdout == "Dice für Milz"
+
+
+@pytest.mark.parametrize("factory", _factories())
+@pytest.mark.parametrize("launcher", ["ignore", "die"])
+@pytest.mark.parametrize("child", [POLITE_SCRIPT, STUBBORN_SCRIPT], ids=["polite_child", "stubborn_child"])
+@pytest.mark.parametrize("tree", ["psutil", "ps"])
+def test_cancel_stops_the_interpreter_behind_a_launcher(factory, launcher, child, tree, monkeypatch):
+    """Cancel reaches the interpreter a non-forwarding launcher started; afterwards no process of the run lives."""
+    from DVCLSegmentationLib import ProcessTree
+
+    if tree == "psutil":
+        pytest.importorskip("psutil")
+    monkeypatch.setattr(ProcessTree, "USE_PSUTIL", tree == "psutil")
+    process = factory()
+    rec = Recorder(process)
+    process.start([sys.executable, "-c", LAUNCHER_SCRIPT, launcher, PID_LINE + child])
+    deadline = time.monotonic() + 30
+    while not (rec.of("started") and any("CHILD_PID=" in a[0] for a in rec.of("log"))):
+        process.poll()
+        time.sleep(0.01)
+        assert time.monotonic() < deadline, "the launched interpreter never started"
+    launcher_pid = process.pid
+    child_pid = int(next(a[0] for a in rec.of("log") if "CHILD_PID=" in a[0]).split("=")[1])
+    assert child_pid != launcher_pid and _pid_alive(child_pid)
+    t0 = time.monotonic()
+    process.cancel(grace_s=1.0)
+    result = process.wait(20)
+    assert result.cancelled and result.error == ""
+    if child is POLITE_SCRIPT:  # the interpreter got the SIGTERM itself: clean exit, no kill needed
+        assert time.monotonic() - t0 < 1.0
+        if launcher == "ignore":
+            assert result.exit_code == EXIT_CANCELLED
+    deadline = time.monotonic() + 5
+    while _pid_alive(child_pid) and time.monotonic() < deadline:  # an orphan is reaped by init, not by us
+        time.sleep(0.05)
+    assert not _pid_alive(child_pid), "the interpreter behind the launcher survived Cancel"
+    assert not _pid_alive(launcher_pid)
