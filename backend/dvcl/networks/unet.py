@@ -13,12 +13,10 @@ from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import UpSample
-from monai.networks.layers.factories import Pool
-from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
 from dvcl.errors import ConfigError
+from dvcl.networks.blocks import TwoConv, UpSample, max_pool
 from dvcl.networks.config import NetworkConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ class _Down(nn.Sequential):
 
     def __init__(self, in_ch: int, out_ch: int, stride: Tuple[int, int, int], norm: str, dropout: float) -> None:
         super().__init__()
-        self.add_module("pool", Pool["MAX", 3](kernel_size=stride, stride=stride))
+        self.add_module("pool", max_pool(stride))
         self.add_module("convs", TwoConv(3, in_ch, out_ch, _ACT, _norm(norm, out_ch), True, dropout))
 
 
