@@ -14,7 +14,8 @@
 set -euo pipefail
 WORK=${1:?usage: phantom_grid.sh WORK [dvcl experiment args]}
 shift
-METHODS=${METHODS:-supervised,dan,mean_teacher,uamt,sassnet,dtc,cps,cld,dhc,magicnet,ugpcl,u2pl,bacon,ccl,dvcl,fully}
+# every method of the catalog (dvcl/methods/catalog.py), in table order
+METHODS=${METHODS:-$(python -c 'from dvcl.methods.catalog import method_names; print(",".join(method_names()))')}
 DVCL=${DVCL:-python -m dvcl}
 mkdir -p "$WORK"
 if [ ! -f "$WORK/cache/dataset.json" ]; then

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from dvcl.errors import ConfigError, DatasetError, DVCLError
+from dvcl.methods.catalog import display_name, table_rank
 from dvcl.utils import progress
 from dvcl.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 
@@ -43,27 +44,6 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-#: Row names in the tables (the paper's abbreviations); unknown methods keep their registry name.
-DISPLAY_NAMES = {
-    "supervised": "U-Net (labeled only)",
-    "dan": "DAN",
-    "mean_teacher": "MT",
-    "uamt": "UA-MT",
-    "sassnet": "SASSNet",
-    "dtc": "DTC",
-    "cps": "CPS",
-    "cld": "CLD",
-    "dhc": "DHC",
-    "magicnet": "MagicNet",
-    "ugpcl": "UGPCL",
-    "u2pl": "U2PL",
-    "bacon": "BaCon",
-    "ccl": "CCL",
-    "dvcl": "DVCL (ours)",
-    "fully": "U-Net (fully supervised)",
-}
-#: Table row order, as in the paper: baselines, ours, then the upper bound; other methods just before ours.
-ROW_ORDER = tuple(DISPLAY_NAMES)
 EVAL_DIR = "evaluation"
 PRED_DIR = "test_predictions"
 MODEL_DIR = "model"
@@ -486,10 +466,8 @@ def collect_summaries(out: Path, runs: Sequence[GridRun]) -> Dict[GridRun, Dict[
 
 
 def _row_sort_key(method: str, given: Sequence[str]) -> Tuple[int, int]:
-    """Known methods in :data:`ROW_ORDER`; others just before ``dvcl``, in the order they were given."""
-    if method in ROW_ORDER:
-        return (2 * ROW_ORDER.index(method), 0)
-    return (2 * ROW_ORDER.index("dvcl") - 1, list(given).index(method) if method in given else 0)
+    """Catalog (paper table) order; methods not in the catalog just before ours, in the order they were given."""
+    return (table_rank(method), list(given).index(method) if method in given else 0)
 
 
 def aggregate_tables(out: Path, runs: Sequence[GridRun], methods: Sequence[str]) -> Tuple[Dict[float, dict],
@@ -510,7 +488,7 @@ def aggregate_tables(out: Path, runs: Sequence[GridRun], methods: Sequence[str])
                 per_method.setdefault(r.method, []).append(summaries[r])
         if not per_method:
             continue
-        agg = aggregate_runs({DISPLAY_NAMES.get(m, m): v for m, v in per_method.items()})
+        agg = aggregate_runs({display_name(m): v for m, v in per_method.items()})
         for row, method in zip(agg["rows"], per_method):
             row["method"] = method
         tables[f] = agg

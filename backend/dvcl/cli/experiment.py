@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import List
 
+from dvcl.methods.catalog import method_names
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json (raw data: "
                    "the label table; cache: must match the cache's preset)")
     p.add_argument("--unlabeled", type=Path, default=None, help="raw data only: extra folder of unlabeled scans")
-    p.add_argument("--methods", required=True, help="comma-separated method names, e.g. "
-                   "supervised,mean_teacher,uamt,cps,u2pl,dvcl,fully")
+    p.add_argument("--methods", required=True, help="comma-separated method names (tables list them in this "
+                   f"order): {','.join(method_names())}")
     p.add_argument("--fractions", default="0.1", help="comma-separated labeled fractions (default 0.1)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and the tables")

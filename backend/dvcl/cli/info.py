@@ -31,12 +31,9 @@ def run(args: argparse.Namespace) -> int:
         "devices": describe_devices(),
         "presets": {k: {"labels": v.labels, "description": v.description} for k, v in PRESETS.items()},
     }
-    try:
-        from dvcl.methods.registry import available_methods
+    from dvcl.methods.catalog import METHODS
 
-        info["methods"] = available_methods()
-    except ImportError:
-        info["methods"] = []
+    info["methods"] = [m.name for m in METHODS]
     try:
         from dvcl.inference.model_package import list_installed_models
 

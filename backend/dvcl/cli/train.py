@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from dvcl.methods.catalog import help_list
+
 #: flags that change the schedule, refused with --resume (the resumed run continues the same schedule)
 _SCHEDULE_FLAGS = ("preset", "labeled_fraction", "method", "seed", "iterations", "batch_labeled",
                    "batch_unlabeled", "patch", "lr", "val_every", "profile", "config", "set", "data")
@@ -37,8 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json "
                    "(default: the cache's preset)")
     p.add_argument("--out", type=Path, help="run directory to write")
-    p.add_argument("--method", default=None, help="dvcl (default), cps, supervised, fully, or another registered "
-                   "method (see `dvcl info`)")
+    p.add_argument("--method", default=None, help=f"training method: {help_list()}")
     p.add_argument("--labeled-fraction", type=float, default=None, help="fraction of training cases used with "
                    "labels (default 0.1)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")

@@ -1,24 +1,18 @@
 """Methods by name: ``@register_method("dvcl")`` on the class, ``get_method_class("dvcl")`` to find it.
 
-Method modules register themselves when imported; :func:`get_method_class` imports every module of the
-``dvcl.methods`` package first, so adding a method is adding one file.
+Which names exist, and which module registers each, is data in :mod:`dvcl.methods.catalog`;
+:func:`get_method_class` imports only the module the asked-for name needs (listing methods imports nothing).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
-import pkgutil
 from typing import Callable, Dict, List, Type
 
 from dvcl.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from dvcl.methods.catalog import get_method_info, method_names
 
 _REGISTRY: Dict[str, type] = {}
-_IMPORT_ERRORS: Dict[str, str] = {}
-_LOADED = False
-_SKIP = {"base", "registry", "__init__"}
 
 
 def register_method(name: str) -> Callable[[type], type]:
@@ -36,34 +30,28 @@ def register_method(name: str) -> Callable[[type], type]:
     return deco
 
 
-def _load_all() -> None:
-    """Import every method module once; a module that fails to import is remembered, not fatal."""
-    global _LOADED
-    if _LOADED:
-        return
-    import dvcl.methods as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name in _SKIP or info.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"dvcl.methods.{info.name}")
-        except Exception as exc:  # noqa: BLE001 - one broken method must not hide all others
-            _IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("method module dvcl.methods.%s failed to import: %s", info.name, exc)
-    _LOADED = True
-
-
 def get_method_class(name: str) -> Type:
     """The registered class for ``name``; :class:`ConfigError` lists the valid names otherwise."""
-    _load_all()
     key = str(name).lower()
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    hint = f" (dvcl.methods.{key} failed to import: {_IMPORT_ERRORS[key]})" if key in _IMPORT_ERRORS else ""
-    raise ConfigError(f"unknown method '{name}'{hint}; available: {', '.join(available_methods())}")
+    if key not in _REGISTRY:
+        info = get_method_info(key)  # ConfigError for a name the catalog does not know
+        module = f"dvcl.methods.{info.module}"
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"method '{name}': {module} failed to import ({type(exc).__name__}: {exc})") from exc
+        if key not in _REGISTRY:
+            raise ConfigError(f"method '{name}': {module} does not register it (see dvcl/methods/catalog.py)")
+    return _REGISTRY[key]
+
+
+def registered_classes() -> Dict[str, type]:
+    """Every method class registered so far (after importing every catalog module): for consistency tests."""
+    for name in method_names():
+        get_method_class(name)
+    return dict(_REGISTRY)
 
 
 def available_methods() -> List[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    """Method names in table order (the catalog's; importing nothing)."""
+    return method_names()
