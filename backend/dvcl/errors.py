@@ -48,6 +48,18 @@ class ConfigError(DVCLError):
     """An invalid option value or combination."""
 
 
+class ResourceLimitError(DVCLError):
+    """An input would need more memory than allowed (a header claiming billions of voxels, an absurd spacing)."""
+
+
+class DicomSeriesError(ImageReadError):
+    """A DICOM series with missing, duplicate, unevenly spaced or tilted slices, or several series in one folder."""
+
+
+class OutputWriteError(DVCLError):
+    """An output cannot be written: disk full, read-only or foreign folder, or a write that did not verify."""
+
+
 class OutputExistsError(DVCLError):
     """An output exists and --overwrite was not given."""
 

@@ -2,7 +2,9 @@
 
 Each subcommand module in ``dvcl.cli`` defines ``add_parser(subparsers)`` and ``run(args) -> int`` and keeps
 heavy imports (torch, MONAI) inside ``run`` so that ``dvcl --help`` answers instantly. Errors caused by
-input (:class:`dvcl.errors.DVCLError`) become one line on stderr and exit status 2.
+input (:class:`dvcl.errors.DVCLError`, and operating-system errors on the user's paths: disk full, read-only
+or foreign folder, missing file) become one line on stderr, an ``error`` event in ``--progress json`` mode and
+exit status 2; everything else is a bug of ours and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import List, Optional
 from dvcl import __version__
 from dvcl.errors import DVCLError
 from dvcl.utils import progress
+from dvcl.utils.atomic import USER_WRITE_ERRNOS, describe_os_error
 from dvcl.utils.logging import setup_logging
 from dvcl.utils.threads import configure_threads
 
@@ -81,13 +84,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DVCLError as exc:
-        progress.emit("error", message=str(exc))
-        print(f"dvcl: error: {exc}", file=sys.stderr)
-        return 2
+        return _user_error(str(exc), type(exc).__name__)
+    except OSError as exc:
+        if exc.errno not in USER_WRITE_ERRNOS:
+            raise  # a bug of ours: keep the traceback
+        return _user_error(describe_os_error(exc), "OSError")
+    except MemoryError:
+        return _user_error(f"not enough memory for `dvcl {args.command}` (try smaller inputs"
+                           + (", or --max-memory" if args.command == "segment" else "") + ")", "MemoryError")
     except KeyboardInterrupt:
         progress.emit("error", message="cancelled")
         print("dvcl: cancelled", file=sys.stderr)
         return 130
+
+
+def _user_error(message: str, kind: str) -> int:
+    """The one error path for what a user can cause: one line on stderr, an ``error`` event, exit status 2."""
+    line = " ".join(message.split())  # one line, whatever the message held
+    progress.emit("error", message=line, type=kind)
+    print(f"dvcl: error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

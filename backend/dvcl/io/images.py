@@ -8,19 +8,23 @@ series folders (the series with most slices, or one chosen by SeriesInstanceUID)
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from dvcl.errors import (
+    DicomSeriesError,
     DimensionError,
     GeometryMismatchError,
     ImageReadError,
     LabelValueError,
     NotCTError,
     OutputExistsError,
+    OutputWriteError,
+    ResourceLimitError,
 )
 from dvcl.utils.atomic import atomic_path
 
@@ -31,6 +35,14 @@ sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 PathLike = Union[str, Path]
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Voxel budget of one image (headers are checked against it before any pixel is read); ``DVCL_MAX_VOXELS``
+#: raises it. 2**30 voxels is a 1024 x 1024 x 1024 volume, 4 GiB as float32.
+MAX_VOXELS = int(os.environ.get("DVCL_MAX_VOXELS", str(2**30)))
+#: The best deflate (gzip) ratio is about 1032:1; a compressed file smaller than data/1100 must be truncated.
+MAX_COMPRESSION_RATIO = 1100
+#: Formats whose pixel data live in a second file (the header alone says nothing about truncation).
+DETACHED_SUFFIXES = (".nhdr", ".mhd")
 
 #: Geometry tolerances: spacing/origin relative to the voxel size, direction cosines absolute.
 SPACING_RTOL = 1e-3
@@ -70,51 +82,135 @@ def list_dicom_series(folder: PathLike) -> Dict[str, List[str]]:
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)}
 
 
-def read_image(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
+def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonuniform: bool = False) -> sitk.Image:
     """Read a 3D scalar volume from a file or a DICOM folder.
+
+    The header is read first and checked against the file size and the voxel budget (:data:`MAX_VOXELS`), so
+    a tiny file claiming a huge volume fails in milliseconds instead of allocating gigabytes.
 
     Args:
         path: image file, or folder holding a DICOM series.
-        series_uid: for DICOM folders with several series, which one; default is the one with most files.
+        series_uid: for DICOM folders with several series, which one (required when there are several).
+        accept_nonuniform: DICOM only: resample a series with missing/uneven/tilted slices onto a uniform
+            grid (with a warning) instead of refusing it.
 
     Raises:
-        ImageReadError: missing path, unreadable/corrupt file, unknown format, empty DICOM folder.
-        DimensionError: the image is not 3D scalar.
+        ImageReadError: missing path, unreadable/corrupt/truncated file, unknown format, empty DICOM folder.
+        DicomSeriesError: a DICOM series with geometry problems, or several series and none chosen.
+        DimensionError: the image is not 3D scalar with at least 2 voxels per axis.
+        ResourceLimitError: the header claims more voxels than the budget.
     """
     p = Path(path)
     if not p.exists():
         raise ImageReadError(f"{p}: file not found")
     if p.is_dir():
-        img = _read_dicom_series(p, series_uid)
+        img = _read_dicom_series(p, series_uid, accept_nonuniform)
     else:
         if not image_suffix(p) and not _looks_like_dicom(p):
             raise ImageReadError(f"{p}: not a supported image file (use NIfTI, NRRD, MHA/MHD or a DICOM folder)")
+        header = read_header(p)
+        check_header(header, p)
         try:
             img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
             raise ImageReadError(f"{p}: cannot read image ({_first_line(exc)})") from exc
+        except MemoryError as exc:
+            raise ResourceLimitError(f"{p}: not enough memory to read the image") from exc
         if image_suffix(p) in (".nii", ".nii.gz"):
-            _check_nifti_complete(p, img)
+            _check_nifti_complete(p, _data_bytes(img))
     check_volume(img, p)
+    check_geometry_values(img, p)
     return img
 
 
-def _check_nifti_complete(p: Path, img: sitk.Image) -> None:
+def read_header(path: PathLike) -> sitk.ImageFileReader:
+    """The image header (size, spacing, pixel type, ...) without the pixel data."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({_first_line(exc)})") from exc
+    return reader
+
+
+def _header_bytes(reader: sitk.ImageFileReader) -> Tuple[int, int]:
+    """(voxels, bytes of pixel data) a header claims."""
+    nvox = 1
+    for n in reader.GetSize():
+        nvox *= int(n)
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()) if reader.GetDimension() in (2, 3, 4) \
+        else None
+    itemsize = _bytes_per_component(probe) if probe is not None else 1
+    return nvox, nvox * max(1, reader.GetNumberOfComponents()) * itemsize
+
+
+def check_header(reader: sitk.ImageFileReader, path: PathLike) -> None:
+    """Refuse a header whose claims cannot be true or cannot be afforded, before reading pixels.
+
+    Raises:
+        ResourceLimitError: more voxels than :data:`MAX_VOXELS`.
+        ImageReadError: the file is far too small for the data its header announces (truncated), or the
+            header holds a non-positive or non-finite spacing.
+    """
+    p = Path(path)
+    nvox, nbytes = _header_bytes(reader)
+    size = tuple(int(n) for n in reader.GetSize())
+    if nvox > MAX_VOXELS:
+        raise ResourceLimitError(
+            f"{p}: header claims {' x '.join(str(n) for n in size)} = {nvox:,} voxels, more than the limit of "
+            f"{MAX_VOXELS:,} (set DVCL_MAX_VOXELS to raise it)"
+        )
+    spacing = reader.GetSpacing()
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise ImageReadError(f"{p}: invalid voxel spacing {_fmt(spacing)} in the header")
+    if image_suffix(p) in DETACHED_SUFFIXES:
+        return  # the data sit in another file; its reader checks it
+    fsize = p.stat().st_size
+    if fsize * MAX_COMPRESSION_RATIO < nbytes or (image_suffix(p) == ".nii" and fsize < nbytes):
+        raise ImageReadError(
+            f"{p}: truncated file: the header announces {' x '.join(str(n) for n in size)} voxels "
+            f"({nbytes:,} bytes) but the file has {fsize:,} bytes"
+        )
+
+
+def check_geometry_values(img: sitk.Image, path: PathLike) -> None:
+    """Spacing positive and finite, origin finite, direction a proper rotation (det +-1)."""
+    sp, org = np.array(img.GetSpacing()), np.array(img.GetOrigin())
+    if not np.all(np.isfinite(sp)) or sp.min() <= 0:
+        raise ImageReadError(f"{path}: invalid voxel spacing {_fmt(sp)}")
+    if not np.all(np.isfinite(org)):
+        raise ImageReadError(f"{path}: invalid origin {_fmt(org)}")
+    d = np.array(img.GetDirection(), dtype=float).reshape(img.GetDimension(), img.GetDimension())
+    if not np.all(np.isfinite(d)) or not np.allclose(d @ d.T, np.eye(len(d)), atol=1e-3):
+        raise ImageReadError(f"{path}: direction matrix is not a rotation (axes not orthonormal)")
+
+
+def _fmt(values: Sequence[float]) -> str:
+    """Plain numbers for messages: ``(1.25, 1.25, 2.5)``, never ``np.float64(1.25)``."""
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def _data_bytes(img: sitk.Image) -> int:
+    return int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel() * _bytes_per_component(img)
+
+
+def _check_nifti_complete(p: Path, nbytes: int) -> None:
     """ITK's NIfTI reader zero-fills a truncated file without an error; detect truncation ourselves.
 
-    The voxel data must hold size x bytes-per-voxel bytes after the header's vox_offset. For .nii.gz the
-    stream is decompressed (counting bytes, not keeping them), which also catches a corrupt gzip stream.
+    The voxel data must hold ``nbytes`` (size x bytes-per-voxel) after the header's vox_offset. For .nii.gz
+    the stream is decompressed (counting bytes, not keeping them), which also catches a corrupt gzip stream.
+    Used on every NIfTI read and, through :func:`verify_image_file`, on every NIfTI write.
     """
     import gzip
     import struct
     import zlib
 
-    nbytes = int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel() * _bytes_per_component(img)
     try:
         opener = gzip.open if p.name.lower().endswith(".gz") else open
         with opener(p, "rb") as fh:
             header = fh.read(352)
-            if len(header) < 352:
+            if len(header) < 348:
                 raise ImageReadError(f"{p}: truncated NIfTI header")
             sizeof_hdr = struct.unpack("<i", header[:4])[0]
             endian = "<" if sizeof_hdr in (348, 540) else ">"
@@ -126,7 +222,7 @@ def _check_nifti_complete(p: Path, img: sitk.Image) -> None:
                 if not chunk:
                     break
                 total += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
+    except (EOFError, OSError, zlib.error, struct.error) as exc:
         raise ImageReadError(f"{p}: corrupt or truncated file ({exc})") from exc
     if total < vox_offset + nbytes:
         raise ImageReadError(f"{p}: truncated file ({total} bytes, expected {vox_offset + nbytes})")
@@ -145,22 +241,26 @@ def _looks_like_dicom(p: Path) -> bool:
         return False
 
 
-def _read_dicom_series(folder: Path, series_uid: Optional[str]) -> sitk.Image:
+def _read_dicom_series(folder: Path, series_uid: Optional[str], accept_nonuniform: bool = False) -> sitk.Image:
+    from dvcl.io.dicom import read_series
+
     series = list_dicom_series(folder)
     if not series:
         raise ImageReadError(f"{folder}: folder holds no DICOM series")
     if series_uid is None:
-        series_uid = max(series, key=lambda uid: len(series[uid]))
         if len(series) > 1:
-            log.info("%s: %d series, reading the largest (%s)", folder, len(series), series_uid)
+            listing = ", ".join(f"{uid} ({len(files)} files)" for uid, files in
+                                sorted(series.items(), key=lambda kv: -len(kv[1])))
+            raise DicomSeriesError(f"{folder}: folder holds {len(series)} DICOM series ({listing}); "
+                                   "put each series in its own folder")
+        series_uid = next(iter(series))
     elif series_uid not in series:
         raise ImageReadError(f"{folder}: no DICOM series with SeriesInstanceUID {series_uid}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[series_uid])
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise ImageReadError(f"{folder}: cannot read DICOM series ({_first_line(exc)})") from exc
+    files = series[series_uid]
+    for f in files:
+        if os.path.getsize(f) == 0:
+            raise ImageReadError(f"{f}: empty DICOM file")
+    return read_series(folder, files, accept_nonuniform)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,13 +273,22 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_volume(img: sitk.Image, path: PathLike) -> None:
-    """Raise :class:`DimensionError` unless ``img`` is a 3D scalar volume with more than one voxel per axis."""
+    """Raise :class:`DimensionError` unless ``img`` is a 3D scalar volume with at least 2 voxels per axis.
+
+    One slice is not a volume: resampling and 3D windows need extent along every axis.
+    """
     if img.GetDimension() != 3:
         raise DimensionError(f"{path}: expected a 3D volume, got a {img.GetDimension()}D image")
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DimensionError(f"{path}: expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components")
-    if min(img.GetSize()) < 1:
-        raise DimensionError(f"{path}: empty image of size {img.GetSize()}")
+    if min(img.GetSize()) < 2:
+        raise DimensionError(f"{path}: image of size {' x '.join(str(n) for n in img.GetSize())} is not a 3D "
+                             "volume (at least 2 voxels per axis needed)")
+
+
+#: What counts as CT (docs/bad_inputs.md): finite values, not constant, and a minimum below -50 HU
+#: (body CT always holds fat at about -100 HU or air at -1000 HU).
+CT_MIN_BELOW_HU = -50.0
 
 
 def check_ct_intensities(img: sitk.Image, path: PathLike) -> None:
@@ -187,17 +296,20 @@ def check_ct_intensities(img: sitk.Image, path: PathLike) -> None:
 
     CT of the body always contains fat (about -100 HU) or air (-1000 HU), so a volume whose minimum is
     above -50 is not in HU (MR, PET, or CT stored without its rescale intercept); a constant volume
-    carries no information at all.
+    carries no information at all; NaN or infinite values are never CT.
     """
-    stats = sitk.StatisticsImageFilter()
+    arr = sitk.GetArrayViewFromImage(img)
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise NotCTError(f"{path}: image holds NaN or infinite values, not a CT scan")
+    stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(img)
-    lo, hi = stats.GetMinimum(), stats.GetMaximum()
+    lo, hi = float(stats.GetMinimum()), float(stats.GetMaximum())
     if hi - lo < 1e-6:
         raise NotCTError(f"{path}: image is constant ({lo:g} everywhere), not a CT scan")
-    if lo > -50:
+    if lo > CT_MIN_BELOW_HU:
         raise NotCTError(
-            f"{path}: intensities {lo:g}..{hi:g} are not CT Hounsfield units (no air or fat below -50 HU); "
-            "is this an MR image or CT without rescale intercept?"
+            f"{path}: intensities {lo:g}..{hi:g} are not CT Hounsfield units (no air or fat below "
+            f"{CT_MIN_BELOW_HU:g} HU); is this an MR image or CT without rescale intercept?"
         )
 
 
@@ -207,10 +319,10 @@ def same_geometry(a: sitk.Image, b: sitk.Image) -> Optional[str]:
         return f"size {b.GetSize()} differs from the image's {a.GetSize()}"
     sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
     if not np.allclose(sa, sb, rtol=SPACING_RTOL, atol=0):
-        return f"spacing {tuple(np.round(sb, 4))} differs from the image's {tuple(np.round(sa, 4))}"
+        return f"spacing {_fmt(np.round(sb, 4))} differs from the image's {_fmt(np.round(sa, 4))}"
     oa, ob = np.array(a.GetOrigin()), np.array(b.GetOrigin())
     if np.any(np.abs(oa - ob) > ORIGIN_VOXEL_TOL * sa.min() + 1e-4):
-        return f"origin {tuple(np.round(ob, 3))} differs from the image's {tuple(np.round(oa, 3))}"
+        return f"origin {_fmt(np.round(ob, 3))} differs from the image's {_fmt(np.round(oa, 3))}"
     if not np.allclose(a.GetDirection(), b.GetDirection(), atol=DIRECTION_ATOL):
         return "direction differs from the image's"
     return None
@@ -275,12 +387,57 @@ def _ranges(values: List[int]) -> str:
 
 
 def write_image(img: sitk.Image, path: PathLike, overwrite: bool = False, compress: bool = True) -> Path:
-    """Write ``img`` atomically; refuse to overwrite an existing file unless ``overwrite``."""
+    """Write ``img`` through the verified atomic path; refuse to overwrite an existing file unless ``overwrite``.
+
+    The temporary file is read back (:func:`verify_image_file`) before it takes the final name, because ITK's
+    NIfTI writer reports a full disk only on stderr ("wrote only 0 of N bytes") and returns normally.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
-    if not image_suffix(path):
+    suffix = image_suffix(path)
+    if not suffix:
         raise ImageReadError(f"{path}: unknown output format (use .nii.gz, .nrrd, .seg.nrrd or .mha)")
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), useCompression=compress)
+    if path.is_dir():
+        raise OutputWriteError(f"{path}: is a folder, cannot write an image there")
+    with atomic_path(path, verify=lambda tmp: verify_image_file(tmp, img)) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            raise OutputWriteError(f"cannot write {path}: {_first_line(exc)} (disk full or folder not "
+                                   "writable?)") from exc
     return path
+
+
+#: Written files up to this many bytes of pixel data are read back completely, larger ones header + length.
+FULL_READBACK_BYTES = 64 * 2**20
+
+
+def verify_image_file(path: PathLike, expected: sitk.Image) -> None:
+    """Check a just-written image file: header matches ``expected`` and the pixel data is all there.
+
+    NIfTI: header read back, then the (decompressed) byte count checked (also proves gzip integrity).
+    Other formats: header read back; small files are read back completely.
+
+    Raises:
+        OutputWriteError: the file does not hold what was written.
+    """
+    p = Path(path)
+    try:
+        header = read_header(p)
+    except ImageReadError as exc:
+        raise OutputWriteError(f"{p}: written file has no readable header") from exc
+    if tuple(header.GetSize()) != tuple(expected.GetSize()):
+        raise OutputWriteError(f"{p}: written header says size {tuple(header.GetSize())}, "
+                               f"expected {tuple(expected.GetSize())}")
+    nbytes = _data_bytes(expected)
+    if image_suffix(p) in (".nii", ".nii.gz"):
+        try:
+            _check_nifti_complete(p, nbytes)
+        except ImageReadError as exc:
+            raise OutputWriteError(f"{p}: written file is incomplete ({exc})") from exc
+    elif nbytes <= FULL_READBACK_BYTES or image_suffix(p) in DETACHED_SUFFIXES:
+        try:
+            sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise OutputWriteError(f"{p}: written file does not read back ({_first_line(exc)})") from exc
