@@ -55,7 +55,7 @@ def test_defaults_pass_and_ints_become_floats() -> None:
         ({"fraction": 0.0}, "method parameter 'fraction' must be in (0, 1], got 0.0"),
         ({"mode": "he"}, "method parameter 'mode' must be one of 'xavier', 'kaiming', got 'he'"),
         ({"threshold": 1.5}, "method parameter 'threshold' must be in [0, 1], got 1.5"),
-        ({"enabled": "maybe"}, "method parameter 'enabled' must be true or false"),
+        ({"enabled": "maybe"}, "method parameter 'enabled' must be true/false"),
         ({"patch": (2, 0, 4)}, "method parameter 'patch' must be >= 1"),
         ({"patch": (2, 4)}, "method parameter 'patch' must be 3 numbers"),
         ({"weight": float("nan")}, "method parameter 'weight' must be >= 0"),
@@ -93,6 +93,7 @@ def test_frozen_dataclass_uses_its_own_wording() -> None:
         ("mode", "kaiming", "kaiming"),
         ("patch", "16,32,32", (16, 32, 32)),
         ("patch", "[16, 32, 32]", (16, 32, 32)),
+        ("patch", "(16,32,32)", (16, 32, 32)),
     ],
 )
 def test_set_strings_convert_by_field_type(name: str, text: str, expected: object) -> None:
@@ -108,7 +109,7 @@ def test_set_strings_convert_by_field_type(name: str, text: str, expected: objec
         ("iterations", "ten", "option 'iterations' must be an integer"),
         ("iterations", "true", "option 'iterations' must be an integer"),
         ("weight", "abc", "option 'weight' must be a number"),
-        ("enabled", "2", "option 'enabled' must be true or false"),
+        ("enabled", "2", "option 'enabled' must be true/false"),
         ("weight", "null", "option 'weight' must be a number, got 'null'"),
         ("patch", "1,2", "option 'patch' must be 3 numbers"),
         ("patch", "1,2.5,3", "option 'patch' must be an integer"),
@@ -132,6 +133,18 @@ def test_describe_range_for_help_texts() -> None:
     assert describe_range(fields["momentum"]) == "in [0, 1)"
     assert describe_range(fields["iterations"]) == ">= 1"
     assert describe_range(fields["plain"]) == ""
+
+
+def test_union_and_nested_sequences() -> None:
+    """Network strides: each entry an int or a (z, y, x) triple, written as JSON on the command line."""
+    from typing import Union
+
+    hint = Tuple[Union[int, Tuple[int, int, int]], ...]
+    assert convert_value("[2, [1, 2, 2], 2]", hint, name="strides") == (2, (1, 2, 2), 2)
+    assert convert_value("2,2", hint, name="strides") == (2, 2)
+    assert convert_value("[]", hint, name="strides") == ()
+    with pytest.raises(ConfigError, match="'strides' must be"):
+        convert_value("[2, [1, 2]]", hint, name="strides")
 
 
 def test_list_defaults_are_not_shared() -> None:

@@ -25,10 +25,11 @@ Standard library and :mod:`dvcl.errors` only: the Slicer module and torch-free C
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import typing
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from dvcl.errors import ConfigError
 
@@ -149,14 +150,14 @@ def _split_optional(hint: Any) -> Tuple[Any, bool]:
     if typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         nullable = len(args) < len(typing.get_args(hint))
-        return (args[0] if len(args) == 1 else Any), nullable
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), nullable
     return hint, False
 
 
 def _type_name(hint: Any) -> str:
     base, _ = _split_optional(hint)
     if base in (bool, int, float, str):
-        return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[base]
+        return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[base]
     if typing.get_origin(base) in (tuple, list):
         args = typing.get_args(base)
         n = len(args) if args and args[-1] is not Ellipsis else None
@@ -206,11 +207,17 @@ def convert_value(value: Any, hint: Any, *, name: str = "value", what: str = "op
             return value
         raise fail()
     origin = typing.get_origin(base)
+    if origin is typing.Union:  # e.g. a stride: an int or a (z, y, x) triple; the first type that fits
+        for option in typing.get_args(base):
+            try:
+                return convert_value(value, option, name=name, what=what)
+            except ConfigError:
+                continue
+        raise fail()
     if origin in (tuple, list) or base in (tuple, list):
         args = typing.get_args(base)
         if text is not None:
-            inner = text[1:-1] if text[:1] in "[(" and text[-1:] in "])" else text
-            items: Sequence[Any] = [s for s in (p.strip() for p in inner.split(",")) if s]
+            items: Sequence[Any] = _split_sequence(text)
         elif isinstance(value, (list, tuple)):
             items = value
         else:
@@ -223,6 +230,19 @@ def convert_value(value: Any, hint: Any, *, name: str = "value", what: str = "op
             out.append(convert_value(item, elem, name=name, what=what) if elem is not Any else item)
         return tuple(out) if (origin or base) is tuple else out
     return value
+
+
+def _split_sequence(text: str) -> List[Any]:
+    """``"1,2,3"``, ``"[1, 2, 3]"``, ``"(1, 2, 3)"`` or nested JSON ``"[[1,2,2],2]"`` -> a list of items."""
+    if text[:1] in "[(" and text[-1:] in "])":
+        try:
+            parsed = json.loads("[" + text[1:-1] + "]")
+            if isinstance(parsed, list):
+                return parsed
+        except ValueError:
+            pass
+        text = text[1:-1]
+    return [s for s in (p.strip() for p in text.split(",")) if s]
 
 
 def _to_int(value: Any, fail: Any) -> int:
