@@ -107,7 +107,7 @@ class ProcessProtocol(Protocol):
     def start(self, args: Sequence[str], env: Optional[Mapping[str, str]] = None,
               cwd: Optional[str] = None) -> None: ...
 
-    def cancel(self, grace_s: float = DEFAULT_KILL_GRACE_S) -> None: ...
+    def cancel(self, grace_s: Optional[float] = DEFAULT_KILL_GRACE_S) -> None: ...
 
     def poll(self) -> bool: ...
 
@@ -361,9 +361,9 @@ class SubprocessProcess(ProgressEventParser):
             raise ProcessStartError("wait() called before start()")
         return self.result
 
-    def cancel(self, grace_s: float = DEFAULT_KILL_GRACE_S) -> None:
+    def cancel(self, grace_s: Optional[float] = DEFAULT_KILL_GRACE_S) -> None:
         """SIGTERM to the whole process tree now (the CLI removes partial outputs and exits 130), SIGKILL to
-        what is left of it after ``grace_s``.
+        what is left of it after ``grace_s`` (None: never; the child decides when it is done).
 
         The tree, not just the child: the child may be a launcher (Slicer's ``PythonSlicer``) that does not
         forward signals to the interpreter it started (``ProcessTree.py``).
@@ -373,6 +373,10 @@ class SubprocessProcess(ProgressEventParser):
         self._cancel_requested = True
         tree = ProcessTree(self._proc.pid)
         tree.terminate()
+        if grace_s is None:
+            return
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
         self._kill_timer = threading.Timer(max(0.0, grace_s), self._kill, args=(tree,))
         self._kill_timer.daemon = True
         self._kill_timer.start()
@@ -531,7 +535,7 @@ class QtProcess(ProgressEventParser):
             raise ProcessStartError("wait() called before start()")
         return self.result
 
-    def cancel(self, grace_s: float = DEFAULT_KILL_GRACE_S) -> None:
+    def cancel(self, grace_s: Optional[float] = DEFAULT_KILL_GRACE_S) -> None:
         """SIGTERM to the whole process tree now, kill what is left of it after ``grace_s`` (see
         :meth:`SubprocessProcess.cancel`: ``QProcess.terminate()`` alone reaches only the launcher)."""
         if not self.running or self._proc is None:
@@ -541,12 +545,13 @@ class QtProcess(ProgressEventParser):
         pid = self.pid
         tree = ProcessTree(pid) if pid else None
         self._tree = tree
-        self._kill_deadline = time.monotonic() + max(0.0, grace_s)
+        self._kill_deadline = float("inf") if grace_s is None else time.monotonic() + max(0.0, grace_s)
         if tree is not None:
             tree.terminate()
         else:
             proc.terminate()
-        self._qt.QTimer.singleShot(int(max(0.0, grace_s) * 1000), lambda: self._kill(proc, tree))
+        if grace_s is not None:
+            self._qt.QTimer.singleShot(int(max(0.0, grace_s) * 1000), lambda: self._kill(proc, tree))
 
     def _kill(self, proc: Any, tree: Optional[ProcessTree]) -> None:
         if tree is not None:

@@ -2,9 +2,16 @@
 
 Training takes hours to days, so it runs in a child process like everything else; the logic turns its
 ``metrics`` events into plot rows (``SceneBridge.TrainingCurves``) and its ``progress`` events into a
-progress bar and an ETA. Stop sends SIGTERM: the trainer keeps ``checkpoints/last_state.pt`` and the run
-can be resumed with the same parameters. When training ends normally the run is exported to a model
-package (``RUN_DIR/model``) and announced through ``model_exported`` so the Segment tab can list it.
+progress bar and an ETA.
+
+Stop writes the run's stop-request file (``RUN_DIR/STOP``, polled by the trainer every iteration) and waits,
+however long the current iteration takes (86 s for a paper-profile iteration on a CPU): the trainer saves
+``checkpoints/last_state.pt`` at the iteration boundary and exits, and Resume continues from there. A file,
+not a signal, because inside Slicer the child is the ``PythonSlicer`` launcher, which forwards no signal.
+Force stop kills the process tree at once and loses the iterations since the last checkpoint.
+
+When training ends normally the run is exported to a model package (``RUN_DIR/model``) and announced
+through ``model_exported`` so the Segment tab can list it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from .Task import BackendTask
 
 log = logging.getLogger(__name__)
 
-IDLE, TRAINING, EXPORTING = "idle", "training", "exporting"
+IDLE, TRAINING, STOPPING, EXPORTING = "idle", "training", "stopping", "exporting"
+#: the trainer's stop-request file name (backend/dvcl/training/trainer.py STOP_FILE; a test checks they match)
+STOP_FILE = "STOP"
+STOPPING_MESSAGE = "Stopping: saving a checkpoint at the end of the current iteration (Force stop ends it now)"
 
 
 class TrainingLogic(BackendTask):
@@ -32,15 +42,15 @@ class TrainingLogic(BackendTask):
         progress(ProgressInfo), log(str), metrics(dict)   forwarded from ``dvcl train``
         model_exported(ModelInfo)                         the trained model is ready to segment with
         finished(ModelInfo | None)                        the whole job is over (None: not exported)
+        stopping()                                        Stop was pressed; the run is saving its checkpoint
         error_occurred(str), cancelled()
     """
-
-    cancel_message = "Stopping..."  # SIGTERM: the run saves its state and can be resumed
 
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process) -> None:
         super().__init__(process_factory)
         self.metrics = Signal("metrics")
         self.model_exported = Signal("model_exported")
+        self.stopping = Signal("stopping")
         self.state = IDLE
         self.curves: Optional[TrainingCurves] = None
         self.params: Optional[TrainingParameters] = None
@@ -67,6 +77,7 @@ class TrainingLogic(BackendTask):
             raise DVCLModuleError("a training run is already in progress: stop it first")
         args = dvcl_command(params.cli_args(resume=resume, overwrite=overwrite))
         self.params = params
+        self._remove_stop_file()  # a leftover request must not stop the new run
         self.export_on_finish = export
         if scene is not None:
             if self.curves is None or self.curves.scene is not scene or not resume:
@@ -81,6 +92,49 @@ class TrainingLogic(BackendTask):
             self.state = IDLE
             self._process = None
             raise
+
+    def stop_file(self) -> Optional[Path]:
+        return Path(self.params.run_dir).expanduser() / STOP_FILE if self.params is not None else None
+
+    def _remove_stop_file(self) -> None:
+        path = self.stop_file()
+        if path is not None:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Ask the run to save and stop at the next iteration boundary; ``cancelled`` follows when it has.
+
+        Nothing is killed and there is no time limit: the checkpoint is worth the wait. During the export
+        that follows training, Stop cancels the export (the run itself is complete).
+        """
+        if self.state == EXPORTING:
+            super().cancel()
+            return
+        if self.state != TRAINING or self._process is None:
+            return
+        path = self.stop_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("stop requested by the DVCLSegmentation module\n", encoding="utf-8")
+        except OSError as exc:  # e.g. a read-only run folder: fall back to the signal
+            self.log.emit(f"cannot write {path} ({exc}); sending SIGTERM instead")
+            self._process.cancel(grace_s=None)
+        self.state = STOPPING
+        self.log.emit(STOPPING_MESSAGE)
+        self.stopping.emit()
+
+    def cancel(self) -> None:
+        """Same as :meth:`stop` (the module calls it when it closes): a run is never thrown away silently."""
+        self.stop()
+
+    def force_stop(self) -> None:
+        """Kill the run's process tree now; the iterations since the last checkpoint are lost."""
+        if self._process is not None:
+            self.log.emit("Force stop: ending the run now; it resumes from its last saved checkpoint")
+            self._process.cancel(grace_s=0.0)
 
     def _on_progress(self, info: ProgressInfo) -> None:
         self.last_progress = info
@@ -108,6 +162,7 @@ class TrainingLogic(BackendTask):
 
     def _on_train_finished(self, result: ProcessResult) -> None:
         self._process = None
+        self._remove_stop_file()
         if result.cancelled:
             self.state = IDLE
             self.log.emit("Training stopped; press Resume to continue from the last checkpoint")

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import os
 import platform
 import shutil
 import signal
@@ -54,6 +55,12 @@ PathLike = Union[str, Path]
 #: files of a run directory (removed by ``overwrite``)
 RUN_FILES = ("config.yaml", "environment.json", "metrics.csv", "run.json", "tb", "checkpoints")
 MAX_NONFINITE = 10
+#: a file in the run directory that asks the run to save and stop at the next iteration boundary: how the Slicer
+#: module stops a run (its launcher forwards no signal to the interpreter); same effect as SIGINT/SIGTERM
+STOP_FILE = "STOP"
+#: test hook: seconds slept inside every iteration (makes "Stop during a slow iteration" testable on a real run)
+SLOW_ITERATION_ENV = "DVCL_TEST_SLOW_ITERATION_S"
+_PROCESS_START = time.time()
 
 
 @dataclass
@@ -152,23 +159,42 @@ def _csv_value(v: Any) -> str:
 
 
 class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next iteration boundary and saves ``last``.
+    """SIGINT/SIGTERM or a ``STOP_FILE`` in the run directory set a flag; the loop stops at the next iteration
+    boundary and saves ``last``.
 
     A second signal raises KeyboardInterrupt at once (the user insists). Only the main thread can install
-    handlers; elsewhere (e.g. a GUI worker thread) the caller's own handling applies.
+    handlers; elsewhere (e.g. a GUI worker thread) the caller's own handling applies. The stop file is polled
+    whenever the loop asks (a stat per iteration); one older than this process is a leftover and is removed,
+    and the file is removed when the run has stopped, so ``--resume`` is not stopped by it again.
     """
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, stop_file: Optional[Path] = None) -> None:
+        self._requested = False
+        self.stop_file = stop_file
         self._old: Dict[int, Any] = {}
 
+    @property
+    def requested(self) -> bool:
+        if not self._requested and self.stop_file is not None and self.stop_file.exists():
+            self._requested = True
+            log.warning("%s found: stopping after this iteration (checkpoint is saved)", self.stop_file)
+        return self._requested
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self._requested = True
         log.warning("signal %d received: stopping after this iteration (checkpoint is saved)", signum)
 
+    def _remove_stop_file(self) -> None:
+        if self.stop_file is not None:
+            with contextlib.suppress(OSError):
+                self.stop_file.unlink()
+
     def __enter__(self) -> _StopRequest:
+        with contextlib.suppress(OSError):
+            if self.stop_file is not None and self.stop_file.stat().st_mtime < _PROCESS_START - 1.0:
+                self._remove_stop_file()  # from an earlier process, not a request to this one
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -177,6 +203,8 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._requested:
+            self._remove_stop_file()
 
 
 # ------------------------------------------------------------------------------------------------ trainer
@@ -408,7 +436,8 @@ class Trainer:
             else None
         stopped = False
         try:
-            with _StopRequest() as stop:
+            slow_s = float(os.environ.get(SLOW_ITERATION_ENV) or 0.0)
+            with _StopRequest(self.run_dir / STOP_FILE) as stop:
                 if self.state is not None and self.state.get("pending_validation") and self.is_main:
                     self._pending_validation(it, stop)
                 while it < total:
@@ -423,6 +452,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     with self._autocast():
                         loss, terms = self.method.compute_loss(batch_l, batch_u, it)
+                    if slow_s > 0:
+                        time.sleep(slow_s)
                     finite = bool(torch.isfinite(loss.detach()).item())
                     if finite:
                         self.scaler.scale(loss).backward()
