@@ -24,8 +24,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dvcl.inference.model_package import export_model
     from dvcl.utils import progress
+    from dvcl.utils.atomic import check_writable
+
+    ckpt = Path(args.run_dir) / "checkpoints" / f"{args.checkpoint}.safetensors"
+    check_writable(args.output, ckpt.stat().st_size if ckpt.is_file() else 0, what="model package")
 
     out = export_model(args.run_dir, args.output, name=args.name, checkpoint=args.checkpoint,
                        description=args.description, overwrite=args.overwrite)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dvcl.presets import list_presets
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,15 +20,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "simple layout (labeled/ [+ unlabeled/]) or a labeled folder")
     p.add_argument("-o", "--out", type=Path, required=True, help="cache folder to write")
     p.add_argument("--unlabeled", type=Path, default=None, help="extra folder of unlabeled scans")
-    p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json "
+    p.add_argument("--preset", default=None, help=f"{', '.join(list_presets())} or a dataset.json "
                    "(default: the data set's dataset.json)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="resampling spacing in mm (default: the paper's 1.25 1.25 2.5); coarser spacings train "
-                   "faster on a CPU but deviate from the paper")
-    p.add_argument("--no-ct-check", action="store_true", help="accept intensities that do not look like CT HU")
+                   help=f"resampling spacing in mm (default: the paper's {_paper_spacing()}); training patches "
+                   "are voxels of this grid, so coarser spacings let a small patch see more anatomy and train faster "
+                   "on a CPU, but deviate from the paper")
+    p.add_argument("--no-ct-check", "--force", dest="no_ct_check", action="store_true",
+                   help="accept intensities that do not look like CT HU")
+    p.add_argument("--accept-nonuniform", action="store_true",
+                   help="DICOM series with missing, unevenly spaced or tilted slices: resample onto a uniform grid "
+                   "(with a warning) instead of refusing them")
     p.set_defaults(func=run)
+
+
+def _paper_spacing() -> str:
+    from dvcl.preprocessing.pipeline import PreprocessConfig
+
+    return " ".join(f"{v:g}" for v in PreprocessConfig().spacing)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     cache, counts = prepare_dataset(args.data, args.out, preset=args.preset, unlabeled=args.unlabeled,
                                     workers=args.workers, seed=args.seed, check_ct=not args.no_ct_check,
-                                    cfg=pcfg)
+                                    cfg=pcfg, accept_nonuniform=args.accept_nonuniform)
     summary = {"cache": str(cache.root.resolve()), **counts, "labeled": len(cache.labeled_ids),
                "unlabeled": len(cache.unlabeled_ids),
                "split": {k: len(v) for k, v in cache.splits.items() if isinstance(v, list) and k != "ratios"}}

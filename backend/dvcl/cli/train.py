@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from dvcl.methods.catalog import help_list
+from dvcl.presets import list_presets
+from dvcl.profiles import DEFAULT_PROFILE, default_text, profile_names
+from dvcl.profiles import help_text as profiles_help
 
 #: flags that change the schedule, refused with --resume (the resumed run continues the same schedule)
 _SCHEDULE_FLAGS = ("preset", "labeled_fraction", "method", "seed", "iterations", "batch_labeled",
@@ -36,23 +40,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unlabeled", type=Path, default=None, help="raw data only: extra folder of unlabeled scans")
     p.add_argument("--cache", type=Path, default=None,
                    help="raw data only: where to write the cache (default: RUN_DIR/cache)")
-    p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json "
+    p.add_argument("--preset", default=None, help=f"{', '.join(list_presets())} or a dataset.json "
                    "(default: the cache's preset)")
     p.add_argument("--out", type=Path, help="run directory to write")
     p.add_argument("--method", default=None, help=f"training method: {help_list()}")
     p.add_argument("--labeled-fraction", type=float, default=None, help="fraction of training cases used with "
                    "labels (default 0.1)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    p.add_argument("--profile", choices=("paper", "quick"), default=None,
-                   help="paper: the paper's patch/network/schedule (default); quick: CPU-sized (patch 32x64x64, "
-                   "channels 8..64, batch 2+2, 300 iterations)")
+    p.add_argument("--profile", choices=profile_names(), default=None,
+                   help=f"what the run is sized for (default {DEFAULT_PROFILE}): {profiles_help()}. Flags and "
+                   "--set override single values")
     p.add_argument("--config", type=Path, default=None, help="start from a config.yaml instead of preset+profile")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--batch-labeled", type=int, default=None)
-    p.add_argument("--batch-unlabeled", type=int, default=None)
-    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--val-every", type=int, default=None, help="validate and checkpoint every N iterations")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"optimizer steps; each takes one labeled and one unlabeled batch of patches, and the LR "
+                   f"decays (poly 0.9) to 0 at the last one (default: {default_text('iterations')})")
+    p.add_argument("--batch-labeled", type=int, default=None,
+                   help=f"labeled patches per step (default: {default_text('batch_labeled')})")
+    p.add_argument("--batch-unlabeled", type=int, default=None,
+                   help=f"unlabeled patches per step; 0 for none; labeled-only methods ignore it (default: "
+                   f"{default_text('batch_unlabeled')})")
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help=f"training crop in voxels of the prepared cache, z y x, each divisible by the U-Net's "
+                   f"down-sampling (default: {default_text('patch')})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"initial learning rate (default: {default_text('lr')}; optimizer: "
+                   f"{default_text('optimizer')})")
+    p.add_argument("--val-every", type=int, default=None,
+                   help=f"validate and checkpoint every N iterations, 0 = at the end only (default: "
+                   f"{default_text('val_every')})")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per stream")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -65,10 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """The resolved TrainConfig of a new run: defaults < preset < profile < --config < flags < --set."""
+    """The resolved TrainConfig of a new run: defaults < preset < profile < --config < flags < --set, every layer
+    through :func:`dvcl.training.config.apply_options` (see :mod:`dvcl.profiles`)."""
     from dvcl.data.cache import Cache
     from dvcl.errors import ConfigError
-    from dvcl.training.config import TrainConfig, apply_preset_schedule, apply_profile, set_option
+    from dvcl.training.config import TrainConfig, apply_options, apply_preset_schedule, apply_profile, set_option
 
     if args.config is not None:
         cfg = TrainConfig.load(args.config)
@@ -81,15 +97,11 @@ def build_config(args: argparse.Namespace):
     cfg.data = str(Path(args.data).resolve())
     if args.preset:
         cfg.preset = args.preset
-    for flag, field in (("method", "method"), ("labeled_fraction", "labeled_fraction"), ("seed", "seed"),
-                        ("iterations", "iterations"), ("batch_labeled", "batch_labeled"),
-                        ("batch_unlabeled", "batch_unlabeled"), ("lr", "lr"), ("val_every", "val_every"),
-                        ("workers", "num_workers")):
-        value = getattr(args, flag)
-        if value is not None:
-            setattr(cfg, field, value)
-    if args.patch is not None:
-        cfg.patch = tuple(args.patch)
+    flags = {field: getattr(args, flag) for flag, field in (
+        ("method", "method"), ("labeled_fraction", "labeled_fraction"), ("seed", "seed"),
+        ("iterations", "iterations"), ("batch_labeled", "batch_labeled"), ("batch_unlabeled", "batch_unlabeled"),
+        ("patch", "patch"), ("lr", "lr"), ("val_every", "val_every"), ("workers", "num_workers"))}
+    apply_options(cfg, {k: v for k, v in flags.items() if v is not None})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -111,6 +123,7 @@ def _resolve_data(args: argparse.Namespace, out: Path) -> None:
     if not args.data.exists():
         raise ConfigError(f"{args.data}: data folder not found")
     if Cache.is_cache(args.data):
+        Cache(args.data).verify()  # a truncated or missing array: one line now, not a traceback mid-run
         return
     if launched_by_torchrun():
         raise ConfigError(f"{args.data}: not a prepared cache; run `dvcl prepare` before multi-process training")
@@ -126,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.training.config import TrainConfig
     from dvcl.training.trainer import train
     from dvcl.utils import progress
+    from dvcl.utils.atomic import check_writable
+    from dvcl.utils.runlock import claim_folder
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
@@ -151,8 +166,12 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.out
         _resolve_data(args, run_dir)
         cfg = build_config(args)
-    result = train(cfg, run_dir, device=args.device, resume=resume, overwrite=args.overwrite,
-                   argv=_argv(sys.argv))
+    with contextlib.ExitStack() as stack:
+        if main_rank:  # one claim per run: rank 0's (torchrun ranks share the folder by design)
+            stack.enter_context(claim_folder(Path(run_dir)))
+            check_writable(run_dir, 64 * 2**20, what="run folder")  # checkpoints, logs, TensorBoard events
+        result = train(cfg, run_dir, device=args.device, resume=resume, overwrite=args.overwrite,
+                       argv=_argv(sys.argv))
     summary = {
         "run_dir": str(Path(result.run_dir).resolve()),
         "status": result.status,

@@ -24,6 +24,15 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from dvcl import __version__
 from dvcl.errors import ConfigError, DVCLError, ModelError, OutputExistsError
+from dvcl.inference.model_validation import (
+    validate_label_names,
+    validate_models,
+    validate_network,
+    validate_preprocessing,
+    validate_text,
+    validate_window,
+)
+from dvcl.inference.sliding_window import PAPER_ROI, PAPER_STRIDE, WindowConfig
 from dvcl.io.segmentation import SegmentInfo, segments_from_labels
 from dvcl.networks.config import NetworkConfig
 from dvcl.preprocessing.pipeline import PreprocessConfig
@@ -40,9 +49,9 @@ PathLike = Union[str, Path]
 FORMAT = "dvcl-model/1"
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
-#: The paper's sliding window [given]: window 64 x 160 x 160, stride 32 x 80 x 80 (z, y, x).
-DEFAULT_ROI = (64, 160, 160)
-DEFAULT_STRIDE = (32, 80, 80)
+#: The paper's sliding window [given] (dvcl.inference.sliding_window): window 64 x 160 x 160, stride 32 x 80 x 80.
+DEFAULT_ROI = PAPER_ROI
+DEFAULT_STRIDE = PAPER_STRIDE
 USER_MODELS_ENV = "DVCL_MODELS"
 
 
@@ -73,10 +82,11 @@ class ModelInfo:
     preset: str
     labels: Dict[int, str]
     source: str  # "builtin" or "user"
+    window: str = ""  # the sliding window it segments with, e.g. "window 32x64x64, stride 24x48x48"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "description": self.description, "preset": self.preset,
-                "labels": {str(k): v for k, v in self.labels.items()}, "source": self.source}
+                "labels": {str(k): v for k, v in self.labels.items()}, "source": self.source, "window": self.window}
 
 
 def list_installed_models() -> List[ModelInfo]:
@@ -99,7 +109,9 @@ def list_installed_models() -> List[ModelInfo]:
                 continue
             found.append(ModelInfo(name=meta["name"], path=folder, description=meta.get("description", ""),
                                    preset=meta.get("preset", ""),
-                                   labels={int(k): v["name"] for k, v in meta["labels"].items()}, source=source))
+                                   labels={int(k): v["name"] for k, v in meta["labels"].items()}, source=source,
+                                   window=WindowConfig(tuple(meta["inference"]["roi"]),
+                                                       tuple(meta["inference"]["stride"])).describe()))
     return found
 
 
@@ -145,20 +157,25 @@ def read_model_json(model_dir: PathLike) -> dict:
     for key in ("name", "labels", "network", "models"):
         if key not in meta:
             raise ModelError(f"{path}: required field '{key}' is missing")
+    # field by field first (types, lengths, ranges): a shared package must never reach a traceback or an OOM
+    validate_text(meta, "name", path, required=True)
+    validate_text(meta, "description", path, limit=10_000)
+    validate_text(meta, "preset", path)
+    prep = validate_preprocessing(meta.get("preprocessing"), path)
+    validate_network(meta["network"], path)
     try:
         net_cfg = NetworkConfig.from_dict(meta["network"])
-        PreprocessConfig.from_dict(meta.get("preprocessing") or {})
+        PreprocessConfig.from_dict(prep)
     except (ConfigError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{path}: invalid 'network' or 'preprocessing' ({exc})") from exc
+    meta["preprocessing"] = {**(meta.get("preprocessing") or {}), **prep}
     meta["labels"] = _validate_labels(meta["labels"], net_cfg.num_classes, path)
-    models = meta["models"]
-    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
-        raise ModelError(f"{path}: 'models' must be a non-empty list of model names, e.g. [\"A\", \"B\"]")
+    validate_label_names(meta["labels"], path)
+    meta["models"] = validate_models(meta["models"], path)
     inf = meta.get("inference") or {}
-    roi = _triple(inf.get("roi", DEFAULT_ROI), "inference.roi", path)
-    stride = _triple(inf.get("stride", DEFAULT_STRIDE), "inference.stride", path)
-    if any(s > r for s, r in zip(stride, roi)):
-        raise ModelError(f"{path}: inference.stride {list(stride)} exceeds the window {list(roi)}")
+    if not isinstance(inf, dict):
+        raise ModelError(f"{path}: inference must be an object, got {type(inf).__name__}")
+    roi, stride = validate_window(inf.get("roi", list(DEFAULT_ROI)), inf.get("stride", list(DEFAULT_STRIDE)), path)
     div = net_cfg.divisor
     if any(r % d for r, d in zip(roi, div)):
         raise ModelError(f"{path}: inference.roi {list(roi)} is not divisible by the network's {list(div)}")
@@ -559,12 +576,8 @@ def _run_window(cfg: dict) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     With the paper profile this is the paper's 64x160x160 window with stride 32x80x80 [given]; a quick-profile
     model keeps the smaller window it was validated with, so exported models behave as their validation.
     """
-    roi = cfg.get("val_roi")
-    if not roi:
-        return DEFAULT_ROI, DEFAULT_STRIDE
-    roi = tuple(int(v) for v in roi)
-    overlap = float(cfg.get("val_overlap", 0.5))
-    return roi, tuple(max(1, int(r * (1.0 - overlap))) for r in roi)
+    window = WindowConfig.from_train_config(cfg)
+    return window.roi, window.stride
 
 
 def _preset_color(cfg: dict, label_id: int, name: str) -> Tuple[int, int, int]:

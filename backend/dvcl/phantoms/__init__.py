@@ -82,7 +82,7 @@ def write_phantom_dataset(
     from dvcl import __version__
     from dvcl.io.images import write_image
     from dvcl.presets import PRESETS
-    from dvcl.utils.atomic import write_json_atomic
+    from dvcl.utils.atomic import check_writable, write_json_atomic
 
     if kind not in KINDS:
         raise ConfigError(f"unknown phantom kind '{kind}': choose one of {', '.join(KINDS)}")
@@ -104,6 +104,8 @@ def write_phantom_dataset(
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}: exists{more} (use --overwrite to replace the data set)")
+    # about 3 MB per compressed phantom image + label; fail before generating, not after the first files
+    check_writable(root, (2 * n_labeled + n_unlabeled) * 3 * 2**20, what="phantom output")
     if overwrite:
         keep = set(targets)
         for folder in dirs.values():
