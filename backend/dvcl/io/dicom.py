@@ -168,9 +168,10 @@ def read_series(folder: Path, files: Sequence[str], accept_nonuniform: bool = Fa
         if geo.duplicates or not accept_nonuniform:
             hint = "" if geo.duplicates else "; pass --accept-nonuniform to resample it onto a uniform grid"
             raise DicomSeriesError(f"{folder}: DICOM series geometry: {'; '.join(geo.problems)}{hint}")
-        log.warning("%s: %s; resampling onto a uniform %s mm grid (--accept-nonuniform)", folder,
-                    "; ".join(geo.problems), _num(geo.gap))
-        return _resample_uniform(geo, folder)
+        img = _resample_uniform(geo, folder)
+        log.warning("%s: %s; resampled onto a uniform %s mm grid (--accept-nonuniform)", folder,
+                    "; ".join(geo.problems), _num(img.GetSpacing()[2]))
+        return img
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([s.path for s in geo.slices])
     try:
@@ -207,8 +208,11 @@ def _resample_uniform(geo: SeriesGeometry, folder: Path) -> sitk.Image:
     row, col = np.array(first.orientation[:3]), np.array(first.orientation[3:])
     direction = np.stack([row, col, geo.normal], axis=1)  # columns: x, y, z axes
     d0, d1 = float(geo.distances[0]), float(geo.distances[-1])
-    nz = int(round((d1 - d0) / geo.gap)) + 1
-    spacing = (first.spacing[0], first.spacing[1], geo.gap)
+    # the median gap, adjusted so whole steps span the stack exactly (first and last slice kept)
+    steps = max(1, int(round((d1 - d0) / geo.gap)))
+    gap = (d1 - d0) / steps
+    nz = steps + 1
+    spacing = (first.spacing[0], first.spacing[1], gap)
     origin0 = np.array(first.position)
     out = np.empty((nz, first.rows, first.columns), np.float32)
     fill = None
@@ -222,7 +226,7 @@ def _resample_uniform(geo: SeriesGeometry, folder: Path) -> sitk.Image:
         return cache[i]
 
     for k in range(nz):
-        dk = d0 + k * geo.gap
+        dk = d0 + k * gap
         j = int(np.clip(np.searchsorted(geo.distances, dk), 1, len(geo.slices) - 1))
         lo, hi = j - 1, j
         span = geo.distances[hi] - geo.distances[lo]
