@@ -310,11 +310,11 @@ class ExperimentResult:
 def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
     """Run (or resume) the whole grid, then write the tables. See the module docstring."""
     from dvcl.data.cache import Cache
-    from dvcl.training.config import PROFILES, TrainConfig
+    from dvcl.profiles import get_profile
+    from dvcl.training.config import TrainConfig
 
     t0 = time.monotonic()
-    if exp.profile not in PROFILES:
-        raise ConfigError(f"unknown profile '{exp.profile}': choose one of {', '.join(PROFILES)}")
+    get_profile(exp.profile)  # ConfigError listing the profiles
     cache = Cache(exp.data)
     runs = plan_grid(exp.methods, exp.fractions, exp.seeds)
     out = Path(exp.out)

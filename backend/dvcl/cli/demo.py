@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dvcl.profiles import help_text as profiles_help
+from dvcl.profiles import profile_names
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None, help="training iterations (default 200)")
     p.add_argument("--labeled", type=int, default=None, help="labeled phantoms, split 6:2:2 (default 10)")
     p.add_argument("--unlabeled", type=int, default=None, help="extra unlabeled phantoms (default 12)")
-    p.add_argument("--profile", choices=("quick", "paper"), default=None, help="training profile (default quick)")
+    p.add_argument("--profile", choices=profile_names(), default=None,
+                   help=f"training profile (default quick): {profiles_help()}")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=run)

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import List
 
 from dvcl.methods.catalog import method_names
+from dvcl.presets import list_presets
+from dvcl.profiles import DEFAULT_PROFILE, default_text, profile_names
+from dvcl.profiles import help_text as profiles_help
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "resumes interrupted ones. 'fully' is supervised training on every training label.",
     )
     p.add_argument("--data", type=Path, required=True, help="prepared cache (dvcl prepare) or a raw data folder")
-    p.add_argument("--preset", default=None, help="flare22, amos, btcv, mmwhs or a dataset.json (raw data: "
+    p.add_argument("--preset", default=None, help=f"{', '.join(list_presets())} or a dataset.json (raw data: "
                    "the label table; cache: must match the cache's preset)")
     p.add_argument("--unlabeled", type=Path, default=None, help="raw data only: extra folder of unlabeled scans")
     p.add_argument("--methods", required=True, help="comma-separated method names (tables list them in this "
@@ -38,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fractions", default="0.1", help="comma-separated labeled fractions (default 0.1)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and the tables")
-    p.add_argument("--profile", choices=("paper", "quick"), default="paper",
-                   help="paper (default) or quick (CPU-sized: patch 32x64x64, channels 8..64, AdamW, 300 iterations)")
-    p.add_argument("--iterations", type=int, default=None, help="override the profile's iteration count")
+    p.add_argument("--profile", choices=profile_names(), default=DEFAULT_PROFILE,
+                   help=f"what every run is sized for (default {DEFAULT_PROFILE}): {profiles_help()}")
+    p.add_argument("--iterations", type=int, default=None, help="override the profile's iteration count "
+                   f"(default: {default_text('iterations')})")
     p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
                    help="override an option for every run (a config field, network.X or a method parameter), or "
                    "for one method's runs with METHOD:KEY=VALUE (e.g. u2pl:queue_size=10000); repeatable")

@@ -6,15 +6,17 @@ import argparse
 import time
 
 from dvcl.io.segmentation import SEGMENTATION_FORMATS
+from dvcl.profiles import window_text
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "segment",
         help="segment CT volumes (files or DICOM folders) with a trained model",
-        description="Segment CT volumes with a model package: the paper's preprocessing, sliding-window "
-        "inference (window 64x160x160, stride 32x80x80, Gaussian blending), softmax mean of models A and B, "
-        "result in the input's original geometry.",
+        description="Segment CT volumes with a model package: the package's preprocessing, sliding-window "
+        "inference with the window stored in the package (the one its run validated with; by training profile: "
+        f"{window_text()}), Gaussian blending, softmax mean of the package's models (A and B for co-trained "
+        "methods), result in the input's original geometry. `dvcl info` lists each installed model's window.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (NIfTI, NRRD, MHA), DICOM series folders, or folders of image files")
@@ -34,8 +36,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--restore", choices=("probabilities", "label"), default="probabilities",
                    help="how predictions return to the original grid: resample probabilities (smooth, default) "
                    "or labels (faster)")
-    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default: 1)")
+    p.add_argument("--sw-batch-size", type=int, default=None,
+                   help="windows per network call (default: chosen from the device and network, 4 on a CPU)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="what runs the network: auto (the fastest installed engine that agrees with torch on "
+                   ">= 99.9 %% of voxels; torch on CUDA), torch, onnxruntime or openvino (pip install "
+                   "'dvcl[fast]'; a missing one falls back to torch) (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--accept-nonuniform", action="store_true",
+                   help="DICOM series with missing, unevenly spaced or tilted slices: resample onto a uniform grid "
+                   "(with a warning) instead of refusing them")
+    p.add_argument("--force", action="store_true",
+                   help="segment images whose intensities do not look like CT Hounsfield units (else exit 2)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                   help="memory budget per case in GiB: the work is split (one window per call, label restore) "
+                   "to fit, or refused before it starts")
     p.set_defaults(func=run)
     return p
 
@@ -45,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.inference.segment import segment_files
     from dvcl.utils import progress
 
-    if args.sw_batch_size < 1:
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
         raise ConfigError(f"--sw-batch-size must be >= 1, got {args.sw_batch_size}")
     subset = [m.strip() for m in args.model_subset.split(",") if m.strip()] if args.model_subset else None
     start = time.monotonic()
     results = segment_files(
         args.inputs, args.output, args.model, device=args.device, tta=args.tta, fmt=args.fmt,
         volumes=args.volumes, overwrite=args.overwrite, models=subset, restore=args.restore,
-        sw_batch_size=args.sw_batch_size,
+        sw_batch_size=args.sw_batch_size, engine=args.engine, accept_nonuniform=args.accept_nonuniform,
+        force=args.force, max_memory=args.max_memory,
     )
     progress.emit("done", task="segment", seconds=round(time.monotonic() - start, 2))
     if progress.get_mode() != "json":

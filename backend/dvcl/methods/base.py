@@ -35,6 +35,7 @@ from torch import nn
 
 from dvcl.errors import ConfigError
 from dvcl.training.schedules import rampup_weight
+from dvcl.utils.fields import convert_field
 
 if TYPE_CHECKING:  # pragma: no cover
     from dvcl.networks.unet import SegNet
@@ -72,7 +73,8 @@ class Method:
     def parse_params(cls, values: Optional[Mapping[str, Any]]) -> Any:
         """Turn a dict of hyper-parameters into ``params_class`` (defaults for missing keys).
 
-        Values given as strings (``--set lambda_c=0``) are converted to the field's default's type.
+        Values given as strings (``--set lambda_c=0``) are converted to the field's type by the one rule of
+        :func:`dvcl.utils.fields.convert_value`; ranges are checked by the dataclass (``validate_params``).
         Raises :class:`ConfigError` for unknown keys or unconvertible values.
         """
         if cls.params_class is not None and isinstance(values, cls.params_class):
@@ -89,8 +91,7 @@ class Method:
                 f"unknown parameter(s) for method '{cls.name}': {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(fields))}"
             )
-        defaults = dataclasses.asdict(cls.params_class())
-        kwargs = {k: _coerce(k, v, defaults.get(k)) for k, v in values.items()}
+        kwargs = {k: convert_field(cls.params_class, k, v, what="method parameter") for k, v in values.items()}
         try:
             params = cls.params_class(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -209,39 +210,3 @@ class Method:
             p = torch.softmax(logits.float(), dim=1)
             probs = p if probs is None else probs + p
         return probs / len(names)
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Convert a string from ``--set key=value`` to the type of the field's default."""
-    if isinstance(value, str) and default is None:  # an Optional field: "0.3" -> 0.3, "null" -> None
-        import yaml
-
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"method parameter {key}: cannot parse {value!r}") from exc
-    if not isinstance(value, str) or isinstance(default, str):
-        if isinstance(default, tuple) and isinstance(value, list):
-            return tuple(value)
-        return value
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"method parameter {key}: cannot parse {value!r}") from exc
-    if isinstance(default, bool):
-        if not isinstance(parsed, bool):
-            raise ConfigError(f"method parameter {key} must be true/false, got {value!r}")
-        return parsed
-    if isinstance(default, (int, float)) and not isinstance(parsed, (int, float)):
-        raise ConfigError(f"method parameter {key} must be a number, got {value!r}")
-    if isinstance(default, float):
-        return float(parsed)
-    if isinstance(default, int) and isinstance(parsed, float) and not parsed.is_integer():
-        raise ConfigError(f"method parameter {key} must be an integer, got {value!r}")
-    if isinstance(default, int):
-        return int(parsed)
-    if isinstance(default, tuple) and isinstance(parsed, list):
-        return tuple(parsed)
-    return parsed

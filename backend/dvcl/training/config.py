@@ -1,17 +1,10 @@
 """The training configuration: one dataclass, saved as the run's ``config.yaml``.
 
 Values come, in increasing priority, from: the defaults below (METHOD.md), the preset's schedule
-(batch, iterations, LR [given]), the profile (``paper`` or ``quick``), a YAML file, explicit CLI flags,
-and ``--set key=value`` for the method's own hyper-parameters.
-
-Profiles:
-
-* ``paper``: the paper's setting. Patch 64x128x128 (z, y, x), U-Net channels 16..256, the preset's batch
-  (4+4; MMWHS 2+2), iterations (20k; MMWHS 10k) and LR (0.1; MMWHS 0.03), AMP on CUDA.
-* ``quick``: a CPU-sized run for trying the pipeline and for phantoms: patch 32x64x64, channels 8..64
-  (three down-samplings), batch 2+2, 300 iterations, validation every 100 iterations on at most 4 cases
-  with a 32x64x64 window, AdamW at LR 3e-3 (poly decay) instead of SGD. Minutes on a laptop CPU, not a result
-  to compare with the paper.
+(batch, iterations, LR [given]), the profile (``paper`` or ``quick``, data in :mod:`dvcl.profiles`), a YAML
+file, explicit CLI flags, and ``--set key=value``. Every layer goes through :func:`apply_options` /
+:func:`set_option`, which convert strings with the one rule of :func:`dvcl.utils.fields.convert_value`;
+ranges are declared next to each field (:func:`dvcl.utils.fields.param`) and checked by :meth:`TrainConfig.validate`.
 
 Torch-free on purpose (the Slicer module reads and writes these files).
 """
@@ -21,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from dvcl.errors import ConfigError
 from dvcl.networks.config import NetworkConfig
+from dvcl.profiles import PRESET_SCHEDULE_KEYS, get_profile, profile_names
 from dvcl.utils.atomic import write_text_atomic
+from dvcl.utils.fields import convert_field, param, validate_params
 
-PROFILES = ("paper", "quick")
+PROFILES = tuple(profile_names())
 
 
 @dataclass
@@ -72,30 +67,30 @@ class TrainConfig:
     preset: str = ""
     data: str = ""
     method: str = "dvcl"
-    labeled_fraction: float = 0.1
+    labeled_fraction: float = param(0.1, gt=0, le=1)
     subset_seed: Optional[int] = None
     seed: int = 0
-    iterations: int = 20000
-    batch_labeled: int = 4
-    batch_unlabeled: int = 4
-    patch: Tuple[int, int, int] = (64, 128, 128)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
+    iterations: int = param(20000, ge=1)
+    batch_labeled: int = param(4, ge=1)
+    batch_unlabeled: int = param(4, ge=0)
+    patch: Tuple[int, int, int] = param((64, 128, 128), ge=1)
+    lr: float = param(0.1, gt=0)
+    momentum: float = param(0.9, ge=0)
+    weight_decay: float = param(1e-4, ge=0)
+    poly_power: float = param(0.9, ge=0)
     nesterov: bool = False
-    optimizer: str = "sgd"
-    foreground_oversample: float = 0.0
-    flip_prob: float = 0.5
-    val_every: int = 500
-    val_cases: int = 0
-    val_roi: Tuple[int, int, int] = (64, 160, 160)
-    val_overlap: float = 0.5
-    val_sw_batch: int = 2
-    checkpoint_every: int = 0
-    log_every: int = 10
+    optimizer: str = param("sgd", choices=("sgd", "adamw"))
+    foreground_oversample: float = param(0.0, ge=0, le=1)
+    flip_prob: float = param(0.5, ge=0, le=1)
+    val_every: int = param(500, ge=0)
+    val_cases: int = param(0, ge=0)
+    val_roi: Tuple[int, int, int] = param((64, 160, 160), ge=1)
+    val_overlap: float = param(0.5, ge=0, lt=1)
+    val_sw_batch: int = param(2, ge=1)
+    checkpoint_every: int = param(0, ge=0)
+    log_every: int = param(10, ge=1)
     amp: bool = True
-    num_workers: int = 4
+    num_workers: int = param(4, ge=0)
     cache_in_memory: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
     method_params: Dict[str, Any] = field(default_factory=dict)
@@ -111,24 +106,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot train (checked before anything is written)."""
-        if not 0 < self.labeled_fraction <= 1:
-            raise ConfigError(f"labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
-        for name in ("iterations", "batch_labeled"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("batch_unlabeled", "val_every", "val_cases", "checkpoint_every", "num_workers"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.log_every < 1 or self.val_sw_batch < 1:
-            raise ConfigError("log_every and val_sw_batch must be >= 1")
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
-            raise ConfigError("lr must be > 0; momentum, weight_decay and poly_power >= 0")
-        if not 0 <= self.foreground_oversample <= 1 or not 0 <= self.flip_prob <= 1:
-            raise ConfigError("foreground_oversample and flip_prob must be in [0, 1]")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got '{self.optimizer}'")
-        if not 0 <= self.val_overlap < 1:
-            raise ConfigError(f"val_overlap must be in [0, 1), got {self.val_overlap}")
+        validate_params(self, what="option")
         div = self.network.divisor
         for name in ("patch", "val_roi"):
             size = getattr(self, name)
@@ -188,85 +166,49 @@ class TrainConfig:
         return cls.from_dict(d)
 
 
+def preset_schedule(preset: Any) -> Dict[str, Any]:
+    """The options a :class:`dvcl.presets.Preset` sets: its name and its batch, iterations and LR [given]."""
+    return {"preset": preset.name, **{k: getattr(preset, k) for k in PRESET_SCHEDULE_KEYS}}
+
+
 def apply_preset_schedule(cfg: TrainConfig, preset: Any) -> None:
     """Batch, iterations and LR of a :class:`dvcl.presets.Preset` [given per data set]."""
-    cfg.preset = preset.name
-    cfg.batch_labeled = preset.batch_labeled
-    cfg.batch_unlabeled = preset.batch_unlabeled
-    cfg.iterations = preset.iterations
-    cfg.lr = preset.lr
+    apply_options(cfg, preset_schedule(preset))
 
 
 def apply_profile(cfg: TrainConfig, profile: str) -> None:
-    """Overwrite ``cfg`` with a profile's values (see the module docstring)."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
+    """Overwrite ``cfg`` with a profile's values (data in :data:`dvcl.profiles.PROFILES`)."""
+    apply_options(cfg, get_profile(profile))
     cfg.profile = profile
-    if profile == "paper":
-        cfg.optimizer = "sgd"
-        cfg.patch = (64, 128, 128)
-        cfg.network = NetworkConfig(**{**cfg.network.to_dict(), "channels": (16, 32, 64, 128, 256), "strides": ()})
-        cfg.val_roi = (64, 160, 160)
-        cfg.val_overlap = 0.5
-        cfg.val_every = 500
-        cfg.val_cases = 0
-        cfg.num_workers = 4
-        cfg.log_every = 10
-        return
-    cfg.patch = (32, 64, 64)
-    cfg.network = NetworkConfig(**{**cfg.network.to_dict(), "channels": (8, 16, 32, 64), "strides": ()})
-    cfg.optimizer = "adamw"
-    cfg.lr = 3e-3
-    cfg.batch_labeled = 2
-    cfg.batch_unlabeled = 2
-    cfg.iterations = 300
-    cfg.val_every = 100
-    cfg.val_cases = 4
-    cfg.val_roi = (32, 64, 64)
-    cfg.val_overlap = 0.25
-    cfg.val_sw_batch = 4
-    cfg.num_workers = 1
-    cfg.log_every = 10
+
+
+def apply_options(cfg: TrainConfig, options: Mapping[str, Any]) -> None:
+    """The one override mechanism: set every ``KEY: VALUE`` (profile data, preset schedule, ``--set``)."""
+    for key, value in options.items():
+        set_option(cfg, key, value)
 
 
 def set_option(cfg: TrainConfig, key: str, value: Any) -> None:
     """Set one option from ``--set key=value``: ``network.X`` for the U-Net, a TrainConfig field, or else a
-    method parameter (checked later against the method's dataclass)."""
+    method parameter (converted and checked later against the method's dataclass, which knows its types).
+
+    Strings are converted to the field's type by :func:`dvcl.utils.fields.convert_field` (``iterations=3.5``
+    is refused, ``amp=0`` is False, ``subset_seed=none`` is None)."""
     if key.startswith("network."):
         sub = key.split(".", 1)[1]
         d = cfg.network.to_dict()
         if sub not in d:
             raise ConfigError(f"unknown network option '{sub}'; valid: {', '.join(sorted(d))}")
-        d[sub] = _parse_like(value, d[sub])
+        d[sub] = convert_field(NetworkConfig, sub, value, what="network option")
         cfg.network = NetworkConfig.from_dict(d)
         return
-    names = {f.name: f for f in dataclasses.fields(cfg)}
+    names = {f.name for f in dataclasses.fields(cfg)}
     if key.startswith("method."):
         key = key.split(".", 1)[1]
     elif key in names and key not in ("network", "method_params"):
-        current = getattr(cfg, key)
-        parsed = _parse_like(value, current)
-        if isinstance(current, tuple):
-            parsed = _triple(key, parsed)
-        setattr(cfg, key, parsed)
+        setattr(cfg, key, convert_field(TrainConfig, key, value, what="option"))
         return
     cfg.method_params[key] = value
-
-
-def _parse_like(value: Any, like: Any) -> Any:
-    if not isinstance(value, str) or isinstance(like, str):
-        return value
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse value {value!r}") from exc
-    if isinstance(like, bool) and not isinstance(parsed, bool):
-        raise ConfigError(f"expected true/false, got {value!r}")
-    if isinstance(like, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return float(parsed)
-    if isinstance(like, (int, float)) and not isinstance(like, bool) and not isinstance(parsed, (int, float)):
-        raise ConfigError(f"expected a number, got {value!r}")
-    return parsed
 
 
 def _triple(name: str, v: Any) -> Tuple[int, int, int]:

@@ -642,10 +642,12 @@ class Trainer:
         """
         if not self.val_ids:
             return None
-        from monai.inferers import sliding_window_inference
         from monai.metrics import DiceHelper
 
+        from dvcl.inference.sliding_window import WindowConfig, sliding_window
+
         cfg = self.cfg
+        window = WindowConfig.from_train_config(cfg)  # the same windows the exported model will use
         self.method.eval()
         dice_fn = DiceHelper(include_background=False, num_classes=self.num_classes, reduction="none",
                              ignore_empty=True, get_not_nans=False)
@@ -658,8 +660,8 @@ class Trainer:
             img = torch.from_numpy(np.load(self.cache.image_path(cid)).astype(np.float32))[None, None].to(self.device)
             lab = torch.from_numpy(np.load(self.cache.label_path(cid)).astype(np.int64))[None, None].to(self.device)
             with self._autocast():
-                probs = sliding_window_inference(img, cfg.val_roi, cfg.val_sw_batch, self.method.predict_proba,
-                                                 overlap=cfg.val_overlap, mode="gaussian")
+                probs = sliding_window(img[0], window.roi, window.stride, self.method.predict_proba,
+                                       window.sw_batch_size)[None]
             pred = torch.argmax(probs, dim=1, keepdim=True)
             del probs
             per_case.append(dice_fn(pred, lab)[0].float().cpu().numpy())  # (C-1,) NaN where the class is absent

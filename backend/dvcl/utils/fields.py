@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import typing
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -127,8 +128,14 @@ def _hints(cls: type) -> Dict[str, Any]:
         module = sys.modules.get(cls.__module__)
         try:
             hints = typing.get_type_hints(cls, globalns=vars(module) if module else None)
-        except Exception:  # noqa: BLE001 - unresolvable annotation: fall back to the defaults' types
+        except Exception:  # noqa: BLE001 - e.g. a class defined in a function: resolve field by field
+            namespace = {**vars(typing), **(vars(module) if module else {})}
             hints = {}
+            for f in dataclasses.fields(cls):
+                try:
+                    hints[f.name] = eval(f.type, namespace) if isinstance(f.type, str) else f.type  # noqa: S307
+                except Exception:  # noqa: BLE001 - unknown name: the default's type decides
+                    continue
         _HINTS[cls] = hints
     return hints
 
@@ -205,6 +212,8 @@ def convert_value(value: Any, hint: Any, *, name: str = "value", what: str = "op
     if base is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, os.PathLike):  # a folder given as a Path
+            return os.fspath(value)
         raise fail()
     origin = typing.get_origin(base)
     if origin is typing.Union:  # e.g. a stride: an int or a (z, y, x) triple; the first type that fits
