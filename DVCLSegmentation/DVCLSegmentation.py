@@ -31,15 +31,18 @@ class DVCLSegmentation(ScriptedLoadableModule):
         self.parent.title = _("DVCL Segmentation")
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["DVCLSegmentation contributors"]
+        self.parent.contributors = ["DVCLSegmentation developers"]
         self.parent.helpText = _(
             "Multi-organ CT segmentation with distance-aware voxel-wise contrastive co-training (DVCL, ICCV "
-            "2025).<br><b>Segment</b>: pick a CT volume and a model, press Segment; a re-run updates the same "
-            "segmentation. <b>Train</b>: train on your own labeled (and unlabeled) scans; Stop keeps a "
-            "resumable run; the trained model appears in the Segment tab. <b>Evaluate</b>: Dice, Jaccard and "
-            "HD95 per structure against a reference. <b>Setup</b>: install torch (through the PyTorch "
-            "extension), MONAI and the dvcl backend, and see which GPU will be used.<br>The network always runs "
-            "in a separate process, so Slicer stays responsive and Cancel really stops it.<br>"
+            "2025).<br><b>Segment</b>: pick a CT volume and a model, press Segment (the first time it offers to "
+            "install the backend); each volume gets its own segmentation, placed in its study; optionally the "
+            "networks' uncertainty (entropy, A/B disagreement) is shown over the CT with its mean per structure. "
+            "<b>Train</b>: train on your own labeled (and unlabeled) scans; Stop saves a checkpoint at the end "
+            "of the current iteration and Resume continues from it; the trained model appears in the Segment "
+            "tab. <b>Evaluate</b>: Dice, Jaccard and HD95 per structure against a reference. <b>Setup</b>: "
+            "install torch (through the PyTorch extension), MONAI and the dvcl backend, and see which GPU will "
+            "be used.<br>The network always runs in a separate process, so Slicer stays responsive and Cancel "
+            "really stops it. Sample data: the Sample Data module's 'DVCL Segmentation' section.<br>"
             "The bundled <i>phantom_demo</i> model was trained on synthetic phantoms: it is a demo, not for "
             "patients."
         )
@@ -47,6 +50,21 @@ class DVCLSegmentation(ScriptedLoadableModule):
             "Built on MONAI and PyTorch. The module layout follows KitwareMedical/SlicerNNUnet; the import of "
             "results into segments follows lassoan/SlicerTotalSegmentator and SlicerMONAIAuto3DSeg."
         )
+
+
+        # Sample data (a real abdomen CT and a phantom) once the application has started: SampleData must exist
+        if hasattr(slicer, "app"):
+            slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Register the module's samples with the Sample Data module (DVCLSegmentationLib/SampleDataSources.py)."""
+    try:
+        from DVCLSegmentationLib.SampleDataSources import register_sample_data
+
+        register_sample_data()
+    except ImportError as exc:  # no Sample Data module in this application
+        logging.info("DVCLSegmentation sample data not registered: %s", exc)
 
 
 class DVCLSegmentationWidget(ScriptedLoadableModuleWidget):

@@ -1,9 +1,9 @@
 """Where the ``dvcl`` backend is and what it offers, without importing torch into Slicer's process.
 
 Everything here is plain Python: it reads model packages (``model.json``) directly, finds the backend's
-source folder shipped with the extension, and builds the command line that starts ``dvcl``. Lists that the
-backend owns (methods, presets, installed models) are asked from the backend when it is importable, with a
-static fallback so that the GUI can still be laid out before the backend is installed.
+source folder shipped with the extension, and builds the command line that starts ``dvcl``. The lists the
+backend owns (methods, presets, profiles) come from its torch-free catalogue files (``Catalog.py``); the
+installed models are found by scanning the model folders, never by importing the backend.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-FALLBACK_METHODS = ["dvcl", "cps", "supervised", "fully", "mean_teacher", "uamt", "u2pl", "dan", "sassnet", "dtc",
-                    "cld", "dhc", "magicnet", "ugpcl", "bacon", "ccl"]
-FALLBACK_PRESETS = ["amos", "btcv", "flare22", "mmwhs"]
+#: where users install models (backend/dvcl/inference/model_package.py ``user_models_dir``)
+USER_MODELS_ENV = "DVCL_MODELS"
 MODEL_FORMAT_PREFIX = "dvcl-model/"
 SEGMENTATION_FORMATS = ("seg.nrrd", "nii.gz")
 
@@ -96,36 +95,6 @@ def dvcl_command(args: Sequence[str], progress: str = "json") -> List[str]:
 
 def backend_importable() -> bool:
     return importlib.util.find_spec("dvcl") is not None
-
-
-def available_methods() -> List[str]:
-    """Registered SSL method names from the backend, or the static list of METHOD.md."""
-    try:
-        registry = importlib.import_module("dvcl.methods.registry")
-        methods = list(registry.available_methods())
-        if methods:
-            return methods
-    except Exception as exc:  # ImportError, or a backend import that needs torch and fails
-        log.debug("methods from fallback list: %s", exc)
-    return list(FALLBACK_METHODS)
-
-
-def available_presets() -> List[str]:
-    try:
-        presets = importlib.import_module("dvcl.presets")
-        return list(presets.list_presets())
-    except Exception as exc:
-        log.debug("presets from fallback list: %s", exc)
-    return list(FALLBACK_PRESETS)
-
-
-def preset_labels(preset: str) -> Dict[int, str]:
-    """Label id -> name of a preset (name or dataset.json path); empty when the backend is not importable."""
-    try:
-        presets = importlib.import_module("dvcl.presets")
-        return {int(k): str(v) for k, v in presets.get_preset(preset).labels.items()}
-    except ImportError:
-        return {}
 
 
 @dataclass(frozen=True)
@@ -231,22 +200,21 @@ def _package_models_dir() -> Optional[Path]:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
-def installed_models() -> List[ModelInfo]:
-    """Model packages that come with the backend (the demo model) plus the backend's own list.
+def user_models_dir() -> Path:
+    """``$DVCL_MODELS`` or ``~/.dvcl/models``, as the backend defines it."""
+    env = os.environ.get(USER_MODELS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".dvcl" / "models"
 
-    The package folder is scanned without importing the backend (fast, torch-free); the backend's
-    ``list_installed_models()`` is asked as well when it imports, so user-level model folders appear too.
+
+def installed_models() -> List[ModelInfo]:
+    """Model packages of the installed backend (the demo model) and of the user models folder.
+
+    The folders are scanned, the backend is not imported: importing it could pull torch into the GUI process.
     """
     folders: List[Path] = []
-    models_dir = _package_models_dir()
-    if models_dir is not None and models_dir.is_dir():
-        folders += sorted(p for p in models_dir.iterdir() if (p / "model.json").is_file())
-    try:
-        package = importlib.import_module("dvcl.inference.model_package")
-        for item in package.list_installed_models():
-            folders.append(Path(getattr(item, "path", item)))
-    except Exception as exc:
-        log.debug("backend model list unavailable: %s", exc)
+    for models_dir in (_package_models_dir(), user_models_dir()):
+        if models_dir is not None and models_dir.is_dir():
+            folders += sorted(p for p in models_dir.iterdir() if (p / "model.json").is_file())
     models, seen = [], set()
     for folder in folders:
         key = str(folder.resolve())

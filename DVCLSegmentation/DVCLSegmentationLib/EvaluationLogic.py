@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
-from .Backend import DVCLModuleError, dvcl_command, preset_labels
+from .Backend import DVCLModuleError, dvcl_command
+from .Catalog import preset_labels
 from .Parameter import EvaluationParameters
 from .Process import ProcessProtocol, ProcessResult, default_process
 from .SceneBridge import (
@@ -88,12 +89,17 @@ class EvaluationLogic(BackendTask):
         try:
             pred_path = self._to_file(prediction, "prediction", params.preset, workdir, reference_volume)
             ref_path = self._to_file(reference, "reference", params.preset, workdir, reference_volume)
-            Path(params.out_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            if params.out_dir.strip():
+                out_dir = Path(params.out_dir).expanduser()
+            else:  # no report folder chosen: the table is the result; the files live in a folder of their own
+                out_dir = Path(tempfile.mkdtemp(prefix="dvcl-report-", dir=self._temp_root))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            run_params = EvaluationParameters(preset=params.preset, out_dir=str(out_dir), plots=params.plots,
+                                              distances=params.distances)
             process = self._new_process(self._on_finished)
-            self._state = {"workdir": workdir, "scene": scene, "table_node": table_node,
-                           "out_dir": Path(params.out_dir).expanduser()}
+            self._state = {"workdir": workdir, "scene": scene, "table_node": table_node, "out_dir": out_dir}
             self.report = None
-            process.start(dvcl_command(params.cli_args(pred_path, ref_path)))
+            process.start(dvcl_command(run_params.cli_args(pred_path, ref_path)))
         except BaseException:
             self._process = None
             shutil.rmtree(workdir, ignore_errors=True)

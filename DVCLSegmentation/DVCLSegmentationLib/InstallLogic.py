@@ -1,11 +1,20 @@
 """Checks and installs what the backend needs in Slicer's Python: torch, MONAI, SimpleITK and ``dvcl``.
 
-Three rules learned from the Slicer AI extensions (research/slicer_extensions.md, sections 3 and 8):
+Rules learned from the Slicer AI extensions (research/slicer_extensions.md, sections 3 and 8):
 
 * torch comes from the *PyTorch* extension (``PyTorchUtils``), which picks the CUDA build that matches the
-  NVIDIA driver; a plain ``pip install torch`` often gets a CPU-only or incompatible wheel;
+  NVIDIA driver; nothing installed here may replace it: every pip call gets a constraints file pinning the
+  torch that is there (``monai`` with its dependencies would otherwise pull a CPU wheel of a newer torch);
+  a torch older than the minimum is reported and refused, not skipped;
 * pip must never replace Slicer's own SimpleITK (Slicer ships a build with its own IO), so the backend is
-  installed with ``--no-deps`` and its other requirements one by one, skipping torch and SimpleITK;
+  installed with ``--no-deps`` and its other requirements are installed explicitly, skipping torch and
+  SimpleITK;
+* the backend is the extension's own: the installed ``dvcl`` must have the bundled backend's version exactly
+  (an extension update reinstalls it), and it is installed offline, from a wheel built with the extension
+  (``DVCLSegmentationBackend/*.whl``) or else from the bundled source with ``--no-build-isolation`` (no
+  setuptools download);
+* segmenting needs the core requirements only; the packages of the backend's ``train`` extra are installed
+  when the user first trains;
 * nothing is installed without the user's confirmation, and errors keep their cause.
 
 Checking is cheap and imports nothing heavy (package metadata only); the GPU report runs ``dvcl info`` in
@@ -19,6 +28,7 @@ import importlib.util
 import json
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -32,16 +42,19 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: (distribution name, import name, minimum version) the backend cannot run without
+TORCH_MINIMUM = "2.1"
+#: (distribution name, import name, minimum version) the backend cannot run without; dvcl's is the bundled one
 REQUIREMENTS = [
-    ("torch", "torch", "2.1"),
+    ("torch", "torch", TORCH_MINIMUM),
     ("monai", "monai", "1.3"),
     ("SimpleITK", "SimpleITK", "2.2"),
     ("dvcl", "dvcl", "0.1"),
 ]
-#: never installed by pip from here (see module docstring)
-SKIPPED_BY_PIP = {"torch", "simpleitk"}
-TORCH_REQUIREMENT = ">=2.1"
+#: never installed by pip from here (see module docstring); monai is installed on its own step
+SKIPPED_BY_PIP = {"torch", "simpleitk", "monai"}
+TORCH_REQUIREMENT = ">=" + TORCH_MINIMUM
+#: the backend's optional-dependency group with the training-only packages
+TRAIN_EXTRA = "train"
 
 
 class InstallError(DVCLModuleError):
@@ -50,16 +63,22 @@ class InstallError(DVCLModuleError):
 
 @dataclass
 class PackageStatus:
+    """One requirement as found. ``exact``: the version must equal ``required`` (the bundled backend)."""
+
     name: str
     required: str
     installed: Optional[str]
     ok: bool
+    exact: bool = False
 
     def describe(self) -> str:
         if self.installed is None:
-            return f"{self.name}: missing (needs >= {self.required})"
-        state = "OK" if self.ok else f"too old (needs >= {self.required})"
-        return f"{self.name} {self.installed}: {state}"
+            return f"{self.name}: missing (needs {'' if self.exact else '>= '}{self.required})"
+        if self.ok:
+            return f"{self.name} {self.installed}: OK"
+        if self.exact:
+            return f"{self.name} {self.installed}: not the extension's backend {self.required} (will be reinstalled)"
+        return f"{self.name} {self.installed}: too old (needs >= {self.required})"
 
 
 def _version_tuple(text: str) -> tuple:
@@ -93,13 +112,47 @@ def installed_version(distribution: str, import_name: str) -> Optional[str]:
         return str(getattr(module, "__version__", "0"))
 
 
-def backend_dependencies(backend_dir: Path) -> List[str]:
-    """The ``dependencies = [...]`` list of the backend's pyproject.toml (tomllib is not in Python 3.9)."""
+def backend_dependencies(backend_dir: Path, extra: Optional[str] = None) -> List[str]:
+    """The ``dependencies = [...]`` list of the backend's pyproject.toml, or the list of one optional extra.
+
+    Parsed with a regular expression because ``tomllib`` is not in Python 3.9 (Slicer 5.8).
+    """
     text = (backend_dir / "pyproject.toml").read_text(encoding="utf-8")
-    match = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    if extra is None:
+        match = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    else:
+        section = re.search(r"^\[project\.optional-dependencies\]\s*$(.*?)(?=^\[|\Z)", text, re.S | re.M)
+        match = re.search(rf"^{re.escape(extra)}\s*=\s*\[(.*?)\]", section.group(1), re.S | re.M) \
+            if section else None
     if not match:
         return []
     return re.findall(r"[\"']([^\"']+)[\"']", match.group(1))
+
+
+def bundled_backend_version(backend_dir: Optional[Path]) -> Optional[str]:
+    """``version = "..."`` of the bundled backend's pyproject.toml: the only dvcl this extension accepts."""
+    if backend_dir is None or not (backend_dir / "pyproject.toml").is_file():
+        return None
+    text = (backend_dir / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r"^version\s*=\s*[\"']([^\"']+)[\"']", text, re.M)
+    return match.group(1) if match else None
+
+
+def find_backend_wheel(backend_dir: Optional[Path], version: Optional[str]) -> Optional[Path]:
+    """A ``dvcl-<version>-*.whl`` built with the extension (CMakeLists.txt), next to or inside the backend."""
+    if backend_dir is None or version is None:
+        return None
+    for folder in (backend_dir, backend_dir.parent, backend_dir / "dist"):
+        if folder.is_dir():
+            wheels = sorted(folder.glob(f"dvcl-{version}-*.whl"))
+            if wheels:
+                return wheels[-1]
+    return None
+
+
+def torch_constraint(torch_version: str) -> str:
+    """The constraints-file line that keeps pip from replacing the torch that is there."""
+    return f"torch=={torch_version}"
 
 
 def requirement_name(requirement: str) -> str:
@@ -140,29 +193,45 @@ class InstallLogic:
         pip_install: callable taking a list of pip arguments (default ``slicer.util.pip_install``).
         torch_installer: callable that installs torch (default: through ``PyTorchUtils``).
         confirm: callable(message) -> bool asked before anything is installed (default: always yes).
+        version_of: callable(distribution, import name) -> installed version or None (default: package
+            metadata, :func:`installed_version`).
     """
 
     def __init__(self, pip_install: Optional[Callable[[List[str]], Any]] = None,
                  torch_installer: Optional[Callable[[], Any]] = None,
-                 confirm: Optional[Callable[[str], bool]] = None) -> None:
+                 confirm: Optional[Callable[[str], bool]] = None,
+                 version_of: Callable[[str, str], Optional[str]] = installed_version) -> None:
         self._pip_install = pip_install
         self._torch_installer = torch_installer
         self._confirm = confirm or (lambda message: True)
+        self._version_of = version_of
         self.log: Callable[[str], None] = log.info
 
     def check(self) -> List[PackageStatus]:
+        """The state of every requirement; dvcl must be the bundled backend's version exactly."""
+        bundled = bundled_backend_version(find_backend_dir())
         statuses = []
         for dist, import_name, minimum in REQUIREMENTS:
-            version = installed_version(dist, import_name)
+            version = self._version_of(dist, import_name)
+            if dist == "dvcl" and bundled is not None:
+                statuses.append(PackageStatus(dist, bundled, version, version == bundled, exact=True))
+                continue
             ok = version is not None and version_at_least(version, minimum)
             statuses.append(PackageStatus(dist, minimum, version, ok))
         return statuses
 
-    def missing(self) -> List[PackageStatus]:
-        return [s for s in self.check() if not s.ok]
+    def missing(self, training: bool = False) -> List[PackageStatus]:
+        """Requirements that are absent or wrong; with ``training`` also the backend's ``train`` extra."""
+        missing = [s for s in self.check() if not s.ok]
+        if training:
+            backend = find_backend_dir()
+            for requirement in backend_dependencies(backend, TRAIN_EXTRA) if backend else []:
+                if not self._satisfied(requirement):
+                    missing.append(PackageStatus(requirement_name(requirement), requirement, None, False))
+        return missing
 
-    def is_ready(self) -> bool:
-        return not self.missing()
+    def is_ready(self, training: bool = False) -> bool:
+        return not self.missing(training)
 
     def _pip(self, args: List[str]) -> None:
         if self._pip_install is None:
@@ -190,35 +259,76 @@ class InstallLogic:
             if torch is None:
                 raise InstallError("torch was not installed (cancelled or failed); see the Python console")
 
-    def install(self) -> List[PackageStatus]:
-        """Install whatever :meth:`check` reports missing, after confirmation; returns the new status.
+    def plan(self, missing: List[PackageStatus], training: bool = False,
+             constraints_file: Optional[Path] = None) -> List[List[str]]:
+        """The pip command lines (arguments after ``pip install``) that fix ``missing``, in order.
 
-        Raises:
-            InstallError: the user declined, the backend folder is missing, or a step failed.
+        torch is not in them (the PyTorch extension's job) and every line carries ``-c constraints_file``
+        (the torch that is there, pinned) so that no dependency can replace it.
         """
-        missing = self.missing()
-        if not missing:
-            return self.check()
-        names = ", ".join(s.name for s in missing)
-        if not self._confirm(f"DVCLSegmentation needs these Python packages: {names}. Install them now? "
-                             "This can take several minutes."):
-            raise InstallError("installation cancelled")
-        if any(s.name == "torch" for s in missing):
-            self.install_torch()
+        names = {s.name for s in missing}
         backend = find_backend_dir()
-        needs_backend = any(s.name in ("dvcl", "monai") for s in missing)
-        if needs_backend:
+        constraint = ["-c", str(constraints_file)] if constraints_file is not None else []
+        commands: List[List[str]] = []
+        if "monai" in names:
+            monai = next((r for r in backend_dependencies(backend) if requirement_name(r).lower() == "monai"),
+                         "monai>=1.3") if backend else "monai>=1.3"
+            commands.append([*constraint, monai])
+        if "dvcl" in names:
             if backend is None:
                 raise InstallError("the dvcl backend folder was not found next to the module "
                                    "(set DVCL_BACKEND_DIR to the folder with pyproject.toml)")
-            self._pip(["--no-deps", str(backend)])
-            wanted = [r for r in backend_dependencies(backend) if requirement_name(r).lower() not in SKIPPED_BY_PIP]
-            todo = [r for r in wanted if not self._satisfied(r)]
+            version = bundled_backend_version(backend)
+            wheel = find_backend_wheel(backend, version)
+            reinstall = ["--force-reinstall"] if any(s.name == "dvcl" and s.installed for s in missing) else []
+            if wheel is not None:
+                commands.append(["--no-deps", *reinstall, str(wheel)])
+            else:  # offline build with the setuptools Slicer's Python has (no build-isolation download)
+                commands.append(["--no-deps", "--no-build-isolation", *reinstall, str(backend)])
+        if (backend is not None and names & {"dvcl", "monai"}) or training:
+            wanted = backend_dependencies(backend) if backend else []
+            if training and backend:
+                wanted += backend_dependencies(backend, TRAIN_EXTRA)
+            todo = [r for r in wanted if requirement_name(r).lower() not in SKIPPED_BY_PIP
+                    and not self._satisfied(r)]
             if todo:
-                self._pip(todo)
+                commands.append([*constraint, *todo])
+        return commands
+
+    def install(self, training: bool = False) -> List[PackageStatus]:
+        """Install whatever :meth:`missing` reports, after confirmation; returns the new status.
+
+        Raises:
+            InstallError: the user declined, torch is too old, the backend folder is missing, or a step failed.
+        """
+        missing = self.missing(training)
+        if not missing:
+            return self.check()
+        names = ", ".join(s.describe() for s in missing)
+        if not self._confirm(f"DVCLSegmentation needs these Python packages: {names}.\nInstall them now? "
+                             "This can take several minutes."):
+            raise InstallError("installation cancelled")
+        torch = next((s for s in missing if s.name == "torch"), None)
+        if torch is not None and torch.installed is not None:
+            raise InstallError(f"torch {torch.installed} is older than {TORCH_MINIMUM}, which the backend needs. "
+                               "Open the PyTorch Utils module, uninstall torch and install it again (it picks a "
+                               "recent build for your GPU), restart Slicer, then press Install again.")
+        if torch is not None:
+            self.install_torch()
         if any(s.name == "SimpleITK" for s in missing):
             raise InstallError("SimpleITK is missing or too old; it ships with Slicer: please update Slicer")
+        torch_version = self._version_of("torch", "torch")
+        if torch_version is None:
+            raise InstallError("torch is still not installed (restart Slicer after installing it, then retry)")
+        with tempfile.TemporaryDirectory(prefix="dvcl-install-") as tmp:
+            constraints = Path(tmp) / "constraints.txt"
+            constraints.write_text(torch_constraint(torch_version) + "\n", encoding="utf-8")
+            for args in self.plan(missing, training, constraints):
+                self._pip(args)
         importlib.invalidate_caches()
+        still = [s for s in self.missing(training) if s.name != "torch"]
+        if still:
+            raise InstallError("still missing after installation: " + "; ".join(s.describe() for s in still))
         return self.check()
 
     @staticmethod

@@ -13,16 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
+from . import Catalog
 from .Backend import SEGMENTATION_FORMATS, DVCLModuleError
 
 DEVICES = ("auto", "cuda", "cpu")
-#: ``dvcl train --profile``: the paper's setting, or a CPU-sized run for trying the pipeline
-PROFILES = ("paper", "quick")
-#: what each profile sets (backend/dvcl/training/config.py); the Train tab shows these when the profile changes
-PROFILE_DEFAULTS = {
-    "paper": {"iterations": 20000, "batch_labeled": 4, "batch_unlabeled": 4, "patch": (64, 128, 128)},
-    "quick": {"iterations": 300, "batch_labeled": 2, "batch_unlabeled": 2, "patch": (32, 64, 64)},
-}
 T = TypeVar("T", bound="_Serializable")
 
 
@@ -67,6 +61,10 @@ class SegmentationParameters(_Serializable):
     device: str = "auto"
     tta: bool = False
     output_format: str = "nii.gz"
+    #: the lower-resolution fast model shipped next to the default one (``dvcl segment --fast``)
+    fast: bool = False
+    #: also write the entropy and A/B disagreement maps (``dvcl segment --uncertainty``)
+    uncertainty: bool = False
 
     def validate(self) -> None:
         _check_device(self.device)
@@ -80,6 +78,10 @@ class SegmentationParameters(_Serializable):
                 "--device", self.device, "--format", self.output_format, "--overwrite"]
         if self.tta:
             args.append("--tta")
+        if self.fast:
+            args.append("--fast")
+        if self.uncertainty:
+            args.append("--uncertainty")
         return args
 
 
@@ -124,8 +126,9 @@ class TrainingParameters(_Serializable):
             raise ParameterError(f"{self.preset}: dataset.json not found")
         if not self.method.strip():
             raise ParameterError("choose a training method")
-        if self.profile not in PROFILES:
-            raise ParameterError(f"unknown profile '{self.profile}': use {' or '.join(PROFILES)}")
+        profiles = Catalog.profile_names()
+        if self.profile not in profiles:
+            raise ParameterError(f"unknown profile '{self.profile}': use {' or '.join(profiles)}")
         for item in self.settings:
             if "=" not in item or not item.split("=", 1)[0].strip():
                 raise ParameterError(f"setting '{item}' must look like KEY=VALUE")
@@ -166,7 +169,11 @@ class TrainingParameters(_Serializable):
 
 @dataclass
 class EvaluationParameters(_Serializable):
-    """``dvcl evaluate`` options; prediction and reference are given as nodes or files to the logic."""
+    """``dvcl evaluate`` options; prediction and reference are given as nodes or files to the logic.
+
+    ``out_dir`` is optional: without it the logic writes the report into a temporary folder of its own (the
+    table node in the scene is the result a user looks at).
+    """
 
     preset: str = "flare22"
     out_dir: str = ""
@@ -176,11 +183,11 @@ class EvaluationParameters(_Serializable):
     def validate(self) -> None:
         if not self.preset.strip():
             raise ParameterError("choose the preset whose label table the files use")
-        if not self.out_dir.strip():
-            raise ParameterError("choose an output folder for the evaluation report")
 
     def cli_args(self, prediction: Path, reference: Path) -> List[str]:
         self.validate()
+        if not self.out_dir.strip():
+            raise ParameterError("no report folder: EvaluationLogic chooses one when none is given")
         # --overwrite: the user chose the report folder; re-evaluating into it replaces the previous report
         args = ["evaluate", str(prediction), str(reference), "--preset", self.preset, "--out", self.out_dir,
                 "--overwrite"]

@@ -6,6 +6,9 @@ code runs inside Slicer and in pytest with the ``slicer-core`` wheel. Rules that
 * the input volume is never modified (it is written through a storage node that is not attached to it);
 * files are read into a private scratch scene, so the user's scene never sees temporary nodes;
 * a segmentation result updates the segments of an existing node in place (same node, same segment IDs);
+* results are files on the volume's own voxel grid (its local coordinates): they are imported with the
+  segmentation node detached from its parent transform and re-attached to the volume's transform afterwards,
+  so a volume under a (linear or not) transform gets its segmentation on the anatomy;
 * every segment gets the model's name and color, the label value it came from, and a SNOMED terminology entry
   when the structure is known (``Terminology.py``).
 """
@@ -213,8 +216,15 @@ def update_segmentation_from_labelmap(labelmap_node, labels: Sequence[LabelInfo]
             segment.SetTerminology(entry)
         segment_ids.InsertNextValue(segment_id)
         ids.append(segment_id)
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
-            import_node, segmentation_node, segment_ids):
+    # The label image is in the volume's local coordinates; the import maps world -> the segmentation's local
+    # coordinates through the node's transform, so import untransformed, then share the volume's transform.
+    segmentation_node.SetAndObserveTransformNodeID(None)
+    try:
+        imported = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            import_node, segmentation_node, segment_ids)
+    finally:
+        segmentation_node.SetAndObserveTransformNodeID(reference_volume.GetTransformNodeID())
+    if not imported:
         raise SceneInputError("could not import the label image into the segmentation")
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
     segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
@@ -242,6 +252,7 @@ def import_segmentation_file(path: PathLike, labels: Sequence[LabelInfo], refere
     node = segmentation_node or create_segmentation_node(scene, reference_volume)
     try:
         update_segmentation_from_labelmap(labelmap, labels, node, reference_volume, model_name)
+        place_in_subject_hierarchy(node, reference_volume)
     except Exception:
         if created:
             scene.RemoveNode(node)
@@ -249,6 +260,139 @@ def import_segmentation_file(path: PathLike, labels: Sequence[LabelInfo], refere
     finally:
         del scratch
     return node
+
+
+def place_in_subject_hierarchy(node, reference_volume) -> None:
+    """Put ``node`` next to ``reference_volume`` in the subject hierarchy (same study), if it has one."""
+    scene = reference_volume.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    if sh is None:
+        return
+    volume_item = sh.GetItemByDataNode(reference_volume)
+    if not volume_item:
+        return
+    parent = sh.GetItemParent(volume_item)
+    item = sh.GetItemByDataNode(node)
+    if not item:
+        item = sh.CreateItem(parent, node)
+    elif sh.GetItemParent(item) != parent:
+        sh.SetItemParent(item, parent)
+
+
+# -- uncertainty maps (dvcl segment --uncertainty) ------------------------------------------------------
+#: quantity -> file suffix of contract 5 (``<case>_entropy.nii.gz``, ``<case>_disagreement.nii.gz``)
+UNCERTAINTY_QUANTITIES = ("entropy", "disagreement")
+#: colour maps tried in order for an uncertainty overlay (Slicer's default colour nodes)
+UNCERTAINTY_COLOR_NODES = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeFileViridis.txt",
+                           "vtkMRMLColorTableNodeRainbow")
+
+
+def uncertainty_quantity(path: PathLike) -> Optional[str]:
+    """``entropy`` / ``disagreement`` from a file name of contract 5, else None."""
+    name = Path(path).name.lower()
+    for quantity in UNCERTAINTY_QUANTITIES:
+        if name.endswith(f"_{quantity}.nii.gz") or name.endswith(f"_{quantity}.nrrd"):
+            return quantity
+    return None
+
+
+def load_uncertainty_volume(path: PathLike, reference_volume, quantity: str, volume_node=None):
+    """Load an uncertainty map (values in [0, 1] on the volume's grid) as a scalar volume shown over the CT.
+
+    The node shares the CT's parent transform, has a colour map and the fixed window [0, 1] (values mean the
+    same in every case, so no auto window). An existing ``volume_node`` is refilled in place.
+    """
+    scratch, read = read_labelmap_as_scalar(path)
+    check_same_grid(read, reference_volume)
+    scene = reference_volume.GetScene()
+    created = volume_node is None
+    if created:
+        volume_node = scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{reference_volume.GetName()} {quantity}"))
+    matrix = vtk.vtkMatrix4x4()
+    read.GetIJKToRASMatrix(matrix)
+    volume_node.SetIJKToRASMatrix(matrix)
+    image = vtk.vtkImageData()
+    image.DeepCopy(read.GetImageData())
+    volume_node.SetAndObserveImageData(image)
+    volume_node.SetAndObserveTransformNodeID(reference_volume.GetTransformNodeID())
+    volume_node.SetAttribute("DVCL.Uncertainty", quantity)
+    if volume_node.GetDisplayNode() is None:
+        volume_node.CreateDefaultDisplayNodes()
+    display = volume_node.GetDisplayNode()
+    display.SetAutoWindowLevel(0)
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    for color_id in UNCERTAINTY_COLOR_NODES:
+        if scene.GetNodeByID(color_id) is not None:
+            display.SetAndObserveColorNodeID(color_id)
+            break
+    place_in_subject_hierarchy(volume_node, reference_volume)
+    del scratch
+    return volume_node
+
+
+def read_labelmap_as_scalar(path: PathLike):
+    """Read a float image into a ``vtkMRMLScalarVolumeNode`` of a private scratch scene."""
+    path = Path(path)
+    if not path.is_file():
+        raise SceneInputError(f"{path}: result file not found")
+    scene = _new_scratch_scene()
+    node = slicer.vtkMRMLScalarVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(1)
+    if not storage.ReadData(node) or node.GetImageData() is None:
+        raise SceneInputError(f"{path}: could not read the image")
+    return scene, node
+
+
+def structure_statistics(label_path: PathLike, labels: Sequence[LabelInfo],
+                         maps: Dict[str, PathLike]) -> List[Dict[str, Union[str, float]]]:
+    """Per structure: label, voxels, volume in ml and the mean of each map (e.g. ``mean_entropy``) inside it.
+
+    Read from the files the backend wrote (all on the input's grid), so the numbers are those of the result.
+    """
+    scratch, labelmap = read_labelmap(label_path)
+    values = slicer_util.arrayFromVolume(labelmap)
+    voxel_ml = float(np.prod(labelmap.GetSpacing())) / 1000.0
+    arrays = {}
+    for quantity, path in maps.items():
+        map_scene, node = read_labelmap_as_scalar(path)
+        check_same_grid(node, labelmap)
+        arrays[quantity] = np.asarray(slicer_util.arrayFromVolume(node), dtype=np.float64)
+        del map_scene
+    rows = []
+    for lab in labels:
+        mask = values == lab.value
+        count = int(mask.sum())
+        row: Dict[str, Union[str, float]] = {"structure": lab.name, "label": float(lab.value),
+                                             "voxels": float(count), "volume_ml": count * voxel_ml}
+        for quantity, array in arrays.items():
+            row[f"mean_{quantity}"] = float(array[mask].mean()) if count else math.nan
+        rows.append(row)
+    del scratch
+    return rows
+
+
+def table_from_rows(rows: Sequence[Dict[str, Union[str, float]]], scene, table_node=None,
+                    name: str = "DVCL volumes"):
+    """A table node from dict rows (numbers as double columns, the rest as strings); refilled if given."""
+    if table_node is None:
+        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    table_node.RemoveAllColumns()
+    header = list(rows[0]) if rows else []
+    for title in header:
+        numeric = all(isinstance(row.get(title), (int, float)) for row in rows)
+        array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        array.SetName(title)
+        for row in rows:
+            array.InsertNextValue(float(row[title]) if numeric else str(row.get(title, "")))
+        table_node.AddColumn(array)
+    table_node.SetUseColumnNameAsColumnHeader(True)
+    table_node.Modified()
+    return table_node
 
 
 # -- segmentation export (for evaluation) ----------------------------------------------------------------

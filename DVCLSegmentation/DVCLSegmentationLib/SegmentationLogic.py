@@ -4,6 +4,11 @@ The logic validates everything it can before starting (volume has voxels, model 
 options are valid), so bad input fails at once with a clear message and leaves the scene untouched. The
 result is imported only after the process succeeded; a cancelled or failed run creates no node and leaves
 an existing output node as it was. Temporary files live in a private folder that is always removed.
+
+Besides the segmentation, every run fills a per-structure volumes table (one table node per input volume);
+with ``uncertainty`` the entropy and A/B disagreement maps of ``dvcl segment --uncertainty`` are loaded as
+volumes over the CT (one pair of nodes per input volume, refilled by a re-run) and their mean per structure
+becomes columns of that table.
 """
 
 from __future__ import annotations
@@ -13,12 +18,22 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
 from .Parameter import SegmentationParameters
 from .Process import ProcessProtocol, ProcessResult, default_process
-from .SceneBridge import SceneInputError, export_volume, import_segmentation_file, require_volume
+from .SceneBridge import (
+    UNCERTAINTY_QUANTITIES,
+    SceneInputError,
+    export_volume,
+    import_segmentation_file,
+    load_uncertainty_volume,
+    require_volume,
+    structure_statistics,
+    table_from_rows,
+    uncertainty_quantity,
+)
 from .Task import BackendTask
 
 log = logging.getLogger(__name__)
@@ -32,6 +47,18 @@ class _Job:
     workdir: Path
     output_path: Path
     save_to: Optional[Path] = None
+    params: Optional[SegmentationParameters] = None
+
+
+#: attribute of the input volume -> ID of the node made for it (reused by the next run on that volume)
+RESULT_ATTRIBUTES = {"volumes": "DVCL.VolumesTableID", "entropy": "DVCL.EntropyVolumeID",
+                     "disagreement": "DVCL.DisagreementVolumeID"}
+
+
+def _attached_node(volume_node, key: str):
+    node_id = volume_node.GetAttribute(RESULT_ATTRIBUTES[key])
+    scene = volume_node.GetScene()
+    return scene.GetNodeByID(node_id) if node_id and scene is not None else None
 
 
 class SegmentationLogic(BackendTask):
@@ -57,6 +84,9 @@ class SegmentationLogic(BackendTask):
         self._job: Optional[_Job] = None
         self.result_node = None
         self.last_result: Optional[ProcessResult] = None
+        #: nodes of the last successful run: quantity -> uncertainty volume, and the volumes table
+        self.uncertainty_nodes: Dict[str, Any] = {}
+        self.volumes_table = None
 
     @property
     def process(self) -> Optional[ProcessProtocol]:
@@ -89,8 +119,10 @@ class SegmentationLogic(BackendTask):
             args = dvcl_command(params.cli_args(input_path, output_path))
             process = self._new_process(self._on_finished)
             self._job = _Job(volume_node, segmentation_node, model, workdir, output_path,
-                             Path(save_to).expanduser() if save_to else None)
+                             Path(save_to).expanduser() if save_to else None, params)
             self.result_node = None
+            self.uncertainty_nodes = {}
+            self.volumes_table = None
             self.log.emit(f"Segmenting '{volume_node.GetName()}' with model '{model.name}'")
             process.start(args)
         except BaseException:
@@ -128,6 +160,7 @@ class SegmentationLogic(BackendTask):
             node = import_segmentation_file(output, job.model.labels, job.volume_node, job.segmentation_node,
                                             model_name=job.model.name)
             self.result_node = node
+            self._import_extras(job, result, output)
             self.log.emit(f"Segmentation '{node.GetName()}' updated ({len(job.model.labels)} structures, "
                           f"{result.seconds:.1f} s)")
             self.finished.emit(node)
@@ -141,6 +174,45 @@ class SegmentationLogic(BackendTask):
             self._job = None
             if job is not None:
                 shutil.rmtree(job.workdir, ignore_errors=True)
+
+    def _import_extras(self, job: _Job, result: ProcessResult, output: Path) -> None:
+        """Uncertainty maps (when asked for) and the per-structure volumes table of this run."""
+        volume = job.volume_node
+        maps: Dict[str, Path] = {}
+        if job.params is not None and job.params.uncertainty:
+            maps = self._uncertainty_paths(result, output)
+            missing = [q for q in UNCERTAINTY_QUANTITIES if q not in maps]
+            if missing:
+                raise SceneInputError(f"dvcl segment wrote no {' and '.join(missing)} map next to {output.name} "
+                                      "(a backend with --uncertainty is needed)")
+            for quantity, path in maps.items():
+                node = load_uncertainty_volume(path, volume, quantity, _attached_node(volume, quantity))
+                volume.SetAttribute(RESULT_ATTRIBUTES[quantity], node.GetID())
+                self.uncertainty_nodes[quantity] = node
+        rows = structure_statistics(output, job.model.labels, maps)
+        table = table_from_rows(rows, volume.GetScene(), _attached_node(volume, "volumes"),
+                                name=f"{volume.GetName()} volumes")
+        volume.SetAttribute(RESULT_ATTRIBUTES["volumes"], table.GetID())
+        self.volumes_table = table
+
+    @staticmethod
+    def _uncertainty_paths(result: ProcessResult, output: Path) -> Dict[str, Path]:
+        """quantity -> file: from the ``output`` events of kind ``uncertainty``, else next to the label file."""
+        found: Dict[str, Path] = {}
+        for path, kind in result.outputs:
+            quantity = uncertainty_quantity(path)
+            if kind == "uncertainty" and quantity and Path(path).is_file():
+                found[quantity] = Path(path)
+        stem = output.name
+        for suffix in (".seg.nrrd", ".nii.gz", ".nrrd", ".nii"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        for quantity in UNCERTAINTY_QUANTITIES:
+            candidate = output.with_name(f"{stem}_{quantity}.nii.gz")
+            if quantity not in found and candidate.is_file():
+                found[quantity] = candidate
+        return found
 
     @staticmethod
     def _result_path(job: _Job, result: ProcessResult) -> Path:

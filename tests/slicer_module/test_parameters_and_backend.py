@@ -10,9 +10,7 @@ import pytest
 from dvcl_slicer_helpers import REPO, require_cli
 
 from DVCLSegmentationLib.Backend import (
-    FALLBACK_METHODS,
     ModelPackageError,
-    available_methods,
     dvcl_command,
     find_backend_dir,
     format_eta,
@@ -54,6 +52,8 @@ def test_segmentation_arguments(tmp_path):
     assert params.cli_args(tmp_path / "in.nrrd", tmp_path / "out.nii.gz") == [
         "segment", str(tmp_path / "in.nrrd"), "-o", str(tmp_path / "out.nii.gz"), "--model", "/models/m",
         "--device", "cuda:1", "--format", "nii.gz", "--overwrite", "--tta"]
+    fast = SegmentationParameters(model_dir="m", fast=True, uncertainty=True).cli_args(tmp_path / "i", tmp_path / "o")
+    assert fast[-2:] == ["--fast", "--uncertainty"] and "--tta" not in fast
     with pytest.raises(ParameterError, match="unknown device 'gpu0'"):
         SegmentationParameters(model_dir="m", device="gpu0").validate()
     with pytest.raises(ParameterError, match="unknown output format 'png'"):
@@ -109,8 +109,9 @@ def test_evaluation_arguments():
     params = EvaluationParameters(preset="btcv", out_dir="/r", plots=False)
     assert params.cli_args("p.nii.gz", "g.nii.gz") == [
         "evaluate", "p.nii.gz", "g.nii.gz", "--preset", "btcv", "--out", "/r", "--overwrite", "--no-plots"]
-    with pytest.raises(ParameterError, match="choose an output folder"):
-        EvaluationParameters(preset="btcv").validate()
+    EvaluationParameters(preset="btcv").validate()  # no report folder is fine: the logic picks a temporary one
+    with pytest.raises(ParameterError, match="choose the preset"):
+        EvaluationParameters(preset=" ").validate()
 
 
 def test_parameters_round_trip_through_settings_json():
@@ -179,16 +180,6 @@ def test_dvcl_command(monkeypatch):
                                                            "--progress", "none"]
 
 
-def test_methods_come_from_the_backend_registry():
-    try:
-        from dvcl.methods.registry import available_methods as backend_methods
-    except ImportError:
-        assert available_methods() == FALLBACK_METHODS
-        return
-    assert available_methods() == list(backend_methods())
-    assert "dvcl" in available_methods()
-
-
 def test_backend_folder_and_its_dependencies():
     backend = find_backend_dir()
     assert backend == REPO / "backend"
@@ -208,6 +199,7 @@ def test_version_checks():
 def test_install_check_sees_this_environment():
     statuses = {s.name: s for s in InstallLogic().check()}
     assert set(statuses) == {"torch", "monai", "SimpleITK", "dvcl"}
+    assert statuses["dvcl"].exact and statuses["dvcl"].required == "0.1.0" and statuses["dvcl"].ok
     import monai
 
     assert statuses["monai"].installed == monai.__version__ and statuses["monai"].ok

@@ -23,6 +23,9 @@ from PySide6 import QtCore, QtUiTools  # noqa: E402
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "DVCLSegmentation.ui"
 WIDGET_SOURCE = MODULE_DIR / "DVCLSegmentationLib" / "Widget.py"
+#: the panel and the one file per tab that binds the widgets of its page
+PANEL_SOURCES = [WIDGET_SOURCE] + [MODULE_DIR / "DVCLSegmentationLib" / f"{tab}Tab.py"
+                                   for tab in ("Segment", "Train", "Evaluate", "Setup")]
 CUSTOM = {"qMRMLNodeComboBox", "qMRMLTableView", "qMRMLWidget", "ctkPathLineEdit", "ctkCollapsibleButton"}
 
 #: naming convention of the module -> the classes a widget with that name may have (first match wins)
@@ -79,9 +82,10 @@ def loaded(app):
 
 
 def names_used_by_widget_code():
-    source = WIDGET_SOURCE.read_text()
-    names = set(re.findall(r"\bui\.(\w+)", source))
-    tree = ast.parse(source)
+    names = set()
+    for path in PANEL_SOURCES:
+        names |= set(re.findall(r"\bui\.(\w+)", path.read_text()))
+    tree = ast.parse(WIDGET_SOURCE.read_text())
     for node in ast.walk(tree):  # widgets reached through getattr(ui, name) from a table
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PATH_SETTINGS" for t in node.targets):
             names |= {k.value for k in node.value.keys}
@@ -105,7 +109,7 @@ def test_every_widget_the_code_uses_exists_with_the_right_class(loaded, xml_widg
     used = names_used_by_widget_code()
     assert len(used) > 30  # the regex really found the bindings
     for name in sorted(used):
-        assert name in widgets, f"Widget.py uses ui.{name}, which the .ui does not define"
+        assert name in widgets, f"the panel uses ui.{name}, which the .ui does not define"
         xml_class = widgets[name].get("class")
         assert xml_class in expected_classes(name), f"{name} is a {xml_class}, expected {expected_classes(name)}"
         if xml_class in CUSTOM:
