@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import SimpleITK as sitk
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# exported ONNX graphs (dvcl.inference.engines) go to a per-session folder, not the user's ~/.cache
+os.environ.setdefault("DVCL_CACHE", tempfile.mkdtemp(prefix="dvcl-test-cache-"))
 
 DATA = Path(__file__).parent / "data"
 

@@ -175,11 +175,36 @@ def test_segment_dicom_series(tmp_path, dicom_dir, tiny_package):
     assert np.allclose(written.GetOrigin(), image.GetOrigin(), rtol=1e-6, atol=1e-4)
     assert np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(label))
     vols = json.loads((tmp_path / "ct_volumes.json").read_text())
-    assert set(vols["dicom"]) == set(LABELS.values())
+    assert set(vols["99000_series2"]) == set(LABELS.values())  # folder 'dicom' is generic: named from the header
     assert set(results[0].seconds) >= {"reading", "preprocessing", "network", "restore", "writing"}
     # NRRD keeps doubles: a .seg.nrrd output has the DICOM geometry exactly
     segment_files([dicom_dir], tmp_path / "ct.seg.nrrd", tiny_package, device="cpu")
     assert Grid.of(read_segmentation(tmp_path / "ct.seg.nrrd")[0]) == Grid.of(image)
+
+
+def test_dicom_outputs_named_after_the_series(tmp_path, dicom_dir, tiny_package):
+    """`.../<patient>/dicom/` is the usual layout: outputs are named from the series header, not 'dicom', and
+    two series that would get one name are numbered instead of overwriting each other."""
+    import shutil
+
+    from dvcl.inference.segment import plan_jobs
+    from dvcl.io.label_table import read_label_sidecar
+
+    inputs = []
+    for folder in ("p1/dicom", "p2/DICOM", "liver_study"):
+        shutil.copytree(dicom_dir, tmp_path / "in" / folder)
+        inputs.append(tmp_path / "in" / folder)
+    out = tmp_path / "out"
+    jobs, _ = plan_jobs(inputs, out)
+    # PatientID 99000, no SeriesDescription, SeriesNumber 2
+    assert [j.case for j in jobs] == ["99000_series2", "99000_series2_2", "liver_study"]
+    assert [j.output.name for j in jobs] == ["99000_series2.nii.gz", "99000_series2_2.nii.gz", "liver_study.nii.gz"]
+    results = segment_files(inputs[:2], out, tiny_package, device="cpu", models=["A"], restore="label")
+    assert sorted(p.name for p in out.iterdir()) == ["99000_series2.labels.json", "99000_series2.nii.gz",
+                                                     "99000_series2_2.labels.json", "99000_series2_2.nii.gz"]
+    assert [r.case for r in results] == ["99000_series2", "99000_series2_2"]
+    table = read_label_sidecar(out / "99000_series2.nii.gz")  # what dvcl evaluate reads the names from
+    assert table.labels == LABELS and table.preset == "flare22"
 
 
 def test_output_exists_and_overwrite(tmp_path, abdomen_image, tiny_package, capsys):
@@ -230,8 +255,8 @@ def test_window_count_padding_and_ensemble(tiny_package):
     pkg = load_model_package(tiny_package)
     vol = np.random.default_rng(1).standard_normal((10, 20, 30)).astype(np.float32)
     seen = []
-    probs = Predictor(pkg, "cpu", roi=(8, 16, 16), stride=(4, 8, 8)).predict(vol, on_window=lambda d, t: seen.append(
-        (d, t)))
+    probs = Predictor(pkg, "cpu", roi=(8, 16, 16), stride=(4, 8, 8), sw_batch_size=1).predict(
+        vol, on_window=lambda d, t: seen.append((d, t)))
     # z: starts 0, 2 (2 windows); y: 0, 4 (2); x: 0, 8, 14 (3) -> 12 windows, each run once
     assert count_windows(vol.shape, (8, 16, 16), (4, 8, 8)) == 12
     assert seen[-1] == (12, 12) and len(seen) == 12

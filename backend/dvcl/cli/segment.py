@@ -40,8 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="windows per network call (default: chosen from the device and network, 4 on a CPU)")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
                    help="what runs the network: auto (the fastest installed engine that agrees with torch on "
-                   ">= 99.9 %% of voxels; torch on CUDA), torch, onnxruntime or openvino (pip install "
-                   "'dvcl[fast]'; a missing one falls back to torch) (default: auto)")
+                   ">= 99.9 %% of voxels; torch on CUDA), torch, onnxruntime or openvino (a missing one "
+                   "falls back to torch) (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--accept-nonuniform", action="store_true",
                    help="DICOM series with missing, unevenly spaced or tilted slices: resample onto a uniform grid "

@@ -1,58 +1,97 @@
 """Sliding-window prediction on a preprocessed volume: the softmax ensemble of models A and B.
 
 METHOD.md section 4: window 64 x 160 x 160, stride 32 x 80 x 80 (z, y, x) [given], Gaussian blending
-[decided], prediction = mean of the softmax outputs of A and B [decided; "A only" as an option]. MONAI's
-``sliding_window_inference`` does the tiling, padding of inputs smaller than the window and blending; the
-windows run on the compute device (``sw_device``) while the blended output accumulates in CPU memory
-(``device``), so a large CT never needs a full-volume C-channel tensor on the GPU.
+[decided], prediction = mean of the softmax outputs of A and B [decided; "A only" as an option].
+
+:func:`dvcl.inference.sliding_window.sliding_window` does the tiling, padding and blending with the
+arithmetic of MONAI's ``sliding_window_inference`` (same probabilities) without importing MONAI:
+``import monai.inferers`` runs ``monai/__init__``, which loads all of MONAI (transforms, apps, scipy,
+matplotlib), about 3 s per ``dvcl segment`` process.
+
+Defaults that use the hardware (issue 17): the number of windows per network call is chosen here from the
+device and the network (:func:`choose_sw_batch_size`): on the CPU a batch of one window makes PyTorch run
+most 3x3x3 convolutions of a small net through its slow reference kernel (it uses oneDNN only when
+N*C*D*H > 20480), and 4 windows per call were 3.6x faster with identical output. Which engine runs the
+windows (torch, ONNX Runtime, OpenVINO) is :mod:`dvcl.inference.engines`' business.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from dvcl.errors import ConfigError
+from dvcl.inference import engines
 from dvcl.inference.model_package import ModelPackage
+from dvcl.inference.sliding_window import count_windows, overlap_for_stride, sliding_window, window_corners
 
 log = logging.getLogger(__name__)
 
 #: Test-time augmentation: every combination of flips of the three spatial axes of a (B, C, Z, Y, X)
 #: tensor (the flips training used as augmentation), identity first.
 TTA_FLIPS: Tuple[Tuple[int, ...], ...] = ((), (4,), (3,), (2,), (3, 4), (2, 4), (2, 3), (2, 3, 4))
+#: Windows per network call on the CPU: enough for oneDNN's kernels on the demo and paper nets; larger
+#: batches gained nothing measurable (benchmarks/bench_segment_speed.py).
+CPU_SW_BATCH = 4
+#: Windows per call on a GPU (bounded by free memory).
+CUDA_SW_BATCH = 4
+#: Fraction of the available memory one batch of windows may take.
+MEMORY_SHARE = 0.25
+#: re-exported: the tiling lives in :mod:`dvcl.inference.sliding_window`
+__all__ = ["Predictor", "TTA_FLIPS", "choose_sw_batch_size", "count_windows", "overlap_for_stride"]
 
 WindowCallback = Callable[[int, int], None]
 
 
-def overlap_for_stride(roi: Sequence[int], stride: Sequence[int]) -> List[float]:
-    """MONAI overlap fractions that give exactly ``stride``.
-
-    MONAI computes the step as ``int(roi * (1 - overlap))``; with 1 - s/r the float product can fall just
-    below ``s`` (e.g. 160 * (1 - 0.7) = 47.99...), so the fraction is nudged by half a voxel where needed.
-    """
-    out = []
-    for r, s in zip(roi, stride):
-        o = 1.0 - s / r
-        if int(r * (1.0 - o)) != s:
-            o = 1.0 - (s + 0.5) / r
-        out.append(o)
-    return out
+# ------------------------------------------------------------------------------------ hardware defaults
+def _available_memory_bytes() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux), else None (no cap)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def count_windows(shape: Sequence[int], roi: Sequence[int], stride: Sequence[int]) -> int:
-    """Number of windows MONAI's sliding window visits for a (Z, Y, X) ``shape`` (after its padding)."""
-    n = 1
-    for size, r, s in zip(shape, roi, stride):
-        size = max(int(size), int(r))
-        step = r if size == r else s  # MONAI uses the full window as the step when it fits exactly
-        n *= 1 + max(0, math.ceil((size - r) / step))
-    return n
+def window_memory_bytes(package: ModelPackage, roi: Sequence[int]) -> int:
+    """Rough peak memory of one window through the network (fp32): about four live feature maps per level
+    (conv output, norm, skip, concatenation) plus logits, probabilities and their accumulation."""
+    cfg = package.network_config
+    voxels = int(np.prod(roi))
+    feats, scale = 0.0, 1
+    for ch, st in zip(cfg.channels, ((1, 1, 1),) + tuple(cfg.level_strides)):
+        scale *= int(np.prod(st))
+        feats += 4 * ch * voxels / scale
+    return int(4 * (feats + 3 * cfg.num_classes * voxels))
 
 
+def choose_sw_batch_size(package: ModelPackage, device: torch.device, roi: Optional[Sequence[int]] = None) -> int:
+    """Windows per network call for this device and network: :data:`CPU_SW_BATCH` on the CPU,
+    :data:`CUDA_SW_BATCH` on a GPU, fewer when a batch would take more than :data:`MEMORY_SHARE` of the
+    memory available (at least 1)."""
+    roi = tuple(roi or package.roi)
+    per_window = max(1, window_memory_bytes(package, roi))
+    if device.type == "cuda":
+        want = CUDA_SW_BATCH
+        try:
+            free = int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            free = None
+    else:
+        want = CPU_SW_BATCH
+        free = _available_memory_bytes()
+    if free is not None:
+        want = min(want, max(1, int(free * MEMORY_SHARE // per_window)))
+    return max(1, want)
+
+
+# ------------------------------------------------------------------------------------------ the predictor
 class Predictor:
     """Softmax-ensemble sliding-window predictor for one model package on one device.
 
@@ -62,9 +101,11 @@ class Predictor:
         models: which of the package's models to average (default: the package's ``models`` list, e.g.
             ``["A", "B"]``; ``["A"]`` for "A only").
         tta: also average over the 7 flipped copies of every window (8x the compute).
-        sw_batch_size: windows per network call.
-        amp: fp16 autocast; default on for CUDA, off on the CPU (where fp16 is slow).
+        sw_batch_size: windows per network call; None chooses from the device and network
+            (:func:`choose_sw_batch_size`).
+        amp: fp16 autocast for the torch engine; default on for CUDA, off on the CPU (where fp16 is slow).
         roi / stride: override the package's window and stride (z, y, x).
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (:mod:`dvcl.inference.engines`).
     """
 
     def __init__(
@@ -73,10 +114,11 @@ class Predictor:
         device: Union[str, torch.device] = "cpu",
         models: Optional[Sequence[str]] = None,
         tta: bool = False,
-        sw_batch_size: int = 1,
+        sw_batch_size: Optional[int] = None,
         amp: Optional[bool] = None,
         roi: Optional[Sequence[int]] = None,
         stride: Optional[Sequence[int]] = None,
+        engine: str = "auto",
     ) -> None:
         self.package = package
         self.device = torch.device(device)
@@ -86,9 +128,7 @@ class Predictor:
             raise ConfigError(f"model(s) {unknown} are not in package '{package.name}' "
                               f"(it has {', '.join(package.models)})")
         self.model_names = names
-        self.nets = [package.models[m].to(self.device).eval() for m in names]
         self.flips = TTA_FLIPS if tta else ((),)
-        self.sw_batch_size = int(sw_batch_size)
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
         self.roi = tuple(int(v) for v in (roi or package.roi))
         self.stride = tuple(int(v) for v in (stride or package.stride))
@@ -96,57 +136,96 @@ class Predictor:
         if any(r % d for r, d in zip(self.roi, div)) or any(s < 1 or s > r for s, r in zip(self.stride, self.roi)):
             raise ConfigError(f"window {self.roi} must be divisible by {div} and stride {self.stride} must lie in "
                               "1..window")
+        if sw_batch_size is not None and int(sw_batch_size) < 1:
+            raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        self.sw_batch_size = int(sw_batch_size) if sw_batch_size else choose_sw_batch_size(package, self.device,
+                                                                                           self.roi)
+        self.requested_engine = (engine or "auto").lower()
+        name = engines.resolve_engine(self.requested_engine, self.device.type)
+        self.engine, self.graphs = self._build(name)
+        self._checked = name == "torch"
+
+    def _build(self, name: str) -> Tuple[engines.Engine, list]:
+        try:
+            return engines.build_engine(name, self.package, self.model_names, self.device, self.amp,
+                                        self.sw_batch_size, self.roi)
+        except (ImportError, RuntimeError, OSError) as exc:  # a broken runtime install or failed export
+            if name == "torch":
+                raise
+            log.warning("engine %s failed to start (%s): using torch", name, exc)
+            return engines.build_engine("torch", self.package, self.model_names, self.device, self.amp,
+                                        self.sw_batch_size, self.roi)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine that runs the windows (after fallbacks)."""
+        return self.engine.name
 
     @property
     def num_classes(self) -> int:
         return self.package.num_classes
 
     def _window_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over models (and flips) for a batch of windows, in fp32."""
-        acc: Optional[torch.Tensor] = None
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            for flips in self.flips:
-                xi = torch.flip(x, flips) if flips else x
-                for net in self.nets:
-                    # softmax in fp32: fp16 logits are fine, fp16 exp/normalisation is not
-                    p = torch.softmax(net.segment(xi).float(), dim=1)
-                    if flips:
-                        p = torch.flip(p, flips)
-                    acc = p if acc is None else acc.add_(p)
-        if acc is None:  # unreachable: the constructor guarantees a model and the identity flip
-            raise RuntimeError("no model to run")
-        return acc.div_(len(self.nets) * len(self.flips))
+        """Mean softmax over models (and flips) for a batch of windows, in fp32, on the CPU."""
+        return self.engine.probabilities(x, self.flips)
+
+    def check_engine(self, windows: torch.Tensor) -> float:
+        """Voxel agreement (argmax) of this engine with torch fp32 on ``windows``; recorded next to the graphs.
+
+        ``auto`` switches to torch when the agreement is below :data:`engines.MIN_AGREEMENT`.
+        """
+        ref_engine, _ = engines.build_engine("torch", self.package, self.model_names, torch.device("cpu"), False,
+                                             self.sw_batch_size, self.roi)
+        with torch.inference_mode():
+            ref = ref_engine.probabilities(windows).argmax(1)
+            got = self.engine.probabilities(windows).argmax(1)
+        agreement = float((ref == got).float().mean())
+        engines.record_check(self.graphs, self.engine.name, agreement)
+        return agreement
+
+    def _ensure_checked(self, x: torch.Tensor) -> None:
+        """First use of a graph on an engine: compare with torch on the middle batch of windows."""
+        if self._checked:
+            return
+        self._checked = True
+        agreement = engines.recorded_agreement(self.graphs, self.engine.name)
+        if agreement is None:
+            shape = tuple(max(int(n), r) for n, r in zip(x.shape[1:], self.roi))
+            if tuple(x.shape[1:]) != shape:
+                return  # tiny input (padded): not representative, check on a real volume later
+            corners = window_corners(shape, self.roi, self.stride)
+            mid = max(0, len(corners) // 2 - self.sw_batch_size // 2)
+            group = corners[mid:mid + self.sw_batch_size]
+            windows = torch.stack([x[(slice(None), *(slice(c, c + r) for c, r in zip(cor, self.roi)))]
+                                   for cor in group]).float()
+            agreement = self.check_engine(windows)
+            log.info("engine %s agrees with torch on %.4f %% of the voxels of %d check window(s)",
+                     self.engine.name, 100 * agreement, len(group))
+        if agreement < engines.MIN_AGREEMENT:
+            if self.requested_engine == "auto":
+                log.warning("engine %s agreed with torch on only %.3f %% of voxels: using torch",
+                            self.engine.name, 100 * agreement)
+                self.engine, self.graphs = self._build("torch")
+            else:
+                log.warning("engine %s agrees with torch on only %.3f %% of voxels", self.engine.name,
+                            100 * agreement)
 
     def predict(self, image: np.ndarray, on_window: Optional[WindowCallback] = None) -> torch.Tensor:
         """Class probabilities ``(C, Z, Y, X)`` float32 on the CPU for a preprocessed ``(Z, Y, X)`` volume.
 
-        Inputs smaller than the window are padded by MONAI (value 0, i.e. the normalised low end of the
-        intensity range: air) and the output is cropped back to the input's shape.
+        Inputs smaller than the window are padded (value 0, i.e. the normalised low end of the intensity
+        range: air) and the output is cropped back to the input's shape.
         """
-        from monai.inferers import sliding_window_inference
-
         if image.ndim != 3:
             raise ConfigError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
-        total = count_windows(image.shape, self.roi, self.stride)
-        done = [0]
-
-        def run(windows: torch.Tensor) -> torch.Tensor:
-            out = self._window_probabilities(windows)
-            done[0] += windows.shape[0]
-            if on_window is not None:
-                on_window(min(done[0], total), total)
-            return out
-
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-        log.debug("sliding window: %s windows of %s, stride %s, models %s, %d flip(s), device %s",
-                  total, self.roi, self.stride, self.model_names, len(self.flips), self.device)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        log.debug("sliding window: %s windows of %s, stride %s, models %s, %d flip(s), engine %s, batch %d, "
+                  "device %s", count_windows(image.shape, self.roi, self.stride), self.roi, self.stride,
+                  self.model_names, len(self.flips), self.engine.name, self.sw_batch_size, self.device)
         with torch.inference_mode():
-            probs = sliding_window_inference(
-                x, roi_size=self.roi, sw_batch_size=self.sw_batch_size, predictor=run,
-                overlap=overlap_for_stride(self.roi, self.stride), mode="gaussian",
-                sw_device=self.device, device=torch.device("cpu"),
-            )
-        probs = torch.as_tensor(probs)[0]
+            self._ensure_checked(x)
+            probs = sliding_window(x, self.roi, self.stride, self._window_probabilities, self.sw_batch_size,
+                                   on_batch=on_window)
         if tuple(probs.shape) != (self.num_classes, *image.shape):
             raise RuntimeError(f"sliding window returned {tuple(probs.shape)} for input {image.shape}")
-        return probs.float()
+        return probs

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from dvcl.errors import ConfigError, ImageReadError, NotCTError, OutputExistsError
 from dvcl.inference.model_package import ModelPackage, load_model_package, resolve_model
 from dvcl.io.images import check_ct_intensities, image_suffix, is_dicom_dir, is_image_file, read_image, strip_suffix
+from dvcl.io.label_table import write_label_sidecar
 from dvcl.io.segmentation import SEGMENTATION_FORMATS, label_statistics, write_segmentation
 from dvcl.preprocessing.geometry import Grid
 from dvcl.preprocessing.pipeline import preprocess_image, restore_label, restore_probabilities
@@ -49,11 +50,12 @@ def segment_image(
     tta: bool = False,
     models: Optional[Sequence[str]] = None,
     restore: str = "probabilities",
-    sw_batch_size: int = 1,
+    sw_batch_size: Optional[int] = None,
     name: str = "image",
     on_stage: Optional[StageCallback] = None,
     on_window: Optional[WindowCallback] = None,
     timings: Optional[Dict[str, float]] = None,
+    engine: str = "auto",
 ) -> sitk.Image:
     """Segment one CT volume; returns a ``sitkUInt8`` label map on exactly the image's grid.
 
@@ -66,6 +68,9 @@ def segment_image(
         restore: ``probabilities`` resamples the class probabilities linearly onto the original grid and
             takes the argmax there (smooth borders on fine grids); ``label`` takes the argmax on the network
             grid and resamples nearest-neighbour (faster, blockier).
+        sw_batch_size: windows per network call; None: chosen from the device and network.
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``: what runs the network
+            (:mod:`dvcl.inference.engines`).
         name: used in log messages (the file name).
         on_stage / on_window: progress callbacks; ``on_stage`` receives ``preprocessing``, ``network`` and
             ``restore`` as each begins.
@@ -96,7 +101,7 @@ def segment_image(
 
     _stage(on_stage, "network")
     t0 = time.perf_counter()
-    predictor = Predictor(package, dev, models=models, tta=tta, sw_batch_size=sw_batch_size)
+    predictor = Predictor(package, dev, models=models, tta=tta, sw_batch_size=sw_batch_size, engine=engine)
     probs = predictor.predict(arr, on_window=on_window)
     del arr
     timings["network"] = time.perf_counter() - t0
@@ -175,8 +180,11 @@ def expand_inputs(inputs: Sequence[PathLike]) -> List[Path]:
 
 
 def case_name(path: Path) -> str:
-    """Case name of an input: the file name without image suffix, or the DICOM folder's name."""
-    return path.name if path.is_dir() else strip_suffix(path)
+    """Case name of an input: the file name without image suffix, or the DICOM folder's name (named from the
+    series header when the folder's name is generic, e.g. ``dicom``: :mod:`dvcl.io.dicom_names`)."""
+    from dvcl.io.dicom_names import series_case_name
+
+    return series_case_name(path) if path.is_dir() else strip_suffix(path)
 
 
 def plan_jobs(inputs: Sequence[Path], output: PathLike, fmt: Optional[str] = None) -> Tuple[List[SegmentJob], str]:
@@ -207,7 +215,13 @@ def plan_jobs(inputs: Sequence[Path], output: PathLike, fmt: Optional[str] = Non
         raise ConfigError(f"{output}: exists and is not a folder")
     jobs = [SegmentJob(p, case_name(p), output / f"{case_name(p)}.{fmt}") for p in inputs]
     seen: Dict[str, Path] = {}
-    for job in jobs:
+    for i, job in enumerate(jobs):
+        if job.case in seen and job.input.is_dir() and job.case != job.input.name:
+            # two series named alike from their headers (same patient and description): number them
+            n = 2
+            while f"{job.case}_{n}" in seen:
+                n += 1
+            job = jobs[i] = SegmentJob(job.input, f"{job.case}_{n}", output / f"{job.case}_{n}.{fmt}")
         if job.case in seen:
             raise ConfigError(f"inputs {seen[job.case]} and {job.input} both give case '{job.case}'; "
                               "segment them into different folders")
@@ -234,7 +248,11 @@ def segment_files(
     overwrite: bool = False,
     models: Optional[Sequence[str]] = None,
     restore: str = "probabilities",
-    sw_batch_size: int = 1,
+    sw_batch_size: Optional[int] = None,
+    accept_nonuniform: bool = False,
+    force: bool = False,
+    max_memory: Optional[float] = None,
+    engine: str = "auto",
 ) -> List[SegmentResult]:
     """Segment image files and DICOM folders and write one label map per input.
 
@@ -245,7 +263,14 @@ def segment_files(
         fmt: ``nii.gz`` (default) or ``seg.nrrd`` (Slicer segmentation with names and colors), ...
         volumes: ``csv`` or ``json``: also write per-structure volumes in ml.
         overwrite: replace existing outputs (else :class:`OutputExistsError` before any work).
+        accept_nonuniform: resample DICOM series with missing/uneven/tilted slices instead of refusing them.
+        force: segment images whose intensities do not look like CT (else :class:`NotCTError`).
+        max_memory: memory budget in GiB: the work is split (one window per network call, label restore)
+            to fit it, or refused before any work when even that does not fit (:mod:`dvcl.inference.guards`).
         others: as :func:`segment_image`.
+
+    Every input is validated (readable, 3D, CT-like, DICOM geometry) and no output may replace an input
+    before the first output is written.
 
     Emits progress (bar or JSON events) per case and stage, and an ``output`` event per written file.
     """
@@ -255,14 +280,19 @@ def segment_files(
         raise ConfigError(f"volumes must be 'csv' or 'json', got '{volumes}'")
     if restore not in RESTORE_MODES:
         raise ConfigError(f"restore must be one of {', '.join(RESTORE_MODES)}, got '{restore}'")
+    from dvcl.inference import guards
+
     files = expand_inputs(inputs)
     jobs, fmt = plan_jobs(files, output, fmt)
     vol_path = volumes_path(jobs, output, volumes) if volumes else None
+    guards.refuse_aliasing([j.input for j in jobs], [j.output for j in jobs] + ([vol_path] if vol_path else []))
     if not overwrite:
         for target in [j.output for j in jobs] + ([vol_path] if vol_path else []):
             if target.exists():
                 raise OutputExistsError(f"{target}: exists (use --overwrite to replace it)")
     package = model if isinstance(model, ModelPackage) else load_model_package(resolve_model(model))
+    guards.validate_inputs([j.input for j in jobs], accept_nonuniform=accept_nonuniform, force=force)
+    guards.check_output_space([j.input for j in jobs], [j.output for j in jobs])
     unknown = [m for m in (models or []) if m not in package.models]
     if unknown:  # checked before the first case is read, not after minutes of work
         raise ConfigError(f"model(s) {unknown} are not in package '{package.name}' "
@@ -285,15 +315,20 @@ def segment_files(
 
             bar.update(0, message=f"{prefix}: reading")
             t0 = time.perf_counter()
-            image = read_image(job.input)
+            image = read_image(job.input, accept_nonuniform=accept_nonuniform)
+            guards.check_ct(image, job.input, force)
             seconds["reading"] = time.perf_counter() - t0
             timings: Dict[str, float] = {}
-            label = segment_image(image, package, dev, tta=tta, models=models, restore=restore,
-                                  sw_batch_size=sw_batch_size, name=str(job.input), on_stage=on_stage,
-                                  on_window=on_window, timings=timings)
+            case_restore, case_batch = guards.plan_memory(image, package, restore, sw_batch_size, max_memory,
+                                                          str(job.input))
+            label = segment_image(image, package, dev, tta=tta, models=models, restore=case_restore,
+                                  sw_batch_size=case_batch, name=str(job.input), on_stage=on_stage,
+                                  on_window=on_window, timings=timings, engine=engine)
             seconds.update(timings)
             t0 = time.perf_counter()
             write_segmentation(label, job.output, package.segments, overwrite=overwrite)
+            if fmt != "seg.nrrd":  # what the numbers mean travels with the file (dvcl evaluate reads it)
+                write_label_sidecar(job.output, package.labels, preset=package.preset, model=package.name)
             seconds["writing"] = time.perf_counter() - t0
             progress.emit("output", path=str(job.output.resolve()), kind="segmentation", case=job.case)
             vols = structure_volumes_ml(label, package.labels) if volumes else {}

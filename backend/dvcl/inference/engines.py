@@ -1,0 +1,431 @@
+"""Inference engines: who runs the network on the sliding windows (``dvcl segment --engine``).
+
+* ``torch``: the package's networks in PyTorch (fp32 on the CPU, fp16 autocast on CUDA). Always available,
+  the reference every other engine is checked against.
+* ``onnxruntime`` / ``openvino``: the same networks exported once to ONNX and run by ONNX Runtime or by
+  OpenVINO (fp32: OpenVINO's CPU plugin is told not to drop to bf16 on CPUs that have it). Optional
+  dependencies of the backend (installed by default; the backend runs without them): an engine that is
+  not installed degrades to torch with a log message.
+* ``auto``: the fastest installed engine for the device, taken from :data:`AUTO_ORDER`, a table of
+  measurements (docs/results/speed.md, benchmarks/bench_segment_speed.py). An ONNX engine is used only once
+  it has shown, on this machine, at least :data:`MIN_AGREEMENT` voxel agreement with torch fp32: the first
+  time a graph runs on an engine the predictor also runs torch on one batch of windows from the middle of
+  the volume and compares the labels (:func:`record_check`); the result is stored next to the graph, so the
+  check costs one batch once per model, engine version and machine. ``auto`` falls back to torch when the
+  check fails.
+
+The exported graph (softmax probabilities of one model, dynamic batch and window size, opset
+:data:`OPSET`) is cached under :func:`graph_cache_dir`, keyed by the weights' SHA-256, the model name, the
+network config and the torch version, and written atomically, so a changed package never meets a stale
+graph and a half-written file is never read. A package may ship its graphs next to its weights
+(``<package>/<model>.<key>.onnx``); those are used first and never written (package folders may be
+read-only, and a package's contents should not change by being used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from dvcl.errors import ConfigError, DVCLError, OutputWriteError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from dvcl.inference.model_package import ModelPackage
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")
+#: Python module that provides each optional engine.
+ENGINE_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+#: ``auto``'s preference per device type, fastest first, from the measured table in docs/results/speed.md
+#: (demo net, real abdomen CT, network stage, 2-core AMD EPYC Zen 4, window batch 4 each): OpenVINO fp32 and
+#: ONNX Runtime are several times faster than torch on the CPU at >= 99.9 % voxel agreement. On CUDA only
+#: torch is offered (the ONNX runtimes installed here are CPU builds; torch fp16 there has no regression).
+AUTO_ORDER: Dict[str, Tuple[str, ...]] = {"cpu": ("openvino", "onnxruntime", "torch"), "cuda": ("torch",)}
+#: The least voxel agreement with torch fp32 for ``auto`` to use an engine.
+MIN_AGREEMENT = 0.999
+#: ONNX opset: accepted by ONNX Runtime >= 1.17 and OpenVINO >= 2023.
+OPSET = 17
+#: Bump when the exported graph's content changes (invalidates caches).
+GRAPH_VERSION = 1
+CACHE_ENV = "DVCL_CACHE"
+
+
+# ----------------------------------------------------------------------------------------- selection
+def engine_installed(name: str) -> bool:
+    """Whether an engine's runtime can be imported (checked without importing it)."""
+    if name == "torch":
+        return True
+    module = ENGINE_MODULES.get(name)
+    if module is None:
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_engines() -> List[str]:
+    """Engines usable here, torch first."""
+    return [e for e in ENGINES[1:] if engine_installed(e)]
+
+
+def resolve_engine(requested: str, device_type: str) -> str:
+    """The engine that will run: ``auto`` picks from :data:`AUTO_ORDER`; a missing one degrades to torch.
+
+    Raises:
+        ConfigError: an unknown engine name.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in ENGINES:
+        raise ConfigError(f"unknown engine '{requested}': use one of {', '.join(ENGINES)}")
+    order = AUTO_ORDER.get(device_type, ("torch",))
+    if requested == "auto":
+        return next(e for e in order + ("torch",) if engine_installed(e))
+    if requested == "torch":
+        return "torch"
+    if requested not in order:
+        log.warning("engine %s does not run on %s here: using torch", requested, device_type)
+        return "torch"
+    if not engine_installed(requested):
+        log.warning("engine %s is not installed (pip install %s): using torch", requested, ENGINE_MODULES[requested])
+        return "torch"
+    return requested
+
+
+# ----------------------------------------------------------------------------------------- graph cache
+def graph_cache_dir() -> Path:
+    """Where exported graphs are cached: ``$DVCL_CACHE/onnx``, else ``$XDG_CACHE_HOME/dvcl/onnx`` or
+    ``~/.cache/dvcl/onnx``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser() / "onnx"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "dvcl" / "onnx"
+
+
+def graph_key(package: ModelPackage, model: str) -> str:
+    """Identity of an exported graph: weights, model, network config, exporter versions (16 hex)."""
+    import torch
+
+    from dvcl.inference.model_package import WEIGHTS
+
+    h = hashlib.sha256()
+    with open(Path(package.path) / WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(json.dumps({"model": model, "network": package.meta.get("network"), "opset": OPSET,
+                         "graph": GRAPH_VERSION, "torch": torch.__version__.split("+")[0]},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def graph_path(package: ModelPackage, model: str, key: Optional[str] = None) -> Path:
+    """The graph to use: one shipped next to the weights, else the cache location (maybe not yet written)."""
+    key = key or graph_key(package, model)
+    shipped = Path(package.path) / f"{model}.{key}.onnx"
+    if shipped.is_file():
+        return shipped
+    return graph_cache_dir() / f"{package.name}-{model}.{key}.onnx"
+
+
+class _Probabilities:
+    """Factory for the exported module (kept out of module scope so importing this file needs no torch)."""
+
+    @staticmethod
+    def wrap(net):
+        from torch import nn
+
+        class Probabilities(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                import torch
+
+                return torch.softmax(self.inner.segment(x), dim=1)
+
+        return Probabilities(net)
+
+
+def export_onnx(net, path: Path, roi: Sequence[int]) -> Path:
+    """Export ``softmax(net.segment(x))`` to ONNX at ``path`` (atomic), dynamic batch and window size.
+
+    Uses the TorchScript exporter (``dynamo=False``): it needs nothing beyond torch and onnx, works offline,
+    and gives a graph both runtimes accept.
+    """
+    import torch
+
+    from dvcl.utils.atomic import atomic_path
+
+    was_training = net.training
+    net.eval()
+    x = torch.zeros(1, 1, *[int(r) for r in roi])
+    axes = {0: "n", 2: "z", 3: "y", 4: "x"}
+    try:
+        with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")  # tracer warnings about the shape checks (constant for a window)
+            torch.onnx.export(_Probabilities.wrap(net), (x,), str(tmp), input_names=["x"], output_names=["p"],
+                              dynamic_axes={"x": axes, "p": axes}, opset_version=OPSET, **_legacy_exporter())
+    finally:
+        net.train(was_training)
+    return path
+
+
+def _legacy_exporter() -> dict:
+    """``dynamo=False`` where torch has the switch (2.5+; it defaults to the dynamo exporter, which needs
+    onnxscript), nothing on older torch (TorchScript exporter only)."""
+    import inspect
+
+    import torch
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def ensure_graph(package: ModelPackage, model: str) -> Path:
+    """The ONNX graph of one model, exported on first use (to the cache, or a temporary folder when the
+    cache cannot be written)."""
+    key = graph_key(package, model)
+    path = graph_path(package, model, key)
+    if path.is_file():
+        return path
+    log.info("exporting model %s of '%s' to ONNX (once; cached in %s)", model, package.name, path.parent)
+    net = package.models[model]
+    try:
+        return export_onnx(net, path, package.roi)
+    except (OutputWriteError, OSError) as exc:
+        tmp = Path(tempfile.mkdtemp(prefix="dvcl-onnx-")) / path.name
+        log.warning("cannot cache the ONNX graph (%s): using %s for this run", exc, tmp)
+        return export_onnx(net, tmp, package.roi)
+
+
+# ----------------------------------------------------------------------------------------- agreement
+def _check_file(graph: Path) -> Path:
+    return graph.with_name(graph.name + ".check.json")
+
+
+def engine_fingerprint(engine: str) -> str:
+    """Engine version and CPU: a check made with another version or on another CPU does not count."""
+    version = "?"
+    try:
+        if engine == "onnxruntime":
+            import onnxruntime
+
+            version = onnxruntime.__version__
+        elif engine == "openvino":
+            import openvino
+
+            version = openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
+    except ImportError:
+        pass
+    return f"{engine} {version} on {platform.machine()} {_cpu_name()}"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def recorded_agreement(graphs: Sequence[Path], engine: str) -> Optional[float]:
+    """The lowest agreement recorded for ``engine`` on these graphs, or None when any is unchecked."""
+    fp = engine_fingerprint(engine)
+    worst = 1.0
+    for g in graphs:
+        try:
+            data = json.loads(_check_file(g).read_text(encoding="utf-8"))
+            worst = min(worst, float(data[fp]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return worst
+
+
+def record_check(graphs: Sequence[Path], engine: str, agreement: float) -> None:
+    """Store a measured agreement next to each graph (best effort: an unwritable cache just re-checks)."""
+    from dvcl.utils.atomic import write_json_atomic
+
+    fp = engine_fingerprint(engine)
+    for g in graphs:
+        f = _check_file(g)
+        try:
+            data = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        data[fp] = round(float(agreement), 7)
+        try:
+            write_json_atomic(f, data)
+        except (DVCLError, OSError) as exc:
+            log.debug("cannot record the engine check in %s: %s", f, exc)
+
+
+# ----------------------------------------------------------------------------------------- engines
+class Engine:
+    """Runs the models of a package on batches of windows: ``probabilities(x) -> mean softmax``.
+
+    ``x`` is a CPU float32 tensor ``(N, 1, Z, Y, X)``; the result is a CPU float32 tensor ``(N, C, Z, Y, X)``,
+    the mean over models and the given flips (test-time augmentation).
+    """
+
+    name = "engine"
+
+    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def num_models(self) -> int:
+        raise NotImplementedError
+
+    def probabilities(self, x: torch.Tensor, flips: Sequence[Tuple[int, ...]] = ((),)) -> torch.Tensor:
+        import torch
+
+        acc: Optional[torch.Tensor] = None
+        for f in flips:
+            p = self._sum_models(torch.flip(x, f) if f else x)
+            if f:
+                p = torch.flip(p, f)
+            acc = p if acc is None else acc.add_(p)
+        if acc is None:
+            raise ConfigError("no flips given")
+        return acc.div_(self.num_models * len(flips))
+
+
+class TorchEngine(Engine):
+    """The package's networks in PyTorch on ``device`` (fp16 autocast when ``amp``)."""
+
+    name = "torch"
+
+    def __init__(self, nets: Sequence, device, amp: bool) -> None:
+        self.nets = list(nets)
+        self.device = device
+        self.amp = amp
+
+    @property
+    def num_models(self) -> int:
+        return len(self.nets)
+
+    def probabilities(self, x: torch.Tensor, flips: Sequence[Tuple[int, ...]] = ((),)) -> torch.Tensor:
+
+        # flips run on the compute device; only the mean comes back
+        return super().probabilities(x.to(self.device), flips).to("cpu")
+
+    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        acc: Optional[torch.Tensor] = None
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            for net in self.nets:
+                # softmax in fp32: fp16 logits are fine, fp16 exp/normalisation is not
+                p = torch.softmax(net.segment(x).float(), dim=1)
+                acc = p if acc is None else acc.add_(p)
+        return acc
+
+
+def _threads() -> int:
+    import torch
+
+    return max(1, int(torch.get_num_threads()))
+
+
+class OnnxRuntimeEngine(Engine):
+    """ONNX Runtime, CPU execution provider, as many threads as torch was given."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graphs: Sequence[Path], threads: Optional[int] = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.sessions = [ort.InferenceSession(str(g), sess_options=opts, providers=["CPUExecutionProvider"])
+                         for g in graphs]
+
+    @property
+    def num_models(self) -> int:
+        return len(self.sessions)
+
+    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        acc = None
+        for s in self.sessions:
+            p = s.run(None, {"x": xn})[0]
+            acc = p if acc is None else np.add(acc, p, out=acc)
+        return torch.from_numpy(acc)
+
+
+class OpenVINOEngine(Engine):
+    """OpenVINO CPU plugin in fp32, compiled for a static ``(batch, 1, *roi)`` input (faster than dynamic
+    shapes); a smaller last batch is padded with zeros and the padding dropped."""
+
+    name = "openvino"
+
+    def __init__(self, graphs: Sequence[Path], batch: int, roi: Sequence[int], threads: Optional[int] = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads or _threads()),
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.batch = int(batch)
+        self.shape = (self.batch, 1, *[int(r) for r in roi])
+        self.compiled = []
+        for g in graphs:
+            model = core.read_model(str(g))
+            model.reshape(list(self.shape))
+            self.compiled.append(core.compile_model(model, "CPU", config))
+        self.requests = [c.create_infer_request() for c in self.compiled]
+
+    @property
+    def num_models(self) -> int:
+        return len(self.compiled)
+
+    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        n = x.shape[0]
+        if tuple(x.shape[1:]) != self.shape[1:] or n > self.batch:
+            raise ConfigError(f"OpenVINO engine compiled for {self.shape}, got {tuple(x.shape)}")
+        xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        if n < self.batch:
+            xn = np.concatenate([xn, np.zeros((self.batch - n, *xn.shape[1:]), np.float32)])
+        acc = None
+        for r in self.requests:
+            p = r.infer({0: xn})[0][:n]
+            acc = np.array(p, copy=True) if acc is None else np.add(acc, p, out=acc)
+        return torch.from_numpy(acc)
+
+
+def build_engine(name: str, package: ModelPackage, models: Sequence[str], device, amp: bool, batch: int,
+                 roi: Sequence[int]) -> Tuple[Engine, List[Path]]:
+    """Create engine ``name`` (already resolved) for ``models`` of ``package``; returns it and its graphs."""
+    if name == "torch":
+        nets = [package.models[m].to(device).eval() for m in models]
+        return TorchEngine(nets, device, amp), []
+    graphs = [ensure_graph(package, m) for m in models]
+    if name == "onnxruntime":
+        return OnnxRuntimeEngine(graphs), graphs
+    if name == "openvino":
+        return OpenVINOEngine(graphs, batch, roi), graphs
+    raise ConfigError(f"unknown engine '{name}'")

@@ -1,0 +1,179 @@
+"""Inference engines (torch, ONNX Runtime, OpenVINO), the window-batch default and the lean imports of
+``dvcl segment`` (issue 17). Engine tests skip when the runtime is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from dvcl.errors import ConfigError
+from dvcl.inference import engines
+from dvcl.inference.model_package import load_model_package, save_model_package
+from dvcl.inference.predictor import CPU_SW_BATCH, Predictor, choose_sw_batch_size
+from dvcl.networks import build_network
+from dvcl.networks.config import NetworkConfig
+
+LABELS = {1: "liver", 2: "spleen", 3: "kidney"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory) -> Path:
+    """A small two-model U-Net package (4 classes) with a 16x32x32 window."""
+    cfg = NetworkConfig(num_classes=4, channels=(4, 8, 16), feature_dim=8)
+    torch.manual_seed(0)
+    nets = {"A": build_network(cfg), "B": build_network(cfg)}
+    return save_model_package(nets, cfg, LABELS, tmp_path_factory.mktemp("models") / "small", name="small",
+                              preset="flare22", roi=(16, 32, 32), stride=(8, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    """A smooth random volume (normalised-intensity-like), several windows in each direction."""
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((28, 56, 60)).astype(np.float32)
+    k = np.ones(3, np.float32) / 3
+    for ax in range(3):
+        v = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), ax, v)
+    return v
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(0) == b.argmax(0)).float().mean())
+
+
+# ------------------------------------------------------------------------------------------ selection
+def test_resolve_engine_choices_and_fallbacks(monkeypatch, caplog):
+    assert engines.resolve_engine("torch", "cpu") == "torch"
+    assert engines.resolve_engine("auto", "cuda") == "torch"  # no regression on GPUs: torch there
+    with pytest.raises(ConfigError, match="unknown engine"):
+        engines.resolve_engine("tensorrt", "cpu")
+    expected_auto = next(e for e in engines.AUTO_ORDER["cpu"] if engines.engine_installed(e))
+    assert engines.resolve_engine("auto", "cpu") == expected_auto
+    # an engine that cannot be imported degrades to torch with a message (None in sys.modules blocks an import)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert not engines.engine_installed("openvino") and engines.installed_engines() == ["torch"]
+    caplog.clear()
+    assert engines.resolve_engine("openvino", "cpu") == "torch"
+    assert any("not installed" in r.getMessage() for r in caplog.records)
+    assert engines.resolve_engine("auto", "cpu") == "torch"
+    assert engines.resolve_engine("onnxruntime", "cuda") == "torch"
+
+
+def test_predictor_falls_back_to_torch_when_engine_missing(package_dir, volume, monkeypatch):
+    pkg = load_model_package(package_dir)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    p = Predictor(pkg, "cpu", engine="openvino")
+    assert p.engine_name == "torch"
+    ref = Predictor(pkg, "cpu", engine="torch").predict(volume[:16, :32, :40])
+    assert torch.equal(p.predict(volume[:16, :32, :40]), ref)
+
+
+# ------------------------------------------------------------------------------------------ window batch
+def test_window_batch_default_and_memory_cap(package_dir, volume):
+    pkg = load_model_package(package_dir)
+    cpu = torch.device("cpu")
+    assert choose_sw_batch_size(pkg, cpu) == CPU_SW_BATCH >= 4  # batch 1 runs PyTorch's slow_conv3d path
+    # a window that needs more than a quarter of any real machine's memory gets one window per call
+    assert choose_sw_batch_size(pkg, cpu, roi=(1024, 1024, 1024)) == 1
+    assert Predictor(pkg, "cpu", engine="torch").sw_batch_size == CPU_SW_BATCH
+    assert Predictor(pkg, "cpu", engine="torch", sw_batch_size=1).sw_batch_size == 1
+    with pytest.raises(ConfigError):
+        Predictor(pkg, "cpu", engine="torch", sw_batch_size=0)
+    # the batch changes how windows are grouped, not the result
+    a = Predictor(pkg, "cpu", engine="torch", sw_batch_size=1).predict(volume)
+    b = Predictor(pkg, "cpu", engine="torch").predict(volume)
+    assert torch.allclose(a, b, atol=1e-5) and _agreement(a, b) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ engines
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_engine_agrees_with_torch(package_dir, volume, name):
+    pytest.importorskip(name)
+    pkg = load_model_package(package_dir)
+    ref = Predictor(pkg, "cpu", engine="torch").predict(volume)
+    p = Predictor(pkg, "cpu", engine=name)
+    assert p.engine_name == name and len(p.graphs) == 2  # one graph per model of the A+B ensemble
+    got = p.predict(volume)
+    assert got.shape == ref.shape
+    assert _agreement(got, ref) >= engines.MIN_AGREEMENT
+    assert float((got - ref).abs().max()) < 1e-3
+    # the first use measured the agreement on real windows and stored it next to each graph
+    assert engines.recorded_agreement(p.graphs, name) >= engines.MIN_AGREEMENT
+    # test-time augmentation goes through the engine too
+    tta_ref = Predictor(pkg, "cpu", engine="torch", tta=True).predict(volume[:16, :32, :40])
+    tta = Predictor(pkg, "cpu", engine=name, tta=True).predict(volume[:16, :32, :40])
+    assert _agreement(tta, tta_ref) >= engines.MIN_AGREEMENT
+
+
+def test_graph_is_cached_by_weights_and_falls_back_when_cache_unwritable(package_dir, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pkg = load_model_package(package_dir)
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    first = engines.ensure_graph(pkg, "A")
+    assert first.parent == tmp_path / "cache" / "onnx" and first.is_file()
+    stamp = first.stat().st_mtime_ns
+    assert engines.ensure_graph(pkg, "A") == first and first.stat().st_mtime_ns == stamp  # exported once
+    assert engines.graph_key(pkg, "A") != engines.graph_key(pkg, "B")  # other weights, other graph
+    assert not list((tmp_path / "cache" / "onnx").glob("*.tmp*"))  # atomic: no leftovers
+    # a cache location that cannot be created: the graph goes to a temporary folder for this run
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    monkeypatch.setenv(engines.CACHE_ENV, str(blocker))
+    fallback = engines.ensure_graph(pkg, "A")
+    assert fallback.is_file() and blocker not in fallback.parents
+
+
+def test_auto_uses_torch_when_the_recorded_check_failed(package_dir, volume):
+    name = next((e for e in engines.AUTO_ORDER["cpu"] if e != "torch" and engines.engine_installed(e)), None)
+    if name is None:
+        pytest.skip("no ONNX engine installed")
+    pkg = load_model_package(package_dir)
+    p = Predictor(pkg, "cpu", engine="auto")
+    assert p.engine_name == name
+    graphs = list(p.graphs)
+    engines.record_check(graphs, name, 0.5)  # a check that failed on this machine, as record_check stores it
+    p.predict(volume[:16, :32, :40])
+    assert p.engine_name == "torch"
+    explicit = Predictor(pkg, "cpu", engine=name)  # asked for by name: kept, with a warning
+    explicit.predict(volume[:16, :32, :40])
+    assert explicit.engine_name == name
+    assert p.graphs == []
+    engines.record_check(graphs, name, 1.0)
+    check = json.loads(Path(str(graphs[0]) + ".check.json").read_text())
+    assert check[engines.engine_fingerprint(name)] == 1.0  # one entry per engine version and CPU
+
+
+# ------------------------------------------------------------------------------------------ lean imports
+def test_dvcl_segment_does_not_import_monai(abdomen_image, tmp_path):
+    """A `dvcl segment` process (real CLI, real CT crop, demo model) never imports MONAI or matplotlib."""
+    img = sitk.ReadImage(str(abdomen_image))
+    size = img.GetSize()
+    cx, cy, cz = (s // 2 for s in size)
+    crop = img[cx - 24:cx + 24, cy - 24:cy + 24, cz - 8:cz + 8]
+    src = tmp_path / "crop.nii.gz"
+    sitk.WriteImage(crop, str(src))
+    out = tmp_path / "seg.nii.gz"
+    code = (
+        "import sys, json\n"
+        "from dvcl.cli.main import main\n"
+        f"rc = main(['--progress', 'none', 'segment', {str(src)!r}, '-o', {str(out)!r}, '--model', 'phantom_demo', "
+        "'--engine', 'torch', '--sw-batch-size', '2'])\n"
+        "print(json.dumps({'rc': rc, 'mods': [m for m in ('monai', 'monai.transforms', 'monai.inferers', "
+        "'matplotlib', 'scipy.signal') if m in sys.modules]}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report == {"rc": 0, "mods": []}
+    assert sitk.ReadImage(str(out)).GetSize() == crop.GetSize()
