@@ -139,6 +139,7 @@ class EvaluationLogic(BackendTask):
 
     def _on_finished(self, result: ProcessResult) -> None:
         state = self._state
+        self._process = None  # not running any more: slots of the signals below see an idle logic
         try:
             if result.cancelled:
                 self.cancelled.emit()

@@ -3,7 +3,8 @@
 First run: before the backend is installed there is no model to list; Segment stays pressable and offers
 the installation (as SlicerTotalSegmentator does), after which the model list is refreshed in place.
 Each input volume gets its own segmentation node: the output selector is reused only when it holds the
-result of the same volume, so segmenting a second volume never overwrites the first one's result.
+result of the same volume (or is still empty), else the node made earlier for this volume is updated, else a
+new node is made; segmenting a second volume never overwrites the first one's result.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .Backend import DVCLModuleError
 from .ModelRegistry import ModelRegistry
 from .Parameter import SegmentationParameters
 from .Process import ProgressInfo
-from .SegmentationLogic import SegmentationLogic
+from .SegmentationLogic import SegmentationLogic, attached_result
 from .TabBase import PanelHost, Tab, prop, show_progress
 
 NO_BACKEND_TEXT = ("The DVCL backend is not installed yet: press Segment (or Install in the Setup tab) to install "
@@ -97,13 +98,14 @@ class SegmentTab(Tab):
 
     # -- running --------------------------------------------------------------------------------------
     def output_node_for(self, volume: Any) -> Optional[Any]:
-        """The selected output node if it is this volume's result (or still empty), else None (a new node)."""
+        """Where this volume's result goes: the selected node if it is this volume's (or empty), else the node
+        made earlier for this volume, else None (a new node)."""
         node = self.host.params.output_segmentation
-        if node is None:
-            return None
-        made_on = result_volume(node)
-        empty = node.GetSegmentation().GetNumberOfSegments() == 0
-        return node if made_on is volume or (made_on is None and empty) else None
+        if node is not None and node.GetScene() is not None:
+            made_on = result_volume(node)
+            if made_on is volume or (made_on is None and node.GetSegmentation().GetNumberOfSegments() == 0):
+                return node
+        return attached_result(volume) if volume is not None else None
 
     def parameters(self) -> SegmentationParameters:
         p = self.host.params

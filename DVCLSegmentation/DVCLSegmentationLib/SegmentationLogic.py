@@ -51,8 +51,13 @@ class _Job:
 
 
 #: attribute of the input volume -> ID of the node made for it (reused by the next run on that volume)
-RESULT_ATTRIBUTES = {"volumes": "DVCL.VolumesTableID", "entropy": "DVCL.EntropyVolumeID",
-                     "disagreement": "DVCL.DisagreementVolumeID"}
+RESULT_ATTRIBUTES = {"segmentation": "DVCL.SegmentationID", "volumes": "DVCL.VolumesTableID",
+                     "entropy": "DVCL.EntropyVolumeID", "disagreement": "DVCL.DisagreementVolumeID"}
+
+
+def attached_result(volume_node, key: str = "segmentation"):
+    """The node the last run made for ``volume_node`` (``segmentation``, ``volumes``, ``entropy``, ...) or None."""
+    return _attached_node(volume_node, key)
 
 
 def _attached_node(volume_node, key: str):
@@ -140,6 +145,7 @@ class SegmentationLogic(BackendTask):
     def _on_finished(self, result: ProcessResult) -> None:
         job = self._job
         self.last_result = result
+        self._process = None  # not running any more: slots of the signals below see an idle logic
         try:
             if job is None:
                 return
@@ -160,6 +166,7 @@ class SegmentationLogic(BackendTask):
             node = import_segmentation_file(output, job.model.labels, job.volume_node, job.segmentation_node,
                                             model_name=job.model.name)
             self.result_node = node
+            job.volume_node.SetAttribute(RESULT_ATTRIBUTES["segmentation"], node.GetID())
             self._import_extras(job, result, output)
             self.log.emit(f"Segmentation '{node.GetName()}' updated ({len(job.model.labels)} structures, "
                           f"{result.seconds:.1f} s)")
