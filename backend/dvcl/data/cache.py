@@ -266,7 +266,7 @@ def _save_verified(path: Path, arr: np.ndarray) -> None:
     if why:
         from dvcl.errors import OutputWriteError
 
-        raise OutputWriteError(f"cannot write {path}: {why} (disk full?)")
+        raise OutputWriteError(f"cannot write {path.name} in the cache staging folder: {why} (disk full?)")
 
 
 def _up_to_date(cases_dir: Path, case: CaseRef, signature: Dict) -> Optional[Dict]:

@@ -426,18 +426,18 @@ def verify_image_file(path: PathLike, expected: sitk.Image) -> None:
     try:
         header = read_header(p)
     except ImageReadError as exc:
-        raise OutputWriteError(f"{p}: written file has no readable header") from exc
+        raise OutputWriteError("the written file has no readable header") from exc
     if tuple(header.GetSize()) != tuple(expected.GetSize()):
-        raise OutputWriteError(f"{p}: written header says size {tuple(header.GetSize())}, "
+        raise OutputWriteError(f"the written header says size {tuple(header.GetSize())}, "
                                f"expected {tuple(expected.GetSize())}")
     nbytes = _data_bytes(expected)
     if image_suffix(p) in (".nii", ".nii.gz"):
         try:
             _check_nifti_complete(p, nbytes)
         except ImageReadError as exc:
-            raise OutputWriteError(f"{p}: written file is incomplete ({exc})") from exc
+            raise OutputWriteError("the written file is incomplete") from exc
     elif nbytes <= FULL_READBACK_BYTES or image_suffix(p) in DETACHED_SUFFIXES:
         try:
             sitk.ReadImage(str(p))
         except RuntimeError as exc:
-            raise OutputWriteError(f"{p}: written file does not read back ({_first_line(exc)})") from exc
+            raise OutputWriteError(f"the written file does not read back ({_first_line(exc)})") from exc

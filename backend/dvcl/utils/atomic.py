@@ -143,8 +143,8 @@ def _verify_written(tmp: Path, target: Path, verify: Optional[Verifier]) -> None
     if verify is not None:
         try:
             verify(tmp)
-        except OutputWriteError:
-            raise
+        except OutputWriteError as exc:
+            raise OutputWriteError(f"cannot write {target}: {exc} (disk full?)") from exc
         except Exception as exc:  # noqa: BLE001 - any read-back failure means the file is not what we wrote
             msg = str(exc).strip().splitlines()
             raise OutputWriteError(f"cannot write {target}: the written file does not read back "
@@ -161,7 +161,7 @@ def write_bytes_atomic(target: PathLike, data: bytes) -> None:
     """Write ``data`` and verify the file holds exactly ``len(data)`` bytes."""
     def verify(tmp: Path) -> None:
         if tmp.stat().st_size != len(data):
-            raise OutputWriteError(f"cannot write {target}: wrote {tmp.stat().st_size} of {len(data)} bytes")
+            raise OutputWriteError(f"wrote {tmp.stat().st_size} of {len(data)} bytes")
 
     with atomic_path(target, verify=verify) as tmp:
         with open(tmp, "wb") as fh:
