@@ -47,8 +47,8 @@ def test_catalogue_from_the_bundled_source_before_installation():
         sys.path.insert(0, {str(MODULE_DIR)!r})
         from DVCLSegmentationLib import Catalog
         out = {{"source": str(Catalog.dvcl_package_dir()), "methods": Catalog.method_names(),
-               "presets": Catalog.preset_names(), "profiles": Catalog.profile_names(), "dvcl_left": "dvcl" in sys.modules,
-               "numpy": "numpy" in sys.modules}}
+               "presets": Catalog.preset_names(), "profiles": Catalog.profile_names(),
+               "dvcl_left": "dvcl" in sys.modules, "numpy": "numpy" in sys.modules}}
         print(json.dumps(out))
     """)
     env = {**CHILD_ENV, "DVCL_BACKEND_DIR": str(REPO / "backend")}
