@@ -44,7 +44,7 @@ class BackendTask:
         return process
 
     def cancel(self) -> None:
-        """Stop the running process (SIGTERM, then kill); ``cancelled`` is emitted when it has ended."""
+        """Stop the running process tree (SIGTERM, then kill); ``cancelled`` is emitted when it has ended."""
         if self._process is not None:
             if self.cancel_message:
                 self.log.emit(self.cancel_message)
