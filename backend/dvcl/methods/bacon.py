@@ -32,7 +32,7 @@ Choices made lifting image-level samples to voxels and to this code base [decide
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,7 @@ from dvcl.losses.hqcl import ClassMemoryBank
 from dvcl.losses.sampling import gather_voxels, sample_from_mask, sample_per_class
 from dvcl.methods.base import Batch
 from dvcl.methods.fixmatch_base import FixMatchParams, FixMatchSegMethod
+from dvcl.methods.params import param
 from dvcl.methods.registry import register_method
 
 
@@ -50,37 +51,29 @@ from dvcl.methods.registry import register_method
 class BaConParams(FixMatchParams):
     """BaCon hyper-parameters (released code) on top of FixMatch's."""
 
-    contrast_weight: float = 1.0
-    contrast_start_fraction: float = 1.0 / 3.0
+    contrast_weight: float = param(1.0, ge=0)
+    contrast_start_fraction: float = param(1.0 / 3.0, ge=0, le=1)
     """The contrastive term starts after this fraction of the run (released: 100,000 of 300,000)."""
-    select_threshold: float = 0.98
+    select_threshold: float = param(0.98, ge=0, le=1)
     """Confidence a voxel needs to be an anchor and to update its class centre."""
-    tau: float = 0.1
-    tau_delta: float = 0.0005
+    tau: float = param(0.1, gt=0)
+    tau_delta: float = param(0.0005, ge=0)
     """BTA: tau_k = tau - (1 - t)^2 * tau_delta * sqrt(freq_k / max freq)."""
-    tau_negative: float = 0.1
-    negative_scale: float = 64.0
+    tau_negative: float = param(0.1, gt=0)
+    negative_scale: float = param(64.0, ge=0)
     """The mean negative similarity is scaled by this (the released batch size)."""
-    negative_topk: int = 3
+    negative_topk: int = param(3, ge=1)
     """Unlabeled negatives of class k must not have k among their top-k predicted classes."""
-    anchors_per_class: int = 256
+    anchors_per_class: int = param(256, ge=1)
     """[decided] confident voxels per class used as anchors in one iteration."""
-    negative_pool: int = 2048
+    negative_pool: int = param(2048, ge=1)
     """[decided] voxels drawn as negative candidates in one iteration."""
-    bank_size: int = 4096
+    bank_size: int = param(4096, ge=1)
     """[decided] stored features per class for the class centres."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= float(self.select_threshold) <= 1.0 or not 0.0 <= float(self.contrast_start_fraction) <= 1.0:
-            raise ConfigError("method parameters 'select_threshold' and 'contrast_start_fraction' must be in [0, 1]")
-        if self.tau <= 0 or self.tau_negative <= 0 or self.tau_delta < 0 or self.tau_delta >= self.tau:
-            raise ConfigError("method parameters 'tau', 'tau_negative' must be > 0 and 0 <= 'tau_delta' < 'tau'")
-        for name in ("negative_topk", "anchors_per_class", "negative_pool", "bank_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"method parameter '{name}' must be >= 1, got {getattr(self, name)!r}")
-        if self.contrast_weight < 0 or self.negative_scale < 0:
-            raise ConfigError("method parameters 'contrast_weight' and 'negative_scale' must be >= 0")
+    def check(self) -> None:
+        if self.tau_delta >= self.tau:
+            raise ConfigError("method parameters need 0 <= 'tau_delta' < 'tau'")
 
 
 @register_method("bacon")
@@ -88,8 +81,6 @@ class BaConMethod(FixMatchSegMethod):
     """FixMatch + BaCon's balanced feature-level contrastive term."""
 
     params_class = BaConParams
-    citation = ("Feng Q., Xie L., Fang S., Lin T. BaCon: Boosting Imbalanced Semi-supervised Learning via "
-                "Balanced Feature-Level Contrastive Learning. AAAI 2024.")
 
     def build_models(self) -> Dict[str, nn.Module]:
         models = super().build_models()
@@ -158,19 +149,5 @@ class BaConMethod(FixMatchSegMethod):
         return loss, float(sel_all.float().mean())
 
     # ------------------------------------------------------------------------------------------ state
-    def extra_state(self) -> Dict[str, Tensor]:
-        return {"bank": self.bank.bank.clone(), "bank_pointer": self.bank.pointer.clone(),
-                "bank_filled": self.bank.filled.clone(), "class_freq": self.freq.clone()}
-
-    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
-        if not state:
-            return
-        if set(state) != {"bank", "bank_pointer", "bank_filled", "class_freq"}:
-            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} it does not know")
-        if tuple(state["bank"].shape) != tuple(self.bank.bank.shape):
-            raise ConfigError(f"class bank in the checkpoint has shape {tuple(state['bank'].shape)}, "
-                              f"expected {tuple(self.bank.bank.shape)}")
-        self.bank.bank.copy_(state["bank"])
-        self.bank.pointer.copy_(state["bank_pointer"])
-        self.bank.filled.copy_(state["bank_filled"])
-        self.freq = state["class_freq"].to(torch.float64).cpu().clone()
+    def state_modules(self) -> Dict[str, Union[nn.Module, Tensor]]:
+        return {"bank": self.bank, "class_freq": self.freq}

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from dvcl.errors import ConfigError
-from dvcl.training.schedules import rampup_weight
 from dvcl.utils.fields import convert_field
+from dvcl.utils.rampup import rampup_weight
 
 if TYPE_CHECKING:  # pragma: no cover
     from dvcl.networks.unet import SegNet
@@ -54,12 +54,16 @@ class Method:
         params_class: dataclass of the method's hyper-parameters (``None``: the method has none).
         uses_unlabeled: False for labeled-only methods; the Trainer then builds no unlabeled loader.
         labeled_fraction: forces the labeled fraction (the "fully" supervised upper bound uses 1.0).
+        needs_class_counts: the Trainer calls :meth:`set_class_counts` once after :meth:`setup` (class-balancing
+            methods: CLD, DHC).
     """
 
     name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""  # set from dvcl.methods.catalog by @register_method
     params_class: ClassVar[Optional[type]] = None
     uses_unlabeled: ClassVar[bool] = True
     labeled_fraction: ClassVar[Optional[float]] = None
+    needs_class_counts: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
         self.cfg = cfg
@@ -173,18 +177,50 @@ class Method:
     def after_step(self, iteration: int) -> None:
         """Hook after the optimiser step of ``iteration`` (0-based); default: nothing."""
 
+    def set_class_counts(self, counts: torch.Tensor) -> None:
+        """Hook for ``needs_class_counts`` methods: voxels per class (C,) over this run's labeled training cases."""
+        raise NotImplementedError(f"method '{self.name}' declares needs_class_counts but does not take them")
+
     def inference_models(self) -> List[str]:
         """Models averaged (mean softmax) at validation and inference; default: all."""
         return list(self.models)
 
-    def extra_state(self) -> Dict[str, torch.Tensor]:
-        """Non-parameter tensors to checkpoint (memory banks, counters); default: none."""
+    def state_modules(self) -> Dict[str, Union[nn.Module, torch.Tensor]]:
+        """Training-only state the checkpoints carry (override): memory banks and queues as modules (every
+        buffer, persistent or not, is saved as ``"<name>.<buffer>"``) and plain tensors (counters, as
+        ``"<name>"``). Not models: they are never exported. Default: none."""
         return {}
 
+    def _state_tensors(self) -> Dict[str, torch.Tensor]:
+        out: Dict[str, torch.Tensor] = {}
+        for name, obj in self.state_modules().items():
+            if isinstance(obj, torch.Tensor):
+                out[name] = obj
+            else:
+                out.update({f"{name}.{key}": buf for key, buf in obj.named_buffers()})
+        return out
+
+    def extra_state(self) -> Dict[str, torch.Tensor]:
+        """Non-parameter tensors to checkpoint: those of :meth:`state_modules` (copies)."""
+        return {key: t.detach().clone() for key, t in self._state_tensors().items()}
+
     def load_extra_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Restore what :meth:`extra_state` returned."""
-        if state:
-            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} it does not know")
+        """Restore what :meth:`extra_state` returned, in place (shapes must match this run's configuration)."""
+        if not state:
+            return
+        expected = self._state_tensors()
+        unknown = sorted(set(state) - set(expected))
+        if unknown:
+            raise ConfigError(f"method '{self.name}' got extra state {unknown} it does not know")
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise ConfigError(f"method '{self.name}': the checkpoint lacks its state {missing}")
+        for key, target in expected.items():
+            if tuple(state[key].shape) != tuple(target.shape):
+                raise ConfigError(f"method '{self.name}': {key} in the checkpoint has shape "
+                                  f"{tuple(state[key].shape)}, this run expects {tuple(target.shape)}")
+            with torch.no_grad():
+                target.copy_(state[key])
 
     # ----------------------------------------------------------------------------------------- helpers
     def progress(self, iteration: int) -> float:

@@ -33,7 +33,7 @@ class MethodInfo:
         name: registry name (``dvcl train --method NAME``).
         display_name: row name in result tables (the paper's abbreviation).
         module: module under ``dvcl.methods`` whose import registers the method.
-        citation: short reference (authors, venue, year).
+        citation: the reference (authors, title, venue, year); also ``Method.citation`` of the class.
         two_networks: validation/inference average two co-trained networks (exported packages hold both).
         uses_unlabeled: trains on the unlabeled pool (False: labeled-only baselines).
     """
@@ -47,25 +47,52 @@ class MethodInfo:
 
 
 METHODS: Tuple[MethodInfo, ...] = (
-    MethodInfo("supervised", "U-Net (labeled only)", "supervised", "3D U-Net on the labeled subset only",
-               uses_unlabeled=False),
-    MethodInfo("dan", "DAN", "dan", "Zhang et al., MICCAI 2017"),
-    MethodInfo("mean_teacher", "MT", "mean_teacher", "Tarvainen & Valpola, NeurIPS 2017"),
-    MethodInfo("uamt", "UA-MT", "uamt", "Yu et al., MICCAI 2019"),
-    MethodInfo("sassnet", "SASSNet", "sassnet", "Li, Zhang & He, MICCAI 2020"),
-    MethodInfo("dtc", "DTC", "dtc", "Luo et al., AAAI 2021"),
-    MethodInfo("cps", "CPS", "cps", "Chen et al., CVPR 2021", two_networks=True),
-    MethodInfo("cld", "CLD", "cld", "Lin et al., MICCAI 2022", two_networks=True),
-    MethodInfo("dhc", "DHC", "dhc", "Wang & Li, MICCAI 2023", two_networks=True),
-    MethodInfo("magicnet", "MagicNet", "magicnet", "Chen et al., CVPR 2023"),
-    MethodInfo("ugpcl", "UGPCL", "ugpcl", "Wang et al., IJCAI 2022"),
-    MethodInfo("u2pl", "U2PL", "u2pl", "Wang et al., CVPR 2022"),
-    MethodInfo("bacon", "BaCon", "bacon", "Feng et al., AAAI 2024"),
-    MethodInfo("ccl", "CCL", "ccl", "Deng et al., arXiv:2212.06643, 2022"),
-    MethodInfo("dvcl", "DVCL (ours)", "dvcl", "distance-aware voxel-wise contrastive co-training, ICCV 2025",
-               two_networks=True),
-    MethodInfo("fully", "U-Net (fully supervised)", "supervised", "3D U-Net on every training label (upper bound)",
-               uses_unlabeled=False),
+    MethodInfo("supervised", "U-Net (labeled only)", "supervised",
+               "The segmentation network trained on the labeled subset only (the lower bound).", uses_unlabeled=False),
+    MethodInfo("dan", "DAN", "dan",
+               "Zhang Y., Yang L., Chen J., Fredericksen M., Hughes D.P., Chen D.Z. Deep Adversarial Networks for "
+               "Biomedical Image Segmentation Utilizing Unannotated Images. MICCAI 2017."),
+    MethodInfo("mean_teacher", "MT", "mean_teacher",
+               "Tarvainen A., Valpola H. Mean teachers are better role models: Weight-averaged consistency targets "
+               "improve semi-supervised deep learning results. NeurIPS 2017."),
+    MethodInfo("uamt", "UA-MT", "uamt",
+               "Yu L., Wang S., Li X., Fu C.-W., Heng P.-A. Uncertainty-aware Self-ensembling Model for "
+               "Semi-supervised 3D Left Atrium Segmentation. MICCAI 2019."),
+    MethodInfo("sassnet", "SASSNet", "sassnet",
+               "Li S., Zhang C., He X. Shape-aware Semi-supervised 3D Semantic Segmentation for Medical Images. "
+               "MICCAI 2020."),
+    MethodInfo("dtc", "DTC", "dtc",
+               "Luo X., Chen J., Song T., Wang G. Semi-supervised Medical Image Segmentation through Dual-task "
+               "Consistency. AAAI 2021."),
+    MethodInfo("cps", "CPS", "cps",
+               "Chen X., Yuan Y., Zeng G., Wang J. Semi-supervised Semantic Segmentation with Cross Pseudo "
+               "Supervision. CVPR 2021.", two_networks=True),
+    MethodInfo("cld", "CLD", "cld",
+               "Lin Y., Wang H., Cheng K., Zhang X., Li X. Calibrating Label Distribution for Class-Imbalanced "
+               "Barely-Supervised Knee Segmentation. MICCAI 2022.", two_networks=True),
+    MethodInfo("dhc", "DHC", "dhc",
+               "Wang H., Li X. DHC: Dual-debiased Heterogeneous Co-training Framework for Class-imbalanced "
+               "Semi-supervised Medical Image Segmentation. MICCAI 2023.", two_networks=True),
+    MethodInfo("magicnet", "MagicNet", "magicnet",
+               "Chen D., Bai Y., Shen W., Li Q., Yu L., Wang Y. MagicNet: Semi-Supervised Multi-Organ Segmentation "
+               "via Magic-Cube Partition and Recovery. CVPR 2023."),
+    MethodInfo("ugpcl", "UGPCL", "ugpcl",
+               "Wang T., Lu J., Lai Z., Wen J., Kong H. Uncertainty-Guided Pixel Contrastive Learning for "
+               "Semi-Supervised Medical Image Segmentation. IJCAI 2022."),
+    MethodInfo("u2pl", "U2PL", "u2pl",
+               "Wang Y., Wang H., Shen Y., Fei J., Li W., Jin G., Wu L., Zhao R., Le X. Semi-Supervised Semantic "
+               "Segmentation Using Unreliable Pseudo-Labels. CVPR 2022."),
+    MethodInfo("bacon", "BaCon", "bacon",
+               "Feng Q., Xie L., Fang S., Lin T. BaCon: Boosting Imbalanced Semi-supervised Learning via Balanced "
+               "Feature-Level Contrastive Learning. AAAI 2024."),
+    MethodInfo("ccl", "CCL", "ccl",
+               "Deng Q., Guo Y., Yang Z., Pan H., Chen J. Boosting Semi-Supervised Learning with Contrastive "
+               "Complementary Labeling. arXiv:2212.06643, 2022."),
+    MethodInfo("dvcl", "DVCL (ours)", "dvcl",
+               "Keep Your Friends Close, and Your Enemies Farther: Distance-aware Voxel-wise Contrastive Learning "
+               "for Semi-supervised Multi-organ Segmentation. ICCV 2025.", two_networks=True),
+    MethodInfo("fully", "U-Net (fully supervised)", "supervised",
+               "The segmentation network trained on every training label (the upper bound).", uses_unlabeled=False),
 )
 
 DEFAULT_METHOD = "dvcl"

@@ -30,11 +30,11 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from dvcl.errors import ConfigError
 from dvcl.losses.complementary_contrast import ccl_loss, complementary_labels
 from dvcl.losses.sampling import gather_voxels, sample_from_mask, sample_per_class
 from dvcl.methods.base import Batch
 from dvcl.methods.fixmatch_base import FixMatchParams, FixMatchSegMethod, Views
+from dvcl.methods.params import param
 from dvcl.methods.registry import register_method
 
 
@@ -42,23 +42,14 @@ from dvcl.methods.registry import register_method
 class CCLParams(FixMatchParams):
     """CCL hyper-parameters (released code) on top of FixMatch's."""
 
-    contrast_weight: float = 1.0
-    temperature: float = 0.07
-    complementary_fraction: float = 0.7
+    contrast_weight: float = param(1.0, ge=0)
+    temperature: float = param(0.07, gt=0)
+    complementary_fraction: float = param(0.7, gt=0, lt=1)
     """k / C, the share of classes taken as complementary labels (released: k = 7 for 10 classes)."""
-    high_per_class: int = 64
+    high_per_class: int = param(64, ge=1)
     """[decided] high-confidence voxels per class, from labeled and from confident unlabeled voxels each."""
-    low_samples: int = 256
+    low_samples: int = param(256, ge=0)
     """[decided] low-confidence unlabeled voxels per iteration."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.contrast_weight < 0 or self.temperature <= 0:
-            raise ConfigError("method parameter 'contrast_weight' must be >= 0 and 'temperature' > 0")
-        if not 0.0 < float(self.complementary_fraction) < 1.0:
-            raise ConfigError("method parameter 'complementary_fraction' must be in (0, 1)")
-        if int(self.high_per_class) < 1 or int(self.low_samples) < 0:
-            raise ConfigError("method parameters 'high_per_class' must be >= 1 and 'low_samples' >= 0")
 
 
 @register_method("ccl")
@@ -66,8 +57,6 @@ class CCLMethod(FixMatchSegMethod):
     """FixMatch + CCL's contrastive term with complementary labels of the unconfident voxels."""
 
     params_class = CCLParams
-    citation = ("Deng Q., Guo Y., Yang Z., Pan H., Chen J. Boosting Semi-Supervised Learning with Contrastive "
-                "Complementary Labeling. arXiv:2212.06643, 2022.")
 
     def num_complementary(self) -> int:
         c = self.num_classes

@@ -42,41 +42,26 @@ from dvcl.errors import ConfigError
 from dvcl.losses.class_weighting import class_counts, frequency_weights, weighted_ce, weighted_dice_ce
 from dvcl.losses.confidence_sampling import ConfidenceBank, sampling_mask, sampling_rate
 from dvcl.methods.base import Batch, Method
+from dvcl.methods.params import CrossSupervisionParams, param
 from dvcl.methods.registry import register_method
 
 MODELS = ("A", "B")
 
 
 @dataclass
-class CLDParams:
+class CLDParams(CrossSupervisionParams):
     """CLD hyper-parameters (DHC repository ``train_cld.py`` and README command)."""
 
-    cps_weight: float = 0.1
-    """lambda, weight of the cross supervision after the ramp-up (README ``-w 0.1``; argparse default 1.0)."""
-    cps_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up of lambda over this fraction of the run (DHC: over ``max_epoch``, the whole run)."""
-    cps_on_labeled: bool = True
-    """Cross supervision on the labeled patches too (DHC computes it on the whole batch)."""
-    weight_power: float = 1.0 / 3.0
+    weight_power: float = param(1.0 / 3.0, ge=0)
     """Exponent of the frequency weights (max n / n_c) ** power."""
-    conf_momentum: float = 0.999
+    conf_momentum: float = param(0.999, ge=0, lt=1)
     """EMA momentum of the confidence bank."""
-    conf_update_every: int = 8
+    conf_update_every: int = param(8, ge=1)
     """Refresh the confidence bank every this many iterations (``--confs_iter``)."""
-    sampling_gamma: float = 0.5
+    sampling_gamma: float = param(0.5, ge=0)
     """Exponent of the sampling rate ((1 - conf) / max) ** gamma."""
-    init_b: str = "xavier"
+    init_b: str = param("xavier", choices=("xavier", "kaiming"))
     """Initialisation of model B: ``xavier`` (DHC's CLD/CPS) or ``kaiming`` (like A)."""
-
-    def __post_init__(self) -> None:
-        if self.cps_weight < 0 or self.weight_power < 0 or self.sampling_gamma < 0:
-            raise ConfigError("method parameters 'cps_weight', 'weight_power', 'sampling_gamma' must be >= 0")
-        if not 0.0 <= float(self.cps_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'cps_rampup_fraction' must be in [0, 1]")
-        if not 0.0 <= float(self.conf_momentum) < 1.0 or int(self.conf_update_every) < 1:
-            raise ConfigError("method parameter 'conf_momentum' must be in [0, 1) and 'conf_update_every' >= 1")
-        if self.init_b not in ("xavier", "kaiming"):
-            raise ConfigError(f"method parameter 'init_b' must be 'xavier' or 'kaiming', got {self.init_b!r}")
 
 
 def xavier_reinit(net: nn.Module) -> nn.Module:
@@ -100,8 +85,7 @@ class CLDMethod(Method):
     """CPS co-training of A and B with CLD's frequency weights and confidence-based voxel sampling."""
 
     params_class = CLDParams
-    citation = ("Lin Y., Wang H., Cheng K., Zhang X., Li X. Calibrating Label Distribution for Class-Imbalanced "
-                "Barely-Supervised Knee Segmentation. MICCAI 2022.")
+    needs_class_counts = True
 
     def __init__(self, cfg, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)

@@ -44,8 +44,6 @@ class CPSMethod(DVCLMethod):
     """Cross pseudo supervision between models A and B (DVCL with the contrastive terms off)."""
 
     params_class = CPSParams
-    citation = ("Chen X., Yuan Y., Zeng G., Wang J. Semi-supervised Semantic Segmentation with Cross Pseudo "
-                "Supervision. CVPR 2021.")
 
     @property
     def loss_params(self) -> DVCLParams:

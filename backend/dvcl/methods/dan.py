@@ -41,6 +41,7 @@ from dvcl.errors import ConfigError
 from dvcl.losses.adversarial import DiscriminatorTrainer, generator_loss
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
+from dvcl.methods.params import SupervisedWeights, param
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import FCDiscriminator3D
 
@@ -49,39 +50,23 @@ MIN_DISCRIMINATOR_SIZE = 16
 
 
 @dataclass
-class DANParams:
-    """DAN hyper-parameters (SSL4MIS 3D defaults)."""
+class DANParams(SupervisedWeights):
+    """DAN hyper-parameters (SSL4MIS 3D defaults; supervised loss 0.5 (CE + Dice)); SASSnet's extend these."""
 
-    ce_weight: float = 0.5
-    """Supervised loss = ce_weight * CE + dice_weight * soft Dice (SSL4MIS: 0.5 (CE + Dice))."""
-    dice_weight: float = 0.5
-    adv_weight: float = 0.1
+    adv_weight: float = param(0.1, ge=0)
     """Weight of the adversarial term after its ramp-up (SSL4MIS ``--consistency 0.1``)."""
-    adv_rampup_fraction: float = 1.0
+    adv_rampup_fraction: float = param(1.0, ge=0, le=1)
     """Sigmoid ramp-up exp(-5 (1 - t)^2) over this fraction of the run (SSL4MIS: 200 x 150 = all 30k iterations)."""
-    disc_lr: float = 1e-4
+    disc_lr: float = param(1e-4, ge=0)
     """Adam learning rate of the discriminator (``--DAN_lr``)."""
-    disc_beta1: float = 0.9
-    disc_beta2: float = 0.99
-    disc_channels: int = 64
+    disc_beta1: float = param(0.9, ge=0, lt=1)
+    disc_beta2: float = param(0.99, ge=0, lt=1)
+    disc_channels: int = param(64, ge=1)
     """ndf, channels of D's first convolutions (doubling three times)."""
-    disc_dropout: float = 0.5
+    disc_dropout: float = param(0.5, ge=0, lt=1)
     """Dropout3d inside D (active in D's own step only, as released)."""
     recompute_for_discriminator: bool = True
     """D's step uses the network's predictions recomputed after the network's update (released behaviour)."""
-
-    def __post_init__(self) -> None:
-        """Checks of the adversarial settings (shared by SASSnet, whose parameters extend these)."""
-        for name in ("ce_weight", "dice_weight", "adv_weight", "disc_lr"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.adv_rampup_fraction) <= 1.0:
-            raise ConfigError(
-                f"method parameter 'adv_rampup_fraction' must be in [0, 1], got {self.adv_rampup_fraction!r}")
-        if not (0.0 <= float(self.disc_beta1) < 1.0 and 0.0 <= float(self.disc_beta2) < 1.0):
-            raise ConfigError("method parameters 'disc_beta1' and 'disc_beta2' must be in [0, 1)")
-        if int(self.disc_channels) < 1 or not 0.0 <= float(self.disc_dropout) < 1.0:
-            raise ConfigError("method parameter 'disc_channels' must be >= 1 and 'disc_dropout' in [0, 1)")
 
 
 @register_method("dan")
@@ -89,8 +74,6 @@ class DANMethod(Method):
     """Segmentation network ``A`` trained against discriminator ``D`` on unlabeled patches."""
 
     params_class = DANParams
-    citation = ("Zhang Y., Yang L., Chen J., Fredericksen M., Hughes D.P., Chen D.Z. Deep Adversarial Networks "
-                "for Biomedical Image Segmentation Utilizing Unannotated Images. MICCAI 2017.")
 
     def __init__(self, cfg, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)

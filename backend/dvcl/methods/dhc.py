@@ -43,34 +43,22 @@ from dvcl.errors import ConfigError
 from dvcl.losses.class_weighting import DiffDW, DistDW, class_counts, weighted_ce, weighted_dice_ce
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.cld import cps_targets
+from dvcl.methods.params import CrossSupervisionParams, param
 from dvcl.methods.registry import register_method
 
 MODELS = ("A", "B")
 
 
 @dataclass
-class DHCParams:
+class DHCParams(CrossSupervisionParams):
     """DHC hyper-parameters (``train_dhc.py`` and README command)."""
 
-    cps_weight: float = 0.1
-    """lambda after the ramp-up (README ``-w 0.1``; argparse default 1.0)."""
-    cps_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up of lambda over this fraction of the run (DHC: over ``max_epoch``)."""
-    cps_on_labeled: bool = True
-    """Cross supervision on the labeled patches too (DHC: the whole batch)."""
-    distdw_momentum: float = 0.99
+    distdw_momentum: float = param(0.99, ge=0, lt=1)
     """EMA momentum of DistDW's weights."""
-    diffdw_accumulate_iters: int = 50
+    diffdw_accumulate_iters: int = param(50, ge=1)
     """K of DiffDW's EMAs (momentum (K - 1) / K)."""
     fix_absent: bool = True
     """Fix the released code's handling of classes absent from a batch (see dvcl.losses.class_weighting)."""
-
-    def __post_init__(self) -> None:
-        if self.cps_weight < 0 or not 0.0 <= float(self.cps_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'cps_weight' must be >= 0 and 'cps_rampup_fraction' in [0, 1]")
-        if not 0.0 <= float(self.distdw_momentum) < 1.0 or int(self.diffdw_accumulate_iters) < 1:
-            raise ConfigError("method parameter 'distdw_momentum' must be in [0, 1) and "
-                              "'diffdw_accumulate_iters' >= 1")
 
 
 @register_method("dhc")
@@ -78,8 +66,7 @@ class DHCMethod(Method):
     """CPS co-training with DiffDW-weighted model A and DistDW-weighted model B."""
 
     params_class = DHCParams
-    citation = ("Wang H., Li X. DHC: Dual-debiased Heterogeneous Co-training Framework for Class-imbalanced "
-                "Semi-supervised Medical Image Segmentation. MICCAI 2023.")
+    needs_class_counts = True
 
     def build_models(self) -> Dict[str, nn.Module]:
         p = self.params

@@ -32,40 +32,25 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from dvcl.errors import ConfigError
 from dvcl.losses.sdf import dual_task_consistency, sdf_regression_loss
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
+from dvcl.methods.params import ConsistencyParams, SDFParams, SupervisedWeights, param
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import SDFHead
 
 
 @dataclass
-class DTCParams:
-    """DTC hyper-parameters (``train_la_dtc.py`` defaults)."""
+class DTCParams(SupervisedWeights, ConsistencyParams, SDFParams):
+    """DTC hyper-parameters (``train_la_dtc.py`` defaults: beta 0.3, ``--consistency 1.0`` ramped up over all
+    40 x 150 = 6,000 iterations)."""
 
     ce_weight: float = 0.0
     """Weight of CE in the segmentation loss (released: computed but not used)."""
     dice_weight: float = 1.0
-    sdf_weight: float = 0.3
-    """beta, weight of the SDM regression on labeled patches."""
-    sdf_absent_value: float = 1.0
-    """SDM target of an organ absent from the patch [decided]."""
-    transform_k: float = 1500.0
-    """k of the level-set-to-mask transform sigmoid(-k * sdf)."""
     consistency: float = 1.0
-    """Weight of the dual-task consistency after its ramp-up (``--consistency 1.0``)."""
-    consistency_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up over this fraction of the run (released: 40 x 150 = all 6,000 iterations)."""
-
-    def __post_init__(self) -> None:
-        for name in ("ce_weight", "dice_weight", "sdf_weight", "consistency"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
-        if self.transform_k <= 0 or not -1.0 <= self.sdf_absent_value <= 1.0:
-            raise ConfigError("method parameter 'transform_k' must be > 0 and 'sdf_absent_value' in [-1, 1]")
-        if not 0.0 <= float(self.consistency_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'consistency_rampup_fraction' must be in [0, 1]")
+    transform_k: float = param(1500.0, gt=0)
+    """k of the level-set-to-mask transform sigmoid(-k * sdf)."""
 
 
 @register_method("dtc")
@@ -73,8 +58,6 @@ class DTCMethod(Method):
     """Segmentation + level-set head (``A`` + ``sdf``) made consistent on labeled and unlabeled patches."""
 
     params_class = DTCParams
-    citation = ("Luo X., Chen J., Song T., Wang G. Semi-supervised Medical Image Segmentation through "
-                "Dual-task Consistency. AAAI 2021.")
 
     def build_models(self) -> Dict[str, nn.Module]:
         p = self.params

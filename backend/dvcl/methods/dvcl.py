@@ -27,18 +27,26 @@ Only sampled voxels are projected to 256-d (never the dense map). All hyper-para
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
-from dvcl.losses.cps import cps_loss, cps_weight
+from dvcl.losses.cps import cps_loss, cps_weight, hard_labels
 from dvcl.losses.dvcl import dvcl_loss
 from dvcl.losses.entropy import entropy, reliable_split
-from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss
+from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss, sort_negatives
 from dvcl.losses.params import DVCLParams
-from dvcl.losses.sampling import class_prototypes, gather_voxels, randperm, sample_from_mask, sample_per_class
+from dvcl.losses.sampling import (
+    class_candidates,
+    gather_voxels,
+    projected_class_prototypes,
+    randperm,
+    sample_candidates,
+    sample_from_mask,
+    sample_per_class,
+)
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.registry import register_method
@@ -56,8 +64,6 @@ class DVCLMethod(Method):
     """Co-training of A and B with CPS plus the two contrastive terms (HqCL on reliable, DVCL on unreliable)."""
 
     params_class = DVCLParams
-    citation = ("Keep Your Friends Close, and Your Enemies Farther: Distance-aware Voxel-wise Contrastive "
-                "Learning for Semi-supervised Multi-organ Segmentation. ICCV 2025.")
 
     def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)
@@ -86,22 +92,8 @@ class DVCLMethod(Method):
     def inference_models(self) -> List[str]:
         return list(MODELS)
 
-    def extra_state(self) -> Dict[str, Tensor]:
-        if self.bank is None:
-            return {}
-        return {"bank": self.bank.bank, "bank_pointer": self.bank.pointer, "bank_filled": self.bank.filled}
-
-    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
-        if not state:
-            return
-        if self.bank is None:
-            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} but has no memory bank")
-        if tuple(state["bank"].shape) != tuple(self.bank.bank.shape):
-            raise ConfigError(f"memory bank in the checkpoint has shape {tuple(state['bank'].shape)}, "
-                              f"expected {tuple(self.bank.bank.shape)}")
-        self.bank.bank.copy_(state["bank"])
-        self.bank.pointer.copy_(state["bank_pointer"])
-        self.bank.filled.copy_(state["bank_filled"])
+    def state_modules(self) -> Dict[str, nn.Module]:
+        return {} if self.bank is None else {"bank": self.bank}
 
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(self, batch_l: Batch, batch_u: Optional[Batch], iteration: int) -> Tuple[Tensor, Dict[str, float]]:
@@ -123,9 +115,11 @@ class DVCLMethod(Method):
                            p.warmup_fraction)
         with torch.no_grad():
             probs = {m: torch.softmax(logits[m].float(), dim=1) for m in MODELS}
+            # argmax pseudo-labels of the unlabeled half, computed once for L_cps and L_hqcl
+            pseudo = {m: hard_labels(logits[m][n_l:]) for m in MODELS} if has_u else {}
         split = {}
         if has_u:
-            cps = cps_loss(logits["A"][n_l:], logits["B"][n_l:], p.cps_entropy_weighting)
+            cps = cps_loss(logits["A"][n_l:], logits["B"][n_l:], p.cps_entropy_weighting, pseudo["A"], pseudo["B"])
             for m in MODELS:
                 ent = entropy(probs[m][n_l:], dim=1)
                 split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
@@ -140,7 +134,7 @@ class DVCLMethod(Method):
                                                            for m in MODELS):
                 terms[key] = zero
         elif p.lambda_c > 0:
-            hqcl = self._hqcl(p, feats, probs, y_l, split, n_l)
+            hqcl = self._hqcl(p, feats, probs, pseudo, y_l, split, n_l)
             dvcl = self._dvcl(p, feats, logits, split, n_l) if has_u else {m: zero for m in MODELS}
             for m in MODELS:
                 terms[f"hqcl_{m}"] = hqcl[m]
@@ -160,8 +154,8 @@ class DVCLMethod(Method):
         return total, log_terms
 
     # ------------------------------------------------------------------------------------------ HqCL
-    def _hqcl(self, p: DVCLParams, feats: Dict[str, Tensor], probs: Dict[str, Tensor], y_l: Tensor,
-              split: Dict[str, tuple], n_l: int) -> Dict[str, Tensor]:
+    def _hqcl(self, p: DVCLParams, feats: Dict[str, Tensor], probs: Dict[str, Tensor], pseudo: Dict[str, Tensor],
+              y_l: Tensor, split: Dict[str, tuple], n_l: int) -> Dict[str, Tensor]:
         """L_hqcl of each model (see the module docstring for which voxels play which role)."""
         C = self.num_classes
         first_class = 0 if p.hqcl_include_background else 1
@@ -174,27 +168,27 @@ class DVCLMethod(Method):
             if self.bank is not None:
                 self.bank.enqueue(neg_feats, neg_cls)
                 neg_feats, neg_cls = self.bank.contents()
+            negatives = sort_negatives(neg_feats, neg_cls, C)  # once for both models
 
         losses = {}
         for m in MODELS:
             with torch.no_grad():
                 if m in split:
-                    pseudo = probs[m][n_l:].argmax(dim=1)
-                    labels = torch.cat([gt, pseudo])
+                    labels = torch.cat([gt, pseudo[m]])
                     valid = torch.cat([torch.ones_like(gt, dtype=torch.bool), split[m][0]])
                 else:
                     labels, valid = gt, torch.ones_like(gt, dtype=torch.bool)
-                anchor_valid = valid
+                proto_cand = class_candidates(labels, valid, C, first_class)
+                anchor_cand = proto_cand
                 if p.anchor_threshold is not None:
                     conf = probs[m].gather(1, labels.unsqueeze(1)).squeeze(1)
-                    anchor_valid = valid & (conf > p.anchor_threshold)
-                anchor_idx, anchor_cls = sample_per_class(labels, anchor_valid, C, p.num_anchors,
-                                                          first_class=first_class)
-                proto_idx, proto_cls = sample_per_class(labels, valid, C, p.prototype_samples, first_class=first_class)
-                protos, present = class_prototypes(
-                    self.models[m].project(gather_voxels(feats[m], proto_idx)), proto_cls, C)
+                    anchor_cand = class_candidates(labels, valid & (conf > p.anchor_threshold), C, first_class)
+                anchor_idx, anchor_cls = sample_candidates(anchor_cand, p.num_anchors, first_class)
+                proto_idx, proto_cls = sample_candidates(proto_cand, p.prototype_samples, first_class)
+                protos, present = projected_class_prototypes(self.models[m].project,
+                                                             gather_voxels(feats[m], proto_idx), proto_cls, C)
             anchors = self.models[m].project(gather_voxels(feats[m], anchor_idx))
-            losses[m] = hqcl_loss(anchors, anchor_cls, protos, present, neg_feats, neg_cls, p.num_negatives,
+            losses[m] = hqcl_loss(anchors, anchor_cls, protos, present, negatives, None, p.num_negatives,
                                   p.temperature)
         return losses
 

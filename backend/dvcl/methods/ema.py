@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from dvcl.errors import ConfigError
 from dvcl.methods.base import Method
+from dvcl.methods.params import SupervisedWeights, TeacherParams
 
 
 def ema_alpha(decay: float, step: Optional[int]) -> float:
@@ -69,23 +69,8 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 
 @dataclass
-class EMAParams:
+class EMAParams(SupervisedWeights, TeacherParams):
     """Hyper-parameters every teacher-student method shares."""
-
-    ema_decay: float = 0.99
-    """EMA decay of the teacher (SSL4MIS, DHC and U2PL: 0.99)."""
-    inference_model: str = "student"
-    """Model used at validation and inference: ``student`` (SSL4MIS saves the student) or ``teacher``."""
-    ce_weight: float = 0.5
-    """Supervised loss = ce_weight * CE + dice_weight * soft Dice (METHOD.md 3.1, as for every method)."""
-    dice_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.ema_decay) < 1.0:
-            raise ConfigError(f"method parameter 'ema_decay' must be in [0, 1), got {self.ema_decay!r}")
-        if self.inference_model not in ("student", "teacher"):
-            raise ConfigError(f"method parameter 'inference_model' must be 'student' or 'teacher', "
-                              f"got {self.inference_model!r}")
 
 
 class TeacherStudentMethod(Method):

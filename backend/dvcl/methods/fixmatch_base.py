@@ -26,44 +26,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dvcl.errors import ConfigError
 from dvcl.losses.sampling import rand, randint
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import TeacherStudentMethod, make_teacher
+from dvcl.methods.params import SupervisedWeights, TeacherParams, param
 
 
 @dataclass
-class FixMatchParams:
+class FixMatchParams(SupervisedWeights, TeacherParams):
     """FixMatch hyper-parameters (FixMatch / USB defaults) and the 3D strong augmentation."""
 
     ema_decay: float = 0.999
     """EMA momentum of the evaluated model (``ema_m``)."""
     inference_model: str = "teacher"
     """``teacher`` (the EMA model, FixMatch's evaluation) or ``student``."""
-    ce_weight: float = 0.5
-    dice_weight: float = 0.5
-    p_cutoff: float = 0.95
+    p_cutoff: float = param(0.95, ge=0, le=1)
     """Confidence a weak-view prediction needs to become a pseudo-label."""
-    unsup_weight: float = 1.0
+    unsup_weight: float = param(1.0, ge=0)
     """Weight of the unsupervised CE (``ulb_loss_ratio``)."""
-    strong_contrast: float = 0.25
-    strong_brightness: float = 0.1
-    strong_noise_std: float = 0.1
-    strong_noise_clip: float = 0.2
-    strong_cutout: float = 0.25
+    strong_contrast: float = param(0.25, ge=0)
+    strong_brightness: float = param(0.1, ge=0)
+    strong_noise_std: float = param(0.1, ge=0)
+    strong_noise_clip: float = param(0.2, ge=0)
+    strong_cutout: float = param(0.25, ge=0, lt=1)
     """Side of the cutout box as a fraction of each patch side (0 = no cutout)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.ema_decay) < 1.0 or self.inference_model not in ("student", "teacher"):
-            raise ConfigError("method parameter 'ema_decay' must be in [0, 1) and 'inference_model' 'student' or "
-                              "'teacher'")
-        if not 0.0 <= float(self.p_cutoff) <= 1.0 or not 0.0 <= float(self.strong_cutout) < 1.0:
-            raise ConfigError("method parameters 'p_cutoff' must be in [0, 1] and 'strong_cutout' in [0, 1)")
-        for name in ("ce_weight", "dice_weight", "unsup_weight", "strong_contrast", "strong_brightness",
-                     "strong_noise_std", "strong_noise_clip"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
 
 
 class Views(NamedTuple):

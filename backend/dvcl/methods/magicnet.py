@@ -61,57 +61,32 @@ from dvcl.losses.cube_mix import (
 )
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import TeacherStudentMethod, make_teacher
+from dvcl.methods.params import ConsistencyParams, InputNoise, TeacherParams, param
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import EncoderTap, LocationHead
 
 
 @dataclass
-class MagicNetParams:
-    """MagicNet hyper-parameters (``train_main_btcv.py`` defaults)."""
+class MagicNetParams(TeacherParams, ConsistencyParams, InputNoise):
+    """MagicNet hyper-parameters (``train_main_btcv.py`` defaults; MagicNet evaluates the student, ramps the
+    consistency up over 200 x 350 = all 70,000 iterations and adds Gaussian noise to the teacher's input)."""
 
-    cube_size: Tuple[int, int, int] = (32, 32, 32)
+    cube_size: Union[int, Tuple[int, int, int]] = param((32, 32, 32), ge=1)
     """Cube side along (z, y, x); an int means the same along all axes."""
-    loc_weight: float = 0.1
+    loc_weight: float = param(0.1, ge=0)
     """Weight of the cube-location loss."""
-    consistency: float = 0.1
-    """Weight of the recovered-prediction consistency after the ramp-up."""
-    consistency_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up over this fraction of the run (released: 200 x 350 = all 70,000 iterations)."""
-    ema_decay: float = 0.99
-    inference_model: str = "student"
-    """MagicNet evaluates the student."""
-    noise_std: float = 0.1
-    """Gaussian noise on the teacher's input, clipped to +-noise_clip."""
-    noise_clip: float = 0.2
-    dist_temperature: float = 1.0
+    dist_temperature: float = param(1.0, gt=0)
     """T of the organ-class distribution dist ** (1/T) (``--T_dist``)."""
     blend_start_iteration: int = 100
     """Blend the pseudo-labels once the iteration index exceeds this (released: 100)."""
-    dist_update_every: int = 20
+    dist_update_every: int = param(20, ge=1)
     """Refresh the class distribution every this many iterations (released: 20)."""
-    loc_hidden: int = 4096
+    loc_hidden: int = param(4096, ge=1)
     """Hidden width of the location head."""
 
-    def __post_init__(self) -> None:
-        cube: Union[int, Tuple[int, ...], list] = self.cube_size
-        if isinstance(cube, int):
-            cube = (cube, cube, cube)
-        try:
-            self.cube_size = tuple(int(c) for c in cube)  # type: ignore[assignment]
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"method parameter 'cube_size' must be an int or three ints, got {cube!r}") from exc
-        if len(self.cube_size) != 3 or any(c < 1 for c in self.cube_size):
-            raise ConfigError(f"method parameter 'cube_size' must be three positive ints, got {self.cube_size!r}")
-        for name in ("loc_weight", "consistency", "noise_std", "noise_clip"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.ema_decay) < 1.0 or self.inference_model not in ("student", "teacher"):
-            raise ConfigError("method parameter 'ema_decay' must be in [0, 1) and 'inference_model' "
-                              "'student' or 'teacher'")
-        if self.dist_temperature <= 0 or self.dist_update_every < 1 or self.loc_hidden < 1:
-            raise ConfigError("method parameters 'dist_temperature', 'dist_update_every', 'loc_hidden' must be > 0")
-        if not 0.0 <= float(self.consistency_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'consistency_rampup_fraction' must be in [0, 1]")
+    def check(self) -> None:
+        if isinstance(self.cube_size, int):
+            self.cube_size = (self.cube_size,) * 3
 
 
 @register_method("magicnet")
@@ -119,8 +94,6 @@ class MagicNetMethod(TeacherStudentMethod):
     """Mean teacher + magic-cube cross/within-image partition-and-recovery + cube location reasoning."""
 
     params_class = MagicNetParams
-    citation = ("Chen D., Bai Y., Shen W., Li Q., Yu L., Wang Y. MagicNet: Semi-Supervised Multi-Organ "
-                "Segmentation via Magic-Cube Partition and Recovery. CVPR 2023.")
 
     def build_models(self) -> Dict[str, nn.Module]:
         p = self.params

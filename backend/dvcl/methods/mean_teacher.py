@@ -15,38 +15,20 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from dvcl.errors import ConfigError
 from dvcl.losses.consistency import consistency_loss
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod
+from dvcl.methods.params import ConsistencyParams, InputNoise, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class MeanTeacherParams(EMAParams):
-    """Mean Teacher hyper-parameters (SSL4MIS 3D defaults)."""
+class MeanTeacherParams(EMAParams, ConsistencyParams, InputNoise):
+    """Mean Teacher hyper-parameters (SSL4MIS 3D defaults: ``--consistency 0.1``, ramp-up over 200 "epochs" of
+    150 iterations = its 30,000 iterations, i.e. the whole run)."""
 
-    consistency: float = 0.1
-    """Weight of the consistency loss after the ramp-up (SSL4MIS ``--consistency 0.1``)."""
-    consistency_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up exp(-5 (1 - t)^2) over this fraction of the iterations. SSL4MIS ramps over
-    200 "epochs" of 150 iterations = its 30,000 iterations, i.e. the whole run."""
-    consistency_type: str = "mse"
+    consistency_type: str = param("mse", choices=("mse", "kl"))
     """``mse`` (softmax MSE, SSL4MIS) or ``kl``."""
-    noise_std: float = 0.1
-    """Std of the Gaussian noise on the teacher's input."""
-    noise_clip: float = 0.2
-    """The noise is clipped to [-noise_clip, noise_clip]."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.consistency_type not in ("mse", "kl"):
-            raise ConfigError(f"method parameter 'consistency_type' must be 'mse' or 'kl', "
-                              f"got {self.consistency_type!r}")
-        if not 0.0 <= float(self.consistency_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'consistency_rampup_fraction' must be in [0, 1]")
-        if self.consistency < 0 or self.noise_std < 0 or self.noise_clip < 0:
-            raise ConfigError("method parameters 'consistency', 'noise_std', 'noise_clip' must be >= 0")
 
 
 @register_method("mean_teacher")

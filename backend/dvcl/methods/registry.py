@@ -24,6 +24,8 @@ def register_method(name: str) -> Callable[[type], type]:
         if other is not None and other is not cls and other.__qualname__ != cls.__qualname__:
             raise ValueError(f"method name '{key}' registered twice ({other.__qualname__}, {cls.__qualname__})")
         cls.name = key
+        if key in method_names():
+            cls.citation = get_method_info(key).citation  # the catalog holds the reference
         _REGISTRY[key] = cls
         return cls
 

@@ -33,37 +33,25 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from dvcl.errors import ConfigError
 from dvcl.losses.adversarial import generator_loss
 from dvcl.losses.sdf import sdf_regression_loss
 from dvcl.methods.base import Batch
 from dvcl.methods.dan import DANMethod, DANParams
+from dvcl.methods.params import SDFParams
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import SDFHead
 
 
 @dataclass
-class SASSnetParams(DANParams):
+class SASSnetParams(DANParams, SDFParams):
     """SASSnet hyper-parameters (``train_gan_sdfloss.py`` defaults): DAN's, with SASSnet's values, plus the
     signed-distance head."""
 
     ce_weight: float = 0.0
     """Weight of CE in the segmentation loss (released: computed but not used)."""
     dice_weight: float = 1.0
-    """Weight of the soft Dice in the segmentation loss."""
-    sdf_weight: float = 0.3
-    """beta, weight of the SDM regression loss on labeled patches."""
-    sdf_absent_value: float = 1.0
-    """SDM target of an organ absent from the patch (+1 = outside everywhere) [decided]."""
     adv_weight: float = 0.01
-    """Weight of the adversarial term after its ramp-up (``--consistency 0.01``)."""
-    adv_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up over this fraction of the run (released: 40 x 150 = all 6,000 iterations)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.sdf_weight < 0 or not -1.0 <= self.sdf_absent_value <= 1.0:
-            raise ConfigError("method parameter 'sdf_weight' must be >= 0 and 'sdf_absent_value' in [-1, 1]")
+    """Weight of the adversarial term after its ramp-up (``--consistency 0.01``; over all 40 x 150 iterations)."""
 
 
 @register_method("sassnet")
@@ -71,8 +59,6 @@ class SASSnetMethod(DANMethod):
     """Segmentation + SDM head (``A`` + ``sdf``), adversarially trained on SDMs against ``D``."""
 
     params_class = SASSnetParams
-    citation = ("Li S., Zhang C., He X. Shape-aware Semi-supervised 3D Semantic Segmentation for Medical "
-                "Images. MICCAI 2020.")
 
     def disc_map_channels(self) -> int:
         return self.num_classes - 1

@@ -14,15 +14,13 @@ from torch import nn
 
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
+from dvcl.methods.params import SupervisedWeights
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class SupervisedParams:
+class SupervisedParams(SupervisedWeights):
     """L_sup = ce_weight * CE + dice_weight * soft Dice (METHOD.md section 3.1 [given; form inferred])."""
-
-    ce_weight: float = 0.5
-    dice_weight: float = 0.5
 
 
 @register_method("supervised")

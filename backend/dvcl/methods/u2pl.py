@@ -37,6 +37,7 @@ from dvcl.losses.u2pl_contrast import (
 )
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod, copy_weights, ema_update
+from dvcl.methods.params import param
 from dvcl.methods.registry import register_method
 
 
@@ -46,57 +47,43 @@ class U2PLParams(EMAParams):
 
     inference_model: str = "teacher"
     """U2PL validates and tests the teacher."""
-    sup_only_fraction: float = 0.0125
+    sup_only_fraction: float = param(0.0125, ge=0, lt=1)
     """Supervised-only warm-up: ``sup_only_epoch`` 1 of 80 epochs."""
-    unsup_weight: float = 1.0
+    unsup_weight: float = param(1.0, ge=0)
     """Weight of the pseudo-label CE (``unsupervised.loss_weight``, default 1)."""
-    drop_percent: float = 80.0
+    drop_percent: float = param(80.0, ge=0, le=100)
     """``unsupervised.drop_percent``: (100 - drop_percent) % of the most uncertain voxels are dropped at t=0."""
-    contrast_weight: float = 1.0
+    contrast_weight: float = param(1.0, ge=0)
     """``contrastive.loss_weight`` (default 1)."""
-    low_entropy_threshold: float = 20.0
+    low_entropy_threshold: float = param(20.0, ge=0, le=50)
     """alpha_0 (%): reliable = lowest alpha_t % entropy, unreliable = highest alpha_t %."""
-    low_rank: int = 3
+    low_rank: int = param(3, ge=1)
     """r_l: a labeled voxel is a negative for class c if c is among its top r_l classes (and not its label)."""
-    high_rank: int = 20
+    high_rank: int = param(20, ge=1)
     """r_h: an unreliable voxel is a negative for class c at rank r_l <= rank < r_h."""
-    anchor_threshold: float = 0.3
+    anchor_threshold: float = param(0.3, ge=0, lt=1)
     """delta_p: anchors of class c need teacher p_c above it."""
-    num_queries: int = 256
+    num_queries: int = param(256, ge=1)
     """Anchors per class."""
-    num_negatives: int = 50
+    num_negatives: int = param(50, ge=1)
     """Negatives per anchor."""
-    temperature: float = 0.5
+    temperature: float = param(0.5, gt=0)
     """tau of the InfoNCE loss."""
-    queue_size: int = 30000
+    queue_size: int = param(30000, ge=1)
     """Memory-bank entries per organ class."""
-    background_queue_size: int = 50000
+    background_queue_size: int = param(50000, ge=1)
     """Memory-bank entries for the background class."""
-    prototype_samples: int = 2048
+    prototype_samples: int = param(2048, ge=1)
     """[decided] prototypes are means over at most this many voxels (keeps the projection sparse in 3D)."""
-    negative_pool: int = 4096
+    negative_pool: int = param(4096, ge=1)
     """[decided] labeled and unreliable unlabeled voxels drawn per step as negative candidates (each)."""
     checkpoint_memory_bank: bool = False
     """[decided] save the memory banks with the checkpoint (up to ~0.4 GB for 14 classes); a resumed run
     without them refills the banks from its next iterations."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= float(self.sup_only_fraction) < 1.0:
-            raise ConfigError("method parameter 'sup_only_fraction' must be in [0, 1)")
-        if not 0.0 <= float(self.drop_percent) <= 100.0 or not 0.0 <= float(self.low_entropy_threshold) <= 50.0:
-            raise ConfigError("method parameters 'drop_percent' must be in [0, 100] and "
-                              "'low_entropy_threshold' in [0, 50]")
-        if not 1 <= self.low_rank < self.high_rank:
+    def check(self) -> None:
+        if not self.low_rank < self.high_rank:
             raise ConfigError("method parameters need 1 <= low_rank < high_rank")
-        for name in ("num_queries", "num_negatives", "queue_size", "background_queue_size", "prototype_samples",
-                     "negative_pool"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"method parameter '{name}' must be >= 1")
-        if not float(self.temperature) > 0:
-            raise ConfigError("method parameter 'temperature' must be > 0")
-        if not 0.0 <= float(self.anchor_threshold) < 1.0:
-            raise ConfigError("method parameter 'anchor_threshold' must be in [0, 1)")
 
 
 @register_method("u2pl")

@@ -31,36 +31,26 @@ from dvcl.losses.entropy import entropy
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import TeacherStudentMethod
 from dvcl.methods.mean_teacher import MeanTeacherParams
+from dvcl.methods.params import UncertaintyThreshold, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class UAMTParams(MeanTeacherParams):
+class UAMTParams(MeanTeacherParams, UncertaintyThreshold):
     """UA-MT hyper-parameters (SSL4MIS / DHC 3D defaults; consistency settings as Mean Teacher)."""
 
-    mc_samples: int = 8
+    mc_samples: int = param(8, ge=1)
     """T, the number of stochastic teacher passes for the uncertainty."""
-    mc_chunk: int = 2
+    mc_chunk: int = param(2, ge=1)
     """Copies of the unlabeled batch per teacher pass (SSL4MIS runs T/2 passes of 2 copies); memory knob."""
-    mc_dropout: float = 0.5
+    mc_dropout: float = param(0.5, ge=0, lt=1)
     """Channel dropout on the teacher's last decoder features in the MC passes (UA-MT V-Net: Dropout3d 0.5)."""
-    threshold_start: float = 0.75
-    """Uncertainty threshold at the start, as a fraction of ln C."""
-    threshold_end: float = 1.0
-    """Uncertainty threshold at the end of the ramp, as a fraction of ln C."""
-    threshold_rampup_fraction: float = 1.0
+    threshold_rampup_fraction: float = param(1.0, ge=0, le=1)
     """The threshold's sigmoid ramp-up spans this fraction of the run (SSL4MIS: ``max_iterations``)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if self.consistency_type != "mse":
             raise ConfigError("UA-MT's masked consistency is defined for consistency_type 'mse' only")
-        if self.mc_samples < 1 or self.mc_chunk < 1:
-            raise ConfigError("method parameters 'mc_samples' and 'mc_chunk' must be >= 1")
-        if not 0.0 <= float(self.mc_dropout) < 1.0:
-            raise ConfigError(f"method parameter 'mc_dropout' must be in [0, 1), got {self.mc_dropout!r}")
-        if not 0.0 <= float(self.threshold_rampup_fraction) <= 1.0:
-            raise ConfigError("method parameter 'threshold_rampup_fraction' must be in [0, 1]")
 
 
 @register_method("uamt")

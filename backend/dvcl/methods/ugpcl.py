@@ -44,57 +44,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dvcl.errors import ConfigError
 from dvcl.losses.pixel_contrast import SegmentQueue, certainty_labels, pixel_contrast_loss, sample_anchors
 from dvcl.losses.sampling import gather_voxels, randint, sample_from_mask
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
+from dvcl.methods.params import ConsistencyParams, SupervisedWeights, UncertaintyThreshold, param
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import AuxDecoder, EncoderTap, RotationHead
 
 
 @dataclass
-class UGPCLParams:
-    """UGPCL hyper-parameters (taovv/UGPCL ACDC comparison config)."""
+class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold):
+    """UGPCL hyper-parameters (taovv/UGPCL ACDC comparison config: each decoder's supervised loss 0.5 CE +
+    0.5 Dice, consistency ramped up over max_iter // 100 epochs of 100 iterations = the whole run)."""
 
-    ce_weight: float = 0.5
-    """Supervised loss of each decoder = ce_weight * CE + dice_weight * Dice (UGPCL: 0.5 and 0.5)."""
-    dice_weight: float = 0.5
-    aux_weight: float = 0.4
-    """Weight of the auxiliary decoder's supervised loss (``tf_decoder_weight``)."""
     consistency: float = 0.01
-    """Weight of the decoder consistency after the ramp-up."""
-    consistency_rampup_fraction: float = 1.0
-    """Sigmoid ramp-up over this fraction of the run (released: max_iter // 100 epochs of 100 iterations)."""
-    rotation_weight: float = 0.1
+    aux_weight: float = param(0.4, ge=0)
+    """Weight of the auxiliary decoder's supervised loss (``tf_decoder_weight``)."""
+    rotation_weight: float = param(0.1, ge=0)
     """Weight of the rotation classification (``cls_weight``); 0 turns the rotations off."""
-    contrast_weight: float = 0.1
-    contrast_start_fraction: float = 0.1
+    contrast_weight: float = param(0.1, ge=0)
+    contrast_start_fraction: float = param(0.1, ge=0, le=1)
     """The pixel contrast starts after this fraction of the run (released: step 1,000 of 10,000)."""
-    temperature: float = 0.07
-    base_temperature: float = 0.07
-    max_samples: int = 1024
-    max_views: int = 1
-    memory_size: int = 500
+    temperature: float = param(0.07, gt=0)
+    base_temperature: float = param(0.07, gt=0)
+    max_samples: int = param(1024, ge=1)
+    max_views: int = param(1, ge=1)
+    memory_size: int = param(500, ge=1)
     """Segment embeddings kept per class."""
-    segment_samples: int = 512
+    segment_samples: int = param(512, ge=1)
     """Voxels averaged for one segment embedding [decided]."""
-    threshold_start: float = 0.75
-    """Uncertainty threshold at the start, as a fraction of ln C."""
-    threshold_end: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("ce_weight", "dice_weight", "aux_weight", "consistency", "rotation_weight", "contrast_weight"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"method parameter '{name}' must be >= 0, got {getattr(self, name)!r}")
-        for name in ("consistency_rampup_fraction", "contrast_start_fraction"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ConfigError(f"method parameter '{name}' must be in [0, 1], got {getattr(self, name)!r}")
-        if self.temperature <= 0 or self.base_temperature <= 0:
-            raise ConfigError("method parameters 'temperature' and 'base_temperature' must be > 0")
-        for name in ("max_samples", "max_views", "memory_size", "segment_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"method parameter '{name}' must be >= 1, got {getattr(self, name)!r}")
 
 
 @register_method("ugpcl")
@@ -102,8 +81,6 @@ class UGPCLMethod(Method):
     """SegNet ``A`` + auxiliary decoder ``aux`` + rotation head ``rot``, with uncertainty-guided pixel contrast."""
 
     params_class = UGPCLParams
-    citation = ("Wang T., Lu J., Lai Z., Wen J., Kong H. Uncertainty-Guided Pixel Contrastive Learning for "
-                "Semi-Supervised Medical Image Segmentation. IJCAI 2022.")
 
     def build_models(self) -> Dict[str, nn.Module]:
         p = self.params
@@ -192,16 +169,5 @@ class UGPCLMethod(Method):
                 self.queue.push(net.project(gather_voxels(feats, idx)).float().mean(dim=0), int(c))
 
     # ------------------------------------------------------------------------------------------ state
-    def extra_state(self) -> Dict[str, Tensor]:
-        return {"segment_queue": self.queue.queue.clone(), "segment_pointer": self.queue.pointer.clone()}
-
-    def load_extra_state(self, state) -> None:
-        if not state:
-            return
-        if set(state) != {"segment_queue", "segment_pointer"}:
-            raise ConfigError(f"method '{self.name}' got extra state {sorted(state)} it does not know")
-        if tuple(state["segment_queue"].shape) != tuple(self.queue.queue.shape):
-            raise ConfigError(f"segment queue in the checkpoint has shape {tuple(state['segment_queue'].shape)}, "
-                              f"expected {tuple(self.queue.queue.shape)}")
-        self.queue.queue.copy_(state["segment_queue"])
-        self.queue.pointer.copy_(state["segment_pointer"])
+    def state_modules(self) -> Dict[str, nn.Module]:
+        return {"segment_queue": self.queue}

@@ -303,7 +303,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.method: Method = self.method_cls(cfg, self.num_classes, self.device)
         self.method.setup()
-        if hasattr(self.method, "set_class_counts"):
+        if self.method.needs_class_counts:
             # class-balancing methods (CLD, DHC) weight classes by their frequency in the labeled set, as the
             # released code does; only the labeled training cases of this run are counted
             self.method.set_class_counts(self._labeled_class_counts())

@@ -34,8 +34,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from dvcl.errors import ConfigError
 
-__all__ = ["param", "validate_params", "convert_value", "convert_field", "field_hint", "describe_range",
-           "FIELD_KEY"]
+__all__ = ["Params", "param", "validate_params", "convert_value", "convert_field", "field_hint", "field_range",
+           "describe_range", "FIELD_KEY"]
 
 FIELD_KEY = "dvcl_param"
 """Key of the range record in ``dataclasses.Field.metadata``."""
@@ -116,6 +116,29 @@ def describe_range(field: dataclasses.Field) -> str:
     """The declared range of a field as text (empty when it has none): for help texts and docs."""
     rng = field.metadata.get(FIELD_KEY)
     return rng.describe() if rng is not None else ""
+
+
+def field_range(cls: type, name: str) -> Optional[Range]:
+    """The range declared for field ``name`` of dataclass ``cls`` or, when a subclass only changes the default
+    (``ce_weight: float = 0.0``), of the nearest base class that declared it."""
+    for klass in cls.__mro__:
+        for f in getattr(klass, "__dataclass_fields__", {}).values():
+            if f.name == name and FIELD_KEY in f.metadata:
+                return f.metadata[FIELD_KEY]
+    return None
+
+
+class Params:
+    """Base of hyper-parameter dataclasses: after ``__init__`` every field is converted and range-checked by
+    :func:`validate_params` (ranges declared with :func:`param`), then :meth:`check` runs the rules that relate
+    two fields. Subclasses are ``@dataclass``; a subclass that only changes a default keeps the base's range."""
+
+    def __post_init__(self) -> None:
+        validate_params(self)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (override); the range of a single field belongs in its :func:`param`."""
 
 
 # ------------------------------------------------------------------------------------------------- type hints
@@ -288,14 +311,10 @@ def _to_float(value: Any, fail: Any) -> float:
 
 def convert_field(cls: type, name: str, value: Any, *, what: str = "option") -> Any:
     """Convert ``value`` for field ``name`` of dataclass ``cls`` (its annotation and ``nullable`` flag)."""
-    nullable = False
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            rng = f.metadata.get(FIELD_KEY)
-            nullable = bool(rng and rng.nullable)
-            break
-    else:
+    if name not in {f.name for f in dataclasses.fields(cls)}:
         raise ConfigError(f"unknown {what} '{name}'")
+    rng = field_range(cls, name)
+    nullable = bool(rng and rng.nullable)
     return convert_value(value, field_hint(cls, name), name=name, what=what, nullable=nullable)
 
 
@@ -308,7 +327,7 @@ def validate_params(obj: Any, *, what: str = "method parameter") -> None:
     """
     cls = type(obj)
     for f in dataclasses.fields(cls):
-        rng: Optional[Range] = f.metadata.get(FIELD_KEY)
+        rng = field_range(cls, f.name)
         value = getattr(obj, f.name)
         hint = field_hint(cls, f.name)
         _, optional = _split_optional(hint)
