@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dvcl.evaluation.report import load_summary
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,7 +22,7 @@ def main() -> None:
     for run_json in sorted(args.grid.glob("*/run.json")):
         info = json.loads(run_json.read_text())
         summary_path = run_json.parent / "evaluation" / "summary.json"
-        test = json.loads(summary_path.read_text())["mean_dice"] if summary_path.is_file() else None
+        test = load_summary(summary_path)["mean_dice"] if summary_path.is_file() else None  # a fraction
         t = info.get("timings", {})
         best = info.get("best_val_dice")
         print(f"| {run_json.parent.name} | {info.get('status')} | {info.get('iteration')} | {t.get('s_per_it', '')} | "

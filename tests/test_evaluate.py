@@ -164,13 +164,20 @@ def test_cli_writes_report_files(cases, tmp_path, abdomen_image, capsys):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 13
     row = next(r for r in rows if r["case"] == "a" and r["structure"] == "pancreas")
-    assert (row["dice"], row["hd95_mm"], row["status"]) == ("0.000000", "nan", "missed")
+    assert (row["dice_pct"], row["hd95_mm"], row["status"]) == ("0.0000", "nan", "missed")
+    liver = next(r for r in rows if r["case"] == "a" and r["structure"] == "liver")
+    assert float(liver["dice_pct"]) == pytest.approx(100 * result_a_liver(cases), abs=1e-3)  # percent, not fraction
     summary = json.loads((out / "summary.json").read_text())  # strict JSON: NaN written as null
-    assert summary["structures"]["esophagus"]["hd95_mean"] is None and summary["num_cases"] == 2
-    assert load_summary(out / "summary.json")["mean_dice"] == pytest.approx(summary["mean_dice"])
+    assert summary["units"] == {"dice": "percent", "jaccard": "percent", "hd95": "millimetres",
+                                "assd": "millimetres"}
+    assert summary["structures"]["esophagus"]["hd95_mm_mean"] is None and summary["num_cases"] == 2
+    assert 1.0 < summary["mean_dice_pct"] <= 100.0 and "mean_dice" not in summary
+    loaded = load_summary(out / "summary.json")  # back to the in-memory convention: fractions
+    assert loaded["mean_dice"] == pytest.approx(summary["mean_dice_pct"] / 100)
+    assert math.isnan(loaded["structures"]["esophagus"]["hd95_mean"])
     md = (out / "report.md").read_text()
     assert "Mean Dice" in md and "Mean Jaccard" in md and "absent from both" in md
-    mean, sd = summary["mean_dice"] * 100, summary["mean_dice_sd"] * 100
+    mean, sd = summary["mean_dice_pct"], summary["mean_dice_pct_sd"]
     assert f"{mean:.2f} ± {sd:.2f}" in md
     for png in (out / "dice_boxplot.png", out / "overlays" / "a.png"):
         data = png.read_bytes()
@@ -178,6 +185,12 @@ def test_cli_writes_report_files(cases, tmp_path, abdomen_image, capsys):
     assert not (out / "overlays" / "b.png").exists()  # --max-overlays 1
     assert main(["evaluate", str(root / "pred"), str(root / "gt"), "--preset", "flare22", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def result_a_liver(cases) -> float:
+    _, arrays, _ = cases
+    pred, ref = arrays["a"]
+    return np_dice_jaccard(pred == 1, ref == 1)[0]
 
 
 def test_seg_nrrd_prediction_and_label_table_check(cases, tmp_path, abdomen_label, result):
@@ -264,3 +277,112 @@ def test_labels_from_files_without_preset(cases):
     root, _, _ = cases
     r = evaluate_paths(root / "pred" / "a.nii.gz", root / "gt" / "a.nii.gz", distances=False)
     assert r.labels == {i: f"label_{i}" for i in range(1, 14)} and r.cases[0].case == "a"
+
+
+# ------------------------------------------------------------------------- label sets, float maps, the CLI
+def _small(tmp_path, name, arr, dtype=np.uint8):
+    img = sitk.GetImageFromArray(np.asarray(arr).astype(dtype))
+    img.SetSpacing((1.5, 1.5, 3.0))
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def _three_blobs() -> np.ndarray:
+    arr = np.zeros((8, 16, 16), np.uint8)
+    arr[1:4, 2:6, 2:6] = 1
+    arr[4:7, 8:12, 2:6] = 2
+    arr[2:6, 4:9, 10:14] = 3
+    return arr
+
+
+def test_names_come_from_the_segment_sidecar(tmp_path):
+    from dvcl.io.label_table import write_label_sidecar
+
+    arr = _three_blobs()
+    pred = _small(tmp_path / "pred", "c.nii.gz", arr)
+    ref = _small(tmp_path / "gt", "c.nii.gz", arr)
+    write_label_sidecar(pred, FLARE, preset="flare22", model="m")  # what `dvcl segment` writes
+    r = evaluate_paths(tmp_path / "pred", tmp_path / "gt", distances=False)
+    assert r.labels == FLARE and r.structures[:3] == ["liver", "right kidney", "spleen"]
+    assert [s.dice for s in r.cases[0].scores[:3]] == [1.0, 1.0, 1.0]
+    # a reference folder inside a data set with its dataset.json names the reference side the same way
+    (tmp_path / "dataset.json").write_text(json.dumps({"preset": "flare22"}))
+    assert evaluate_paths(pred, ref, distances=False).labels == FLARE
+
+
+def test_mismatched_label_sets_are_refused(tmp_path, capsys):
+    """A liver/spine/heart reference must not be scored as 'right kidney' and 'spleen' (issue 15, item 6)."""
+    from dvcl.io.label_table import write_label_sidecar
+
+    arr = _three_blobs()
+    pred = _small(tmp_path / "pred", "c.nii.gz", arr)
+    write_label_sidecar(pred, FLARE, preset="flare22")
+    img = sitk.ReadImage(str(pred))
+    ref = write_seg_nrrd(img, tmp_path / "gt" / "c.seg.nrrd",
+                         segments_from_labels({1: "liver", 2: "spine", 3: "heart"}))
+    with pytest.raises(LabelValueError, match="different label tables.*label 2: 'right kidney' vs 'spine'"):
+        evaluate_paths(pred, ref, distances=False)
+    assert main(["-q", "evaluate", str(pred), str(ref)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dvcl: error:") and "spine" in err[0]
+    # the preset check covers references too
+    with pytest.raises(LabelValueError, match="the reference calls label 2 'spine' but preset 'flare22'"):
+        evaluate_paths(pred, ref, preset="flare22", distances=False)
+
+
+@pytest.mark.parametrize("values, message", [
+    (1.5, "non-integer values \\(e.g. 1.5\\): not a label map"),
+    (0.7, "probability map"),
+    (float("nan"), "NaN"),
+])
+def test_float_predictions_are_refused(tmp_path, capsys, values, message):
+    arr = _three_blobs().astype(np.float32)
+    if values < 1:  # a foreground probability map: every value in 0..1
+        arr = (arr > 0) * np.float32(values)
+    else:
+        arr[arr == 1] = values
+    pred = _small(tmp_path, "pred.nrrd", arr, np.float32)  # (ITK's NIfTI writer stores NaN as 0)
+    ref = _small(tmp_path, "ref.nii.gz", _three_blobs())
+    with pytest.raises(LabelValueError, match=message):
+        evaluate_paths(pred, ref, preset="flare22", distances=False)
+    assert main(["-q", "evaluate", str(pred), str(ref)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dvcl: error:")
+
+
+def test_integer_valued_float_maps_are_fine(tmp_path):
+    pred = _small(tmp_path, "pred.nii.gz", _three_blobs(), np.float32)
+    ref = _small(tmp_path, "ref.nii.gz", _three_blobs())
+    r = evaluate_paths(pred, ref, distances=False)
+    assert [s.dice for s in r.cases[0].scores] == [1.0, 1.0, 1.0]
+
+
+def test_output_folder_is_checked_before_computing(tmp_path, capsys):
+    ref = _small(tmp_path, "ref.nii.gz", _three_blobs())
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier report")
+    missing = tmp_path / "nothing.nii.gz"  # computing would fail with "not found"; the output check comes first
+    assert main(["evaluate", str(missing), str(ref), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exists (use --overwrite" in err and "not found" not in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["evaluate", str(missing), str(ref), "--out", str(afile)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_quiet_shows_no_progress(tmp_path, capsys):
+    pred = _small(tmp_path, "pred.nii.gz", _three_blobs())
+    ref = _small(tmp_path, "ref.nii.gz", _three_blobs())
+    assert main(["evaluate", str(pred), str(ref), "--no-distances"]) == 0
+    loud = capsys.readouterr()
+    assert "evaluate" in loud.err  # the bar
+    for argv in (["-q", "evaluate", str(pred), str(ref), "--no-distances"],
+                 ["evaluate", str(pred), str(ref), "--no-distances", "-q"]):
+        assert main(argv) == 0
+        quiet = capsys.readouterr()
+        assert quiet.err == "" and "| pred | 100.00 | 100.00 | 100.00 |" in quiet.out
+        assert "Dice and Jaccard in %" in quiet.out

@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from dvcl.cli.main import main
+from dvcl.evaluation import load_summary
 
 TINY = ["--set", "patch=[8,16,16]", "--set", "val_roi=[8,16,16]", "--set", "network.channels=[4,8]",
         "--set", "network.feature_dim=16", "--set", "batch_labeled=1", "--set", "batch_unlabeled=1",
@@ -50,7 +51,7 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
         ref = sitk.ReadImage(str(tiny_cache.parent / "data" / "labeled" / "labels" / preds[0].name))
         pred = sitk.ReadImage(str(preds[0]))
         assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == pytest.approx(ref.GetSpacing())
-        per_run[name] = json.loads((out / name / "evaluation" / "summary.json").read_text())
+        per_run[name] = load_summary(out / name / "evaluation" / "summary.json")  # fractions, as runs.csv
 
     # results.csv: mean and sample SD over the two seeds of each method's per-run mean Dice
     with open(out / "results.csv", newline="") as f:
@@ -130,8 +131,8 @@ def test_parallel_grid_matches_the_sequential_one(tiny_cache, tmp_path, capsys):
     assert summary["trained"] == 2 and summary["evaluated"] == 2 and summary["failed"] == []
     for seed in (0, 1):
         name = f"supervised_f0.5_s{seed}"
-        seq = json.loads((tmp_path / "seq" / name / "evaluation" / "summary.json").read_text())
-        par = json.loads((tmp_path / "par" / name / "evaluation" / "summary.json").read_text())
+        seq = load_summary(tmp_path / "seq" / name / "evaluation" / "summary.json")
+        par = load_summary(tmp_path / "par" / name / "evaluation" / "summary.json")
         assert par["mean_dice"] == pytest.approx(seq["mean_dice"], abs=1e-3)
         assert json.loads((tmp_path / "par" / name / "run.json").read_text())["status"] == "finished"
     assert (tmp_path / "par" / "results.md").is_file()

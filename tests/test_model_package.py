@@ -228,3 +228,49 @@ def test_export_real_training_run(tmp_path):
     cache.rename(tmp_path / "moved_cache")
     with pytest.raises(ModelError, match="preprocessing settings not recorded"):
         export_model(run, tmp_path / "z", checkpoint="last")
+
+
+def test_export_of_a_stopped_run_falls_back_to_last(tmp_path, capsys):
+    """A run stopped before its first validation has no best checkpoint: export says so and uses the last one;
+    model.json names the run, not the absolute path of the machine it was trained on."""
+    import threading
+    import time
+
+    from dvcl.cli.main import main
+    from dvcl.training import TrainConfig, apply_profile, train
+    from dvcl.training.trainer import STOP_FILE
+
+    cache = _tiny_cache(tmp_path / "cache")
+    cfg = TrainConfig(data=str(cache), method="supervised", labeled_fraction=1.0)
+    apply_profile(cfg, "quick")
+    cfg.network = NetworkConfig(channels=(4, 8), feature_dim=8)
+    cfg.patch = cfg.val_roi = (8, 16, 16)
+    cfg.iterations, cfg.batch_labeled, cfg.val_every, cfg.num_workers, cfg.log_every = 2000, 1, 1000, 0, 1
+    run = tmp_path / "stopped_run"
+
+    def stop_soon() -> None:  # what the Slicer Stop button does: a STOP file in the run folder
+        for _ in range(3000):
+            if (run / "metrics.csv").is_file():
+                (run / STOP_FILE).write_text("")
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=stop_soon, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):  # a stopped run ends like Ctrl-C (the CLI exits 130)
+        train(cfg, run, device="cpu")
+    assert (run / "checkpoints" / "last.safetensors").is_file()
+    assert not (run / "checkpoints" / "best.safetensors").exists()  # stopped before the first validation
+    capsys.readouterr()  # the training bar
+
+    assert main(["-q", "export", str(run), "-o", str(tmp_path / "best_pkg"), "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no best checkpoint" in err[0] and "--checkpoint last" in err[0]
+    assert not (tmp_path / "best_pkg").exists()
+
+    assert main(["export", str(run), "-o", str(tmp_path / "pkg")]) == 0
+    assert "no best checkpoint" in capsys.readouterr().err  # the CLI's log line on stderr
+    assert export_model(run, tmp_path / "api_pkg").name == "api_pkg"  # the API falls back the same way
+    pkg = load_model_package(tmp_path / "pkg")
+    assert pkg.meta["training"]["checkpoint"] == "last" and pkg.meta["training"]["run"] == "stopped_run"
+    text = (tmp_path / "pkg" / "model.json").read_text()
+    assert str(tmp_path) not in text and "/tmp" not in text  # no absolute paths in a shareable package

@@ -10,8 +10,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "evaluate",
         help="score predictions against reference labels (Dice, Jaccard, HD95) and write a report",
         description="Per case and structure Dice, Jaccard, HD95 and ASSD (MONAI metrics, mm from the image "
-        "spacing). PRED and GT are two files or two folders matched by case name. A structure absent from "
-        "both is excluded; absent from one scores Dice 0 with HD95 undefined.",
+        "spacing). PRED and GT are two files or two folders matched by case name. Structure names come from "
+        "--preset or from the files (.seg.nrrd segment names, the <case>.labels.json that `dvcl segment` "
+        "writes, a dataset.json next to the folder); predictions and references that name a label "
+        "differently are refused, as are non-integer (probability) maps. A structure absent from both is "
+        "excluded; absent from one scores Dice 0 with HD95 undefined. Dice and Jaccard are in percent in "
+        "every output (metrics.csv columns dice_pct, jaccard_pct), distances in mm.",
     )
     p.add_argument("pred", metavar="PRED", help="predicted label map (file or folder; .nii.gz, .seg.nrrd, ...)")
     p.add_argument("gt", metavar="GT", help="reference label map (file or folder)")
@@ -27,6 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD (Dice and Jaccard only; faster)")
     p.add_argument("--no-plots", action="store_true", help="do not draw PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bar and no log lines (same as `dvcl -q evaluate`); the table is still printed")
     p.set_defaults(func=run)
     return p
 
@@ -35,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from dvcl.evaluation.report import (
+        check_report_targets,
         evaluate_paths,
         find_images,
         markdown_table,
@@ -45,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.utils import progress
 
     start = time.monotonic()
+    if args.out:  # a report that cannot be written is refused before minutes of computing
+        check_report_targets(args.out, overwrite=args.overwrite)
     result = evaluate_paths(args.pred, args.gt, preset=args.preset, name=args.name,
                             distances=not args.no_distances)
     if args.out:
@@ -60,4 +69,6 @@ def run(args: argparse.Namespace) -> int:
     progress.emit("done", task="evaluate", seconds=round(time.monotonic() - start, 2))
     if progress.get_mode() != "json":
         print(markdown_table([run_row(result)], result.structures), end="")
+        print("Dice and Jaccard in %: mean over structures per case, then over cases (+/- SD over cases); "
+              "HD95 in mm.")
     return 0

@@ -78,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 1
     setup_logging(-1 if args.quiet else args.verbose)
-    progress.set_mode(args.progress)
+    # -q: no bars either (JSON events are for programs and stay)
+    progress.set_mode("none" if args.quiet and args.progress == "bar" else args.progress)
     configure_threads(args.command, args.threads)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -2,11 +2,21 @@
 
 Outputs of :func:`write_report` (``dvcl evaluate --out DIR``):
 
-* ``metrics.csv``: one row per case and structure (Dice, Jaccard, HD95, ASSD, status, voxel counts);
-* ``summary.json``: per-structure and overall means and SDs, per-case means, the NaN convention;
+* ``metrics.csv``: one row per case and structure (``dice_pct``, ``jaccard_pct``, ``hd95_mm``, ``assd_mm``,
+  status, voxel counts);
+* ``summary.json``: per-structure and overall means and SDs, per-case means, the NaN convention; keys carry
+  their unit (``mean_dice_pct``, ``hd95_mm_mean``) and ``"units"`` says it again;
 * ``report.md``: the table in the paper's layout (rows = runs/methods, columns = structures, then mean Dice
   +/- SD and mean Jaccard +/- SD, in %), and a per-case table;
 * ``dice_boxplot.png`` and ``overlays/<case>.png`` (see :mod:`dvcl.evaluation.plots`).
+
+One unit everywhere on disk and on screen: Dice and Jaccard in percent, distances in mm. In memory
+(:class:`EvaluationResult`, :meth:`EvaluationResult.summary`, :func:`load_summary`) Dice and Jaccard are
+fractions in [0, 1], as MONAI returns them; the conversion happens only where files and tables are written.
+
+The label set comes from ``--preset`` or from what travels with the files (:mod:`dvcl.io.label_table`:
+``.seg.nrrd`` segment names, the ``<case>.labels.json`` sidecar ``dvcl segment`` writes, a ``dataset.json``);
+predictions and references that name one label value differently are refused, not scored.
 
 :func:`aggregate_runs` turns several seeds per method into the paper's "mean +/- SD over seeds" rows
 (METHOD.md section 4); the experiment harness calls it with per-seed results or their summary.json.
@@ -19,6 +29,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -36,6 +47,7 @@ from dvcl.evaluation.metrics import (
     nanstd,
 )
 from dvcl.io.images import image_suffix, is_image_file, read_label, strip_suffix
+from dvcl.io.label_table import LabelTable, conflicts, label_table
 from dvcl.io.segmentation import read_segmentation
 from dvcl.presets import Preset, get_preset
 from dvcl.utils import progress
@@ -45,6 +57,9 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 METRICS = ("dice", "jaccard", "hd95", "assd")
+#: the unit of each metric in files and tables (fractions in memory are multiplied by 100 for "pct")
+UNITS = {"dice": "pct", "jaccard": "pct", "hd95": "mm", "assd": "mm"}
+UNIT_NAMES = {"pct": "percent", "mm": "millimetres"}
 
 
 @dataclass
@@ -144,17 +159,8 @@ def _by_case(folder: Path) -> Dict[str, Path]:
     return out
 
 
-def _read_prediction(path: Path, preset: Optional[Preset]) -> sitk.Image:
-    label, segments = read_segmentation(path)
-    if preset is not None and segments:
-        for lid, seg in segments.items():
-            expected = preset.labels.get(lid)
-            if expected is not None and seg.name.strip().lower() != expected.lower():
-                raise LabelValueError(
-                    f"{path}: segment {lid} is named '{seg.name}' but preset '{preset.name}' calls label {lid} "
-                    f"'{expected}'; the prediction uses another label table"
-                )
-    return label
+def _read_prediction(path: Path) -> sitk.Image:
+    return read_segmentation(path)[0]
 
 
 def _read_reference(path: Path, preset: Optional[Preset]) -> sitk.Image:
@@ -164,18 +170,63 @@ def _read_reference(path: Path, preset: Optional[Preset]) -> sitk.Image:
 
 
 def _discover_labels(pairs: Sequence[Tuple[str, Path, Path]]) -> Dict[int, str]:
-    """Without a preset: labels 1..max value found, named from .seg.nrrd headers where available."""
-    names: Dict[int, str] = {}
+    """When no file says what its values mean: labels 1..max value found, named ``label_<i>``."""
     top = 0
     for _case, p, r in pairs:
         for path in (p, r):
-            lab, segments = read_segmentation(path)
+            lab, _ = read_segmentation(path)
             top = max(top, int(sitk.GetArrayViewFromImage(lab).max()))
-            for lid, seg in segments.items():
-                names.setdefault(lid, seg.name)
     if top == 0:
         raise DatasetError("predictions and references hold no structure at all (background only)")
-    return {i: names.get(i, f"label_{i}") for i in range(1, top + 1)}
+    return {i: f"label_{i}" for i in range(1, top + 1)}
+
+
+def _side_table(paths: Sequence[Path], side: str) -> Optional[LabelTable]:
+    """One label table for all files of one side; files of one side that disagree are refused."""
+    merged: Dict[int, str] = {}
+    first: Optional[LabelTable] = None
+    for path in paths:
+        table = label_table(path)
+        if table is None:
+            continue
+        clash = conflicts(merged, table.labels)
+        if clash:
+            k, (a, b) = next(iter(clash.items()))
+            raise LabelValueError(f"the {side}s use different label tables: label {k} is '{a}' in {first.source} "
+                                  f"but '{b}' in {table.source}")
+        first = first or table
+        merged.update(table.labels)
+    return None if first is None else LabelTable(merged, first.source, first.preset)
+
+
+def resolve_labels(pairs: Sequence[Tuple[str, Path, Path]], preset: Optional[Preset]) -> Dict[int, str]:
+    """The label set to score: the preset's, else the names the files carry, else ``label_<i>``.
+
+    Raises:
+        LabelValueError: the predictions and the references (or either and the preset) call one label value
+            by different names, i.e. they use different label tables.
+    """
+    pred = _side_table([p for _, p, _ in pairs], "prediction")
+    ref = _side_table([r for _, _, r in pairs], "reference")
+    if preset is not None:
+        for side, table in (("prediction", pred), ("reference", ref)):
+            clash = conflicts(preset.labels, table.labels) if table else {}
+            if clash:
+                k, (want, got) = next(iter(clash.items()))
+                raise LabelValueError(f"{table.source}: the {side} calls label {k} '{got}' but preset "
+                                      f"'{preset.name}' calls it '{want}'; the {side} uses another label table")
+        return dict(preset.labels)
+    if pred and ref:
+        clash = conflicts(pred.labels, ref.labels)
+        if clash:
+            shown = "; ".join(f"label {k}: '{a}' vs '{b}'" for k, (a, b) in list(clash.items())[:3])
+            raise LabelValueError(f"prediction ({pred.source}) and reference ({ref.source}) use different label "
+                                  f"tables ({shown}{' ...' if len(clash) > 3 else ''}); score predictions of the "
+                                  "reference's structures, or name the label set with --preset")
+        return {**pred.labels, **ref.labels}
+    if pred or ref:
+        return dict((pred or ref).labels)
+    return _discover_labels(pairs)
 
 
 def evaluate_paths(
@@ -195,14 +246,14 @@ def evaluate_paths(
     """
     pairs = match_cases(pred, ref)
     pre = get_preset(preset) if isinstance(preset, str) else preset
-    labels = dict(pre.labels) if pre is not None else _discover_labels(pairs)
+    labels = resolve_labels(pairs, pre)
     default_name = strip_suffix(pred) if Path(pred).is_file() else Path(pred).name
     result = EvaluationResult(labels=labels, name=name or default_name, preset=pre.name if pre else "")
     metrics = MonaiMetrics()
     with progress.Progress("evaluate", total=len(pairs), desc="evaluate", unit="case") as bar:
         for case, p, r in pairs:
             reference = _read_reference(r, pre)
-            prediction = _read_prediction(p, pre)
+            prediction = _read_prediction(p)
             result.cases.append(evaluate_case(prediction, reference, labels, case=case, pred_name=str(p),
                                               ref_name=str(r), distances=distances, metrics=metrics))
             bar.update(1, message=case)
@@ -294,25 +345,87 @@ def _none_to_nan(v: Any) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- writing
+def unit_key(key: str) -> str:
+    """A summary key with its unit: ``mean_dice`` -> ``mean_dice_pct``, ``hd95_mean`` -> ``hd95_mm_mean``."""
+    parts = key.split("_")
+    return "_".join(f"{p}_{UNITS[p]}" if p in UNITS else p for p in parts)
+
+
+def _plain_key(key: str) -> str:
+    parts = key.split("_")
+    out = [p for i, p in enumerate(parts) if not (i and parts[i - 1] in UNITS and p == UNITS[parts[i - 1]])]
+    return "_".join(out)
+
+
+def _metric_of(key: str) -> Optional[str]:
+    return next((p for p in key.split("_") if p in UNITS), None)
+
+
+def _scale(metric: Optional[str]) -> float:
+    return 100.0 if metric is not None and UNITS[metric] == "pct" else 1.0
+
+
+def summary_for_file(summary: Mapping[str, Any]) -> dict:
+    """The in-memory summary (fractions) as written to ``summary.json``: Dice/Jaccard in percent, keys with
+    their unit, and a ``units`` entry."""
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, Mapping):
+            out = {}
+            for k, v in obj.items():
+                metric = _metric_of(k) if isinstance(v, (float, int, type(None))) and not isinstance(v, bool) else None
+                if metric is not None and not k.startswith("n_"):
+                    out[unit_key(k)] = None if v is None else float(v) * _scale(metric)
+                else:
+                    out[k] = convert(v)
+            return out
+        return obj
+
+    out = convert(summary)
+    out["units"] = {m: UNIT_NAMES[u] for m, u in UNITS.items()}
+    return out
+
+
+def summary_from_file(data: Mapping[str, Any]) -> dict:
+    """Inverse of :func:`summary_for_file` (files written before units were named pass unchanged)."""
+    if "units" not in data:
+        return dict(data)
+
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, Mapping):
+            out = {}
+            for k, v in obj.items():
+                metric = _metric_of(k)
+                if metric is not None and k != _plain_key(k) and not isinstance(v, (Mapping, list)):
+                    out[_plain_key(k)] = None if v is None else float(v) / _scale(metric)
+                else:
+                    out[k] = convert(v)
+            return out
+        return obj
+
+    out = convert({k: v for k, v in data.items() if k != "units"})
+    return out
+
+
 def case_rows(result: EvaluationResult) -> List[dict]:
+    """One row per case and structure, in file units (Dice/Jaccard in percent)."""
     rows = []
     for c in result.cases:
         for s in c.scores:
-            rows.append({"case": c.case, "label": s.label, "structure": s.name, "dice": s.dice, "jaccard": s.jaccard,
-                         "hd95_mm": s.hd95, "assd_mm": s.assd, "status": s.status, "pred_voxels": s.pred_voxels,
-                         "ref_voxels": s.ref_voxels})
+            rows.append({"case": c.case, "label": s.label, "structure": s.name, "dice_pct": 100.0 * s.dice,
+                         "jaccard_pct": 100.0 * s.jaccard, "hd95_mm": s.hd95, "assd_mm": s.assd, "status": s.status,
+                         "pred_voxels": s.pred_voxels, "ref_voxels": s.ref_voxels})
     return rows
 
 
 def metrics_csv(result: EvaluationResult) -> str:
     rows = case_rows(result)
     buf = io.StringIO()
-    fields = ["case", "label", "structure", "dice", "jaccard", "hd95_mm", "assd_mm", "status", "pred_voxels",
-              "ref_voxels"]
+    fields = ["case", "label", "structure", "dice_pct", "jaccard_pct", "hd95_mm", "assd_mm", "status",
+              "pred_voxels", "ref_voxels"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and not math.isnan(v) else
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else
                              "nan" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
 
@@ -356,6 +469,36 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def report_targets(out_dir: PathLike) -> Dict[str, Path]:
+    """The files :func:`write_report` writes into ``out_dir`` (overlays aside)."""
+    out_dir = Path(out_dir)
+    return {"metrics": out_dir / "metrics.csv", "summary": out_dir / "summary.json",
+            "report": out_dir / "report.md", "boxplot": out_dir / "dice_boxplot.png"}
+
+
+def check_report_targets(out_dir: PathLike, overwrite: bool = False) -> Dict[str, Path]:
+    """Refuse a report folder that cannot take the report, before anything is computed.
+
+    Raises:
+        OutputExistsError: a report file exists and ``overwrite`` is False.
+        ConfigError: ``out_dir`` is a file, or a folder that cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    targets = report_targets(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a folder")
+    if not overwrite:
+        for t in targets.values():
+            if t.exists():
+                raise OutputExistsError(f"{t}: exists (use --overwrite to replace it)")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out_dir}: cannot write there ({existing} is not writable)")
+    return targets
+
+
 def write_report(
     result: EvaluationResult,
     out_dir: PathLike,
@@ -376,15 +519,10 @@ def write_report(
         kind -> written path.
     """
     out_dir = Path(out_dir)
-    targets = {"metrics": out_dir / "metrics.csv", "summary": out_dir / "summary.json",
-               "report": out_dir / "report.md", "boxplot": out_dir / "dice_boxplot.png"}
-    if not overwrite:
-        for t in targets.values():
-            if t.exists():
-                raise OutputExistsError(f"{t}: exists (use --overwrite to replace it)")
+    targets = check_report_targets(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(targets["metrics"], metrics_csv(result))
-    write_json_atomic(targets["summary"], _json_safe(result.summary()))
+    write_json_atomic(targets["summary"], _json_safe(summary_for_file(result.summary())))
     write_text_atomic(targets["report"], report_markdown(result))
     written = dict(targets)
     if not plots:
@@ -418,7 +556,9 @@ def load_summary(path: PathLike) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read evaluation summary ({exc})") from exc
-    return _null_to_nan(data)
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: not an evaluation summary (expected a JSON object)")
+    return _null_to_nan(summary_from_file(data))
 
 
 def _null_to_nan(obj: Any, key: str = "") -> Any:

@@ -455,7 +455,7 @@ def export_model(
     run_dir: PathLike,
     out_dir: PathLike,
     name: Optional[str] = None,
-    checkpoint: str = "best",
+    checkpoint: str = "auto",
     description: Optional[str] = None,
     overwrite: bool = False,
 ) -> Path:
@@ -464,14 +464,18 @@ def export_model(
     Reads ``config.yaml`` (network, preset, labels, preprocessing), ``run.json`` (inference models, summary)
     and ``checkpoints/<checkpoint>.safetensors``; builds the networks and loads the weights before writing,
     so a package that exports always loads.
+
+    ``checkpoint``: ``best`` (best validation Dice), ``last``, or ``auto``: best, else last with a warning
+    (a short or interrupted run has not validated yet, so it has no best checkpoint). The package records
+    the run by its folder name only: no absolute paths of the machine it was trained on.
     """
     import yaml
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ModelError(f"{run_dir}: run directory not found")
-    if checkpoint not in ("best", "last"):
-        raise ConfigError(f"checkpoint must be 'best' or 'last', got '{checkpoint}'")
+    if checkpoint not in ("best", "last", "auto"):
+        raise ConfigError(f"checkpoint must be 'best', 'last' or 'auto', got '{checkpoint}'")
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ModelError(f"{cfg_path}: missing (not a dvcl run directory)")
@@ -482,6 +486,7 @@ def export_model(
     if not isinstance(cfg, dict):
         raise ModelError(f"{cfg_path}: must hold a mapping")
     run_info = _read_json_optional(run_dir / "run.json")
+    checkpoint = _choose_checkpoint(run_dir, checkpoint, run_info)
     ckpt = run_dir / "checkpoints" / f"{checkpoint}.safetensors"
     weights = _load_weights(ckpt)
 
@@ -516,7 +521,7 @@ def export_model(
         "iteration": run_info.get("best_iteration") if checkpoint == "best" else run_info.get("iteration"),
         "best_val_dice": run_info.get("best_val_dice", run_info.get("best_metric")),
         "labeled_fraction": cfg.get("labeled_fraction"),
-        "run_dir": str(run_dir.resolve()),
+        "run": run_dir.resolve().name,
     }
     roi, stride = _run_window(cfg)
     return save_model_package(
@@ -532,6 +537,27 @@ def export_model(
         training={k: v for k, v in training.items() if v is not None},
         overwrite=overwrite,
     )
+
+
+def _choose_checkpoint(run_dir: Path, checkpoint: str, run_info: Mapping[str, Any]) -> str:
+    """``best`` or ``last`` (see :func:`export_model`); a missing checkpoint is a one-line ModelError that says
+    what to do."""
+    ckpts = run_dir / "checkpoints"
+    has = {c: (ckpts / f"{c}.safetensors").is_file() for c in ("best", "last")}
+    if checkpoint == "auto":
+        if has["best"]:
+            return "best"
+        if has["last"]:
+            log.warning("%s: no best checkpoint (no validation has run yet: the run is short or was stopped "
+                        "early); exporting the last one (iteration %s)", run_dir, run_info.get("iteration", "?"))
+            return "last"
+    elif has[checkpoint]:
+        return checkpoint
+    if checkpoint == "best" and has["last"]:
+        raise ModelError(f"{ckpts / 'best.safetensors'}: no best checkpoint (no validation has run yet: the run "
+                         "is short or was stopped early); export the last one with --checkpoint last")
+    raise ModelError(f"{ckpts}: no checkpoint to export (the run has not saved one yet; resume or finish "
+                     "training first)")
 
 
 def _read_json_optional(path: Path) -> dict:

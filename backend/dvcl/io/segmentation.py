@@ -179,6 +179,15 @@ def _as_uint8(label: sitk.Image, path: PathLike) -> sitk.Image:
     if label.GetPixelID() == sitk.sitkUInt8:
         return label
     arr = sitk.GetArrayViewFromImage(label)
+    if arr.size and arr.dtype.kind == "f":  # a cast would turn 1.5 into 1, a probability map into 0, NaN into 0
+        if np.isnan(arr).any():
+            raise LabelValueError(f"{path}: holds NaN values; a label map holds integer class ids")
+        frac = arr[arr != np.round(arr)]
+        if frac.size:
+            what = ("a probability map? (all values in 0..1)" if 0 <= arr.min() and arr.max() <= 1
+                    else "not a label map")
+            raise LabelValueError(f"{path}: holds non-integer values (e.g. {float(frac[0]):g}): {what}; "
+                                  "write integer class ids (argmax or threshold first)")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise LabelValueError(f"{path}: label values must lie in 0..255")
     return sitk.Cast(label, sitk.sitkUInt8)
