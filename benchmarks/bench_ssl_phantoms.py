@@ -94,10 +94,10 @@ def train_method(cache, work: Path, label: str, fraction: float, seed: int, iter
 def evaluate(run: Path, cfg, cases: Sequence, device_name: str) -> Dict:
     """Dice/Jaccard of the best checkpoint on (cache, case id) pairs, in the preprocessed grid."""
     import torch
-    from monai.inferers import sliding_window_inference
     from monai.metrics import DiceHelper, compute_iou
     from monai.networks.utils import one_hot
 
+    from dvcl.inference.sliding_window import WindowConfig, sliding_window
     from dvcl.methods import get_method_class
     from dvcl.training.checkpoint import load_models, load_weights
     from dvcl.utils.device import select_device
@@ -108,6 +108,7 @@ def evaluate(run: Path, cfg, cases: Sequence, device_name: str) -> Dict:
     method.setup()
     load_models(method.models, load_weights(run / "checkpoints" / "best.safetensors"), str(run))
     method.eval()
+    window = WindowConfig.from_overlap(cfg.val_roi, 0.5, sw_batch_size=4)  # the same windows for every profile
     dice_fn = DiceHelper(include_background=False, num_classes=C, reduction="none", ignore_empty=True,
                          get_not_nans=False)
     dices, jaccards = [], []
@@ -115,7 +116,7 @@ def evaluate(run: Path, cfg, cases: Sequence, device_name: str) -> Dict:
         for cache, cid in cases:
             img = torch.from_numpy(np.load(cache.image_path(cid)).astype(np.float32))[None, None].to(device)
             lab = torch.from_numpy(np.load(cache.label_path(cid)).astype(np.int64))[None, None].to(device)
-            probs = sliding_window_inference(img, cfg.val_roi, 4, method.predict_proba, overlap=0.5, mode="gaussian")
+            probs = sliding_window(img[0], window.roi, window.stride, method.predict_proba, window.sw_batch_size)[None]
             pred = probs.argmax(1, keepdim=True)
             d = dice_fn(pred, lab)[0].float().cpu().numpy()
             j = compute_iou(one_hot(pred, C), one_hot(lab, C), include_background=False, ignore_empty=True)

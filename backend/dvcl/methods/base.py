@@ -178,8 +178,16 @@ class Method:
         """Hook after the optimiser step of ``iteration`` (0-based); default: nothing."""
 
     def set_class_counts(self, counts: torch.Tensor) -> None:
-        """Hook for ``needs_class_counts`` methods: voxels per class (C,) over this run's labeled training cases."""
+        """Hook for ``needs_class_counts`` methods: voxels per class (C,) over this run's labeled training cases
+        (read them with :meth:`checked_class_counts`)."""
         raise NotImplementedError(f"method '{self.name}' declares needs_class_counts but does not take them")
+
+    def checked_class_counts(self, counts: Any) -> torch.Tensor:
+        """``counts`` as a float64 CPU vector of ``num_classes`` entries (:class:`ConfigError` otherwise)."""
+        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1).cpu()
+        if counts.numel() != self.num_classes:
+            raise ConfigError(f"class counts must have {self.num_classes} entries, got {counts.numel()}")
+        return counts.clone()
 
     def inference_models(self) -> List[str]:
         """Models averaged (mean softmax) at validation and inference; default: all."""

@@ -108,10 +108,7 @@ class CLDMethod(Method):
 
     def set_class_counts(self, counts: Tensor) -> None:
         """Use fixed labeled-set class counts (DHC's ``weight()``) instead of the running patch counts."""
-        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
-        if counts.numel() != self.num_classes:
-            raise ConfigError(f"class counts must have {self.num_classes} entries, got {counts.numel()}")
-        self.counts = counts.clone()
+        self.counts = self.checked_class_counts(counts)
         self.counts_frozen = True
 
     def class_weights(self) -> Tensor:

@@ -79,10 +79,7 @@ class DHCMethod(Method):
 
     def set_class_counts(self, counts: Tensor) -> None:
         """Start DistDW from the labeled set's class counts (DHC's ``init_weights``) instead of the first batch."""
-        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
-        if counts.numel() != self.num_classes:
-            raise ConfigError(f"class counts must have {self.num_classes} entries, got {counts.numel()}")
-        self.distdw.init(counts)
+        self.distdw.init(self.checked_class_counts(counts))
 
     def cps_weight(self, iteration: int) -> float:
         return self.rampup_weight(self.params.cps_weight, self.params.cps_rampup_fraction, iteration)
