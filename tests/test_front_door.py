@@ -50,3 +50,55 @@ def test_configure_threads_respects_the_user_and_reaches_torch():
     assert _threads_in_child("2", argv_threads=1) == (1, 1)  # --threads wins over OMP_NUM_THREADS
     n, torch_n = _threads_in_child(None)
     assert n == torch_n and 1 <= n <= threads.usable_cpus()
+
+
+# ------------------------------------------------------------------------------ the demo's schedule rule
+def test_demo_refuses_to_reschedule_an_existing_run(tmp_path, capsys):
+    """One rule with `train --resume`: a run's schedule is never changed midway; the message says how to start
+    over. Checked before any work (no phantom is written)."""
+    import json
+
+    from dvcl.cli.main import main
+    from dvcl.demo import DemoConfig, check_same_settings, default_config
+    from dvcl.errors import ConfigError
+    from dvcl.training.config import TrainConfig
+
+    out = tmp_path / "demo_output"
+    out.mkdir()
+    (out / "demo.json").write_text(json.dumps({"settings": DemoConfig().recorded()}))
+    check_same_settings(default_config(out=out))  # the same settings continue
+    with pytest.raises(ConfigError, match="iterations 160 \\(asked: 20\\)"):
+        check_same_settings(default_config(out=out, iterations=20))
+    assert main(["-q", "demo", "--out", str(out), "--iterations", "20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "never changed midway" in err[0] and "--overwrite" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json"]  # nothing was done
+
+    # a demo folder from before demo.json: its run's config.yaml is compared
+    (out / "demo.json").unlink()
+    (out / "run").mkdir()
+    TrainConfig(iterations=200, method="dvcl", labeled_fraction=0.5).save(out / "run" / "config.yaml")
+    with pytest.raises(ConfigError, match="iterations 200 \\(asked: 160\\)"):
+        check_same_settings(default_config(out=out))
+
+
+def test_demo_overwrite_removes_only_the_demo_outputs(tmp_path):
+    from dvcl.demo import clear_demo
+
+    for name in ("run", "cache", "evaluation"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x").write_text("x")
+    (tmp_path / "demo.json").write_text("{}")
+    (tmp_path / "my_notes.txt").write_text("keep")
+    assert sorted(clear_demo(tmp_path)) == ["cache", "demo.json", "evaluation", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_notes.txt"]
+
+
+def test_demo_first_line_says_what_and_how_long():
+    from dvcl.demo import EXPECTED_MINUTES, DemoConfig, default_config, describe
+
+    line = describe(DemoConfig())
+    assert line.startswith("dvcl demo: 14 synthetic abdomen CT phantoms -> prepared at 2.5x2.5x5 mm")
+    assert f"about {EXPECTED_MINUTES} minutes" in line and "160 iterations" in line
+    assert "yours differs" in describe(default_config(iterations=20))
+    assert default_config(method="supervised").options == {}  # no warm-up option outside DVCL/CPS

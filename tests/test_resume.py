@@ -149,7 +149,7 @@ def test_sigterm_and_sigkill_then_resume_cli(tmp_path):
     _assert_same_weights(ref / "checkpoints" / "last.safetensors", run / "checkpoints" / "last.safetensors")
 
 
-def test_resume_refuses_schedule_changes_and_missing_state(tmp_path):
+def test_resume_refuses_schedule_changes_and_missing_state(tmp_path, capsys):
     from dvcl.cli.main import main
 
     cache = make_tiny_cache(tmp_path / "cache")
@@ -157,5 +157,7 @@ def test_resume_refuses_schedule_changes_and_missing_state(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(cache, iterations=1, val_every=0), run, device="cpu")
     assert main(["--progress", "none", "train", "--resume", str(run), "--iterations", "5"]) == 2
+    assert "drop --iterations, or start over with another --out" in capsys.readouterr().err  # one rule: see
+    # tests/test_front_door.py for the demo's side of it
     (run / "checkpoints" / "last_state.pt").write_bytes(b"not a checkpoint")
     assert main(["--progress", "none", "train", "--resume", str(run)]) == 2

@@ -153,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume needs the run directory (--resume RUN_DIR or --out RUN_DIR --resume)")
         given = [f"--{f.replace('_', '-')}" for f in _SCHEDULE_FLAGS if getattr(args, f, None) not in (None, [])]
         if given:
-            raise ConfigError(f"--resume continues the run's own schedule; drop {', '.join(given)}")
+            raise ConfigError(f"--resume continues the run's own schedule (its config.yaml) and never changes it "
+                              f"midway; drop {', '.join(given)}, or start over with another --out (or --out "
+                              f"{run_dir} --overwrite)")
         cfg_path = Path(run_dir) / "config.yaml"
         if not cfg_path.is_file():
             raise ConfigError(f"{run_dir}: no config.yaml, not a training run to resume")
