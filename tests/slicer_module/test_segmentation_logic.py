@@ -98,9 +98,11 @@ def test_segment_volume_into_model_segments(scene, abdomen_volume, tiny_model, t
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mine), backend_array)
     assert len(np.unique(backend_array)) >= 2  # a real label map, not an empty one
 
-    # one segmentation (+ its display node) added, temporary files removed
+    # one segmentation (+ its display node) and the volumes table added (+ the subject hierarchy node a bare
+    # slicer-core scene lacks), temporary files removed
     assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 1
-    assert node_count(scene) - before <= 3
+    assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 1
+    assert node_count(scene) - before <= 4
     assert os.listdir(tmp_path / "work") == []
 
     # a second run updates the same node: same object, same segment IDs, no new nodes
