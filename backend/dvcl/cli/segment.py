@@ -22,8 +22,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="image files (NIfTI, NRRD, MHA), DICOM series folders, or folders of image files")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (one input, e.g. out.seg.nrrd) or folder (one <case>.<format> per input)")
-    p.add_argument("--model", "-m", required=True, metavar="M",
-                   help="model package folder, or the name of an installed model (e.g. phantom_demo)")
+    p.add_argument("--model", "-m", default=None, metavar="M",
+                   help="model package folder, or the name of an installed model (e.g. phantom_demo); default: the "
+                   "best installed model for --preset (`dvcl info` lists them)")
+    p.add_argument("--fast", action="store_true",
+                   help="use the installed fast model instead (coarser grid, e.g. phantom_fast at 4x4x6 mm: several "
+                   "times faster, small structures suffer); not with --model")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="without --model: whose label set to segment (default: flare22)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <case>_entropy.nii.gz (normalised entropy of the mean probabilities) and "
+                   "<case>_disagreement.nii.gz (0.5 * sum |p_A - p_B|, zeros for one-model packages), both in "
+                   "[0, 1] on the input's grid, and their per-structure means in the --volumes table")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips (8x slower)")
     p.add_argument("--format", dest="fmt", choices=SEGMENTATION_FORMATS, default=None,
@@ -33,9 +43,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also write per-structure volumes in ml")
     p.add_argument("--models", dest="model_subset", default=None, metavar="A[,B]",
                    help="which of the package's models to average (e.g. 'A' for A only; default: all)")
-    p.add_argument("--restore", choices=("probabilities", "label"), default="probabilities",
-                   help="how predictions return to the original grid: resample probabilities (smooth, default) "
-                   "or labels (faster)")
+    # the same names as dvcl.inference.segment.RESTORE_MODES (not imported here: `dvcl --help` stays light)
+    p.add_argument("--restore", choices=("probabilities", "probabilities-exact", "label"), default="probabilities",
+                   help="how predictions return to the original grid: argmax of the linearly interpolated "
+                   "probabilities (smooth, default; computed at organ borders only), probabilities-exact (the same "
+                   "by resampling every class everywhere: the slow reference) or label (nearest neighbour, blocky)")
     p.add_argument("--sw-batch-size", type=int, default=None,
                    help="windows per network call (default: chosen from the device and network, 4 on a CPU)")
     p.add_argument("--engine", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
@@ -68,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, args.model, device=args.device, tta=args.tta, fmt=args.fmt,
         volumes=args.volumes, overwrite=args.overwrite, models=subset, restore=args.restore,
         sw_batch_size=args.sw_batch_size, engine=args.engine, accept_nonuniform=args.accept_nonuniform,
-        force=args.force, max_memory=args.max_memory,
+        force=args.force, max_memory=args.max_memory, fast=args.fast, preset=args.preset,
+        uncertainty=args.uncertainty,
     )
     progress.emit("done", task="segment", seconds=round(time.monotonic() - start, 2))
     if progress.get_mode() != "json":

@@ -91,8 +91,9 @@ def estimate_bytes(image: sitk.Image, package: ModelPackage, restore: str, sw_ba
 
     Terms: the image (as read and as float32), the network-grid input and the class-probability accumulators
     (probabilities and blending weights), the windows in flight with the network's activations, and the
-    restore (probabilities: the best-probability and argmax arrays plus one resampled class on the original
-    grid; label: the uint8 argmax on both grids).
+    restore (probabilities: the uint8 label on the original grid and one expansion step of it;
+    probabilities-exact: the best-probability and argmax arrays plus one resampled class on the original grid;
+    label: the uint8 argmax on both grids).
     """
     orig = int(math.prod(image.GetSize()))
     cfg = package.preprocessing
@@ -105,7 +106,12 @@ def estimate_bytes(image: sitk.Image, package: ModelPackage, restore: str, sw_ba
     total = orig * (image.GetSizeOfPixelComponent() + 4)
     total += net * 4 + 2 * c * net * 4
     total += (sw_batch_size or DEFAULT_BATCH_GUESS) * roi * (act + 2 * c * 4)
-    total += orig * (4 + 1 + 4) if restore == "probabilities" else orig + net
+    if restore == "probabilities-exact":
+        total += orig * (4 + 1 + 4)
+    elif restore == "probabilities":  # dvcl.preprocessing.restore: uint8 label + one gather step, small border
+        total += orig * 2 + net * (1 + 4)
+    else:
+        total += orig + net
     return int(total)
 
 

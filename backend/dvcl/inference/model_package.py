@@ -53,6 +53,10 @@ WEIGHTS = "weights.safetensors"
 DEFAULT_ROI = PAPER_ROI
 DEFAULT_STRIDE = PAPER_STRIDE
 USER_MODELS_ENV = "DVCL_MODELS"
+#: The preset ``dvcl segment`` without ``--model`` segments (the shipped models' label set).
+DEFAULT_SEGMENT_PRESET = "flare22"
+#: ``model.json`` ``"mode"``: ``standard``, or ``fast`` for the lower-resolution model of ``dvcl segment --fast``.
+MODES = ("standard", "fast")
 
 
 # ------------------------------------------------------------------------------------------- locations
@@ -83,10 +87,13 @@ class ModelInfo:
     labels: Dict[int, str]
     source: str  # "builtin" or "user"
     window: str = ""  # the sliding window it segments with, e.g. "window 32x64x64, stride 24x48x48"
+    mode: str = "standard"  # "fast": the lower-resolution model that `dvcl segment --fast` picks
+    real_ct_dice: Optional[float] = None  # the model card's mean Dice on real CT, if measured
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "description": self.description, "preset": self.preset,
-                "labels": {str(k): v for k, v in self.labels.items()}, "source": self.source, "window": self.window}
+                "labels": {str(k): v for k, v in self.labels.items()}, "source": self.source, "window": self.window,
+                "mode": self.mode, "real_ct_dice": self.real_ct_dice}
 
 
 def list_installed_models() -> List[ModelInfo]:
@@ -111,8 +118,55 @@ def list_installed_models() -> List[ModelInfo]:
                                    preset=meta.get("preset", ""),
                                    labels={int(k): v["name"] for k, v in meta["labels"].items()}, source=source,
                                    window=WindowConfig(tuple(meta["inference"]["roi"]),
-                                                       tuple(meta["inference"]["stride"])).describe()))
+                                                       tuple(meta["inference"]["stride"])).describe(),
+                                   mode=_mode(meta), real_ct_dice=_card_score(meta)))
     return found
+
+
+def _mode(meta: Mapping[str, Any]) -> str:
+    mode = meta.get("mode", "standard")
+    return mode if mode in MODES else "standard"
+
+
+def _card_score(meta: Mapping[str, Any]) -> Optional[float]:
+    """The model card's mean Dice on real CT (``card.real_ct.mean_dice``), or None when not measured."""
+    card = meta.get("card")
+    real = card.get("real_ct") if isinstance(card, dict) else None
+    score = real.get("mean_dice") if isinstance(real, dict) else None
+    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+
+
+def default_model(preset: Optional[str] = None, fast: bool = False) -> Path:
+    """The best installed model for ``preset`` (default :data:`DEFAULT_SEGMENT_PRESET`): what ``dvcl segment``
+    uses without ``--model``.
+
+    Ranking: the requested mode first (``fast`` models for ``fast=True``, else standard ones; a standard
+    request falls back to a fast model when no standard one exists, never the other way round), then the
+    model card's mean Dice on real CT (measured beats unmeasured), then shipped before user-installed, then
+    name, so the choice is deterministic.
+
+    Raises:
+        ModelError: no installed model for the preset (or no fast one when ``fast``); the message lists what
+            is installed.
+    """
+    preset = preset or DEFAULT_SEGMENT_PRESET
+    installed = list_installed_models()
+    for_preset = [m for m in installed if m.preset == preset]
+    wanted = [m for m in for_preset if (m.mode == "fast") == fast]
+    if not wanted and not fast:
+        wanted = for_preset
+    if not wanted:
+        names = ", ".join(f"{m.name} ({m.preset or 'no preset'}, {m.mode})" for m in installed) or "none"
+        kind = "fast model" if fast else "model"
+        raise ModelError(f"no installed {kind} for preset '{preset}' (installed: {names}); give --model")
+
+    def rank(m: ModelInfo):
+        return (m.real_ct_dice is None, -(m.real_ct_dice or 0.0), m.source != "builtin", m.name)
+
+    best = min(wanted, key=rank)
+    log.info("model: %s (%s, best installed %s model for preset %s)", best.name, best.path,
+             "fast" if fast else "standard", preset)
+    return best.path
 
 
 def resolve_model(spec: PathLike) -> Path:
