@@ -163,6 +163,7 @@ class Widget(qt.QWidget):
         self.ui.tabWidget.setCurrentWidget(getattr(self.ui, name))
 
     def ensure_backend(self, training: bool = False) -> bool:
+        ready = False
         with slicer.util.tryWithErrorDisplay("Installation failed", waitCursor=True):
             ready = self.setup_tab.ensure(training)
         if not ready:
