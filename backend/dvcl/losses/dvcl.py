@@ -31,6 +31,9 @@ from torch import Tensor
 from dvcl.losses.sampling import rand
 
 _QDS_TOLERANCE = 1e-6
+_NPS_BLOCK = 256
+"""Rows of the neighbour x pool similarity matrix computed at a time in :func:`nps_affinity` (256 x 4096 floats,
+4 MB: cache-sized on a CPU)."""
 
 
 @dataclass
@@ -70,18 +73,25 @@ def query_denoising(scores: Tensor, std_factor: float = 1.0) -> Tensor:
 
 
 def nps_affinity(pool_features: Tensor, query_positions: Tensor, neighbours: Tensor, k: int,
-                 mutual: float = 1.0, oneway: float = 0.1) -> Tensor:
+                 mutual: float = 1.0, oneway: float = 0.1, normalized: bool = False) -> Tensor:
     """NPS affinity [inferred, NRC]: ``mutual`` where query i is also among neighbour n's K nearest, else ``oneway``.
 
     Neighbour sets are over the pool, excluding the voxel itself. Only the distinct neighbours' rows of the
-    similarity matrix are computed (at most M*K x P).
+    similarity matrix are computed (at most M*K x P), in blocks of rows so that each block's similarities stay
+    in cache (the rows' top-K is all that is kept). ``normalized``: ``pool_features`` rows are already unit
+    vectors (as :func:`select_dvcl_sets` passes them), so they are not normalised again.
     """
     if neighbours.numel() == 0:
         return neighbours.new_zeros(neighbours.shape, dtype=torch.float32)
+    unit = pool_features.float() if normalized else F.normalize(pool_features.float(), dim=1)
     unique, inverse = torch.unique(neighbours, return_inverse=True)
-    sim = cosine_similarity_matrix(pool_features[unique], pool_features)
-    sim[torch.arange(unique.numel(), device=sim.device), unique] = float("-inf")
-    their_neighbours = sim.topk(min(k, sim.shape[1] - 1), dim=1).indices  # (U, k)
+    k_eff = min(k, unit.shape[0] - 1)
+    their_neighbours = torch.empty(unique.numel(), k_eff, dtype=torch.long, device=unit.device)  # (U, k)
+    for s in range(0, unique.numel(), _NPS_BLOCK):
+        rows = unique[s:s + _NPS_BLOCK]
+        sim = unit.index_select(0, rows) @ unit.T
+        sim[torch.arange(rows.numel(), device=sim.device), rows] = float("-inf")
+        their_neighbours[s:s + _NPS_BLOCK] = sim.topk(k_eff, dim=1).indices
     reciprocal = (their_neighbours[inverse] == query_positions.view(-1, 1, 1)).any(dim=-1)  # (M, K)
     return torch.where(reciprocal, torch.full_like(reciprocal, mutual, dtype=torch.float32),
                        torch.full_like(reciprocal, oneway, dtype=torch.float32))
@@ -115,7 +125,8 @@ def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10
                              torch.zeros(m, dtype=torch.bool, device=device), torch.zeros(m, device=device))
 
     rows = torch.arange(m, device=device)
-    sim = cosine_similarity_matrix(pool_features[query_positions], pool_features)  # (M, P)
+    unit = F.normalize(pool_features.float(), dim=1)  # once, for the query rows and for NPS
+    sim = unit[query_positions] @ unit.T  # (M, P) cosine similarities
     sim[rows, query_positions] = float("-inf")
     top = sim.topk(k_eff, dim=1)
     neighbours = top.indices
@@ -135,7 +146,8 @@ def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10
         key.scatter_(1, neighbours, float("-inf"))
         outsiders = key.topk(k_out_eff, dim=1).indices
 
-    affinity = nps_affinity(pool_features, query_positions[kept], neighbours[kept], k_eff, nps_mutual, nps_oneway)
+    affinity = nps_affinity(unit, query_positions[kept], neighbours[kept], k_eff, nps_mutual, nps_oneway,
+                            normalized=True)
     return DVCLSelection(queries=query_positions[kept], neighbours=neighbours[kept], affinity=affinity,
                          outsiders=outsiders[kept], kept=kept, scores=scores)
 

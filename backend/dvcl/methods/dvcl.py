@@ -35,12 +35,13 @@ from torch import Tensor, nn
 from dvcl.errors import ConfigError
 from dvcl.losses.cps import cps_loss, cps_weight, hard_labels
 from dvcl.losses.dvcl import dvcl_loss
-from dvcl.losses.entropy import entropy, reliable_split
+from dvcl.losses.entropy import entropy_from_logits, reliable_split
 from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss, sort_negatives
 from dvcl.losses.params import DVCLParams
 from dvcl.losses.sampling import (
     class_candidates,
     gather_voxels,
+    project_in_blocks,
     projected_class_prototypes,
     randperm,
     sample_candidates,
@@ -113,16 +114,17 @@ class DVCLMethod(Method):
         zero = sup.new_zeros(())
         w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction,
                            p.warmup_fraction)
+        contrastive = p.lambda_c > 0 and not warming_up
         with torch.no_grad():
-            probs = {m: torch.softmax(logits[m].float(), dim=1) for m in MODELS}
             # argmax pseudo-labels of the unlabeled half, computed once for L_cps and L_hqcl
             pseudo = {m: hard_labels(logits[m][n_l:]) for m in MODELS} if has_u else {}
         split = {}
         if has_u:
             cps = cps_loss(logits["A"][n_l:], logits["B"][n_l:], p.cps_entropy_weighting, pseudo["A"], pseudo["B"])
-            for m in MODELS:
-                ent = entropy(probs[m][n_l:], dim=1)
-                split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
+            if contrastive:  # the reliable / unreliable split only feeds the contrastive terms
+                for m in MODELS:
+                    ent = entropy_from_logits(logits[m][n_l:])
+                    split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
         else:
             cps = zero
         total = sup + w_cps * cps
@@ -133,8 +135,8 @@ class DVCLMethod(Method):
             for key in ("hqcl", "dvcl", "contra") + tuple(f"{t}_{m}" for t in ("hqcl", "dvcl", "unreliable")
                                                            for m in MODELS):
                 terms[key] = zero
-        elif p.lambda_c > 0:
-            hqcl = self._hqcl(p, feats, probs, pseudo, y_l, split, n_l)
+        elif contrastive:
+            hqcl = self._hqcl(p, feats, logits, pseudo, y_l, split, n_l)
             dvcl = self._dvcl(p, feats, logits, split, n_l) if has_u else {m: zero for m in MODELS}
             for m in MODELS:
                 terms[f"hqcl_{m}"] = hqcl[m]
@@ -154,7 +156,7 @@ class DVCLMethod(Method):
         return total, log_terms
 
     # ------------------------------------------------------------------------------------------ HqCL
-    def _hqcl(self, p: DVCLParams, feats: Dict[str, Tensor], probs: Dict[str, Tensor], pseudo: Dict[str, Tensor],
+    def _hqcl(self, p: DVCLParams, feats: Dict[str, Tensor], logits: Dict[str, Tensor], pseudo: Dict[str, Tensor],
               y_l: Tensor, split: Dict[str, tuple], n_l: int) -> Dict[str, Tensor]:
         """L_hqcl of each model (see the module docstring for which voxels play which role)."""
         C = self.num_classes
@@ -163,7 +165,8 @@ class DVCLMethod(Method):
         with torch.no_grad():
             # negatives: labeled voxels of every class, the same voxels projected by both models
             neg_idx, neg_cls = sample_per_class(gt, torch.ones_like(gt, dtype=torch.bool), C, p.negative_pool_per_class)
-            neg_feats = torch.cat([self.models[m].project(gather_voxels(feats[m], neg_idx)) for m in MODELS])
+            neg_feats = torch.cat([project_in_blocks(self.models[m].project, gather_voxels(feats[m], neg_idx))
+                                   for m in MODELS])
             neg_cls = torch.cat([neg_cls, neg_cls])
             if self.bank is not None:
                 self.bank.enqueue(neg_feats, neg_cls)
@@ -181,7 +184,8 @@ class DVCLMethod(Method):
                 proto_cand = class_candidates(labels, valid, C, first_class)
                 anchor_cand = proto_cand
                 if p.anchor_threshold is not None:
-                    conf = probs[m].gather(1, labels.unsqueeze(1)).squeeze(1)
+                    probs = torch.softmax(logits[m].detach().float(), dim=1)
+                    conf = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
                     anchor_cand = class_candidates(labels, valid & (conf > p.anchor_threshold), C, first_class)
                 anchor_idx, anchor_cls = sample_candidates(anchor_cand, p.num_anchors, first_class)
                 proto_idx, proto_cls = sample_candidates(proto_cand, p.prototype_samples, first_class)
@@ -207,7 +211,7 @@ class DVCLMethod(Method):
                 losses[m] = logits[m].sum() * 0.0
                 continue
             with torch.no_grad():
-                pool_feats = self.models[m].project(gather_voxels(feats[m], pool_idx))
+                pool_feats = project_in_blocks(self.models[m].project, gather_voxels(feats[m], pool_idx))
             pool_probs = torch.softmax(gather_voxels(logits[m], pool_idx).float(), dim=1)
             losses[m], _ = dvcl_loss(pool_probs, pool_feats, query_pos, k=p.k, k_out=p.k_out,
                                      outsider_mode=p.outsider_mode, nps_mutual=p.nps_mutual, nps_oneway=p.nps_oneway,
