@@ -8,6 +8,8 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from dvcl.demo import EXPECTED_MINUTES, DemoConfig
+    from dvcl.profiles import help_text as profiles_help
+    from dvcl.profiles import profile_names
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -28,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labeled", type=int, default=None,
                    help=f"labeled phantoms, split 6:2:2 into train/validation/test (default {d.labeled})")
     p.add_argument("--unlabeled", type=int, default=None, help=f"extra unlabeled phantoms (default {d.unlabeled})")
-    p.add_argument("--profile", choices=("quick", "paper"), default=None,
-                   help=f"training profile (default {d.profile})")
+    p.add_argument("--profile", choices=profile_names(), default=None,
+                   help=f"training profile (default {d.profile}): {profiles_help()}")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=None, help=f"phantom, split and training seed (default {d.seed})")
     p.add_argument("--overwrite", action="store_true",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dvcl.presets import list_presets
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("pred", metavar="PRED", help="predicted label map (file or folder; .nii.gz, .seg.nrrd, ...)")
     p.add_argument("gt", metavar="GT", help="reference label map (file or folder)")
     p.add_argument("--preset", default=None, metavar="P",
-                   help="label set: flare22, amos, btcv, mmwhs or a dataset.json (default: read from the files)")
+                   help=f"label set: {', '.join(list_presets())} or a dataset.json (default: read from the files)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write metrics.csv, summary.json, report.md and PNG plots here (default: print the "
                    "table only)")
