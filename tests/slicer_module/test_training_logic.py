@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
+import sys
 import time
 
 import pytest
@@ -59,9 +61,22 @@ def test_stop_file_name_matches_the_trainer():
     assert trainer.STOP_FILE == STOP_FILE
 
 
+LAUNCHER = """
+import signal, subprocess, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like PythonSlicer (CTKAppLauncher): no signal is forwarded
+sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))
+"""
+
+
 def test_start_stop_resume_export_register(scene, phantoms, tmp_path, monkeypatch):
+    """The whole cycle through a launcher stand-in, as inside Slicer: Stop must not rely on signals."""
     from dvcl.training.checkpoint import load_state
     from dvcl.training.trainer import SLOW_ITERATION_ENV
+
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(f"#!{sys.executable}\n{LAUNCHER}")
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("DVCL_PYTHON", str(launcher))
 
     slow_s = DEFAULT_KILL_GRACE_S + 1.0  # one iteration outlasts the old 5 s SIGTERM -> SIGKILL grace
     monkeypatch.setenv(SLOW_ITERATION_ENV, str(slow_s))
@@ -91,6 +106,7 @@ def test_start_stop_resume_export_register(scene, phantoms, tmp_path, monkeypatc
     assert rec["cancelled"] == [True] and rec["errors"] == [] and rec["exported"] == []
     (result,) = results
     assert result.exit_code == 130, result  # the trainer exited by itself after saving, nothing was killed
+    assert process.pid is not None and not process.running
     assert waited > 1.0  # the iteration in progress was allowed to finish
     assert not logic.running and (run_dir / "config.yaml").is_file()
     assert not (run_dir / STOP_FILE).exists()  # consumed: it must not stop the resumed run
