@@ -61,13 +61,13 @@ from dvcl.losses.cube_mix import (
 )
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import TeacherStudentMethod, make_teacher
-from dvcl.methods.params import ConsistencyParams, InputNoise, TeacherParams, param
+from dvcl.methods.params import NoisyTeacherConsistency, param
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import EncoderTap, LocationHead
 
 
 @dataclass
-class MagicNetParams(TeacherParams, ConsistencyParams, InputNoise):
+class MagicNetParams(NoisyTeacherConsistency):
     """MagicNet hyper-parameters (``train_main_btcv.py`` defaults; MagicNet evaluates the student, ramps the
     consistency up over 200 x 350 = all 70,000 iterations and adds Gaussian noise to the teacher's input)."""
 

@@ -18,12 +18,12 @@ import torch
 from dvcl.losses.consistency import consistency_loss
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod
-from dvcl.methods.params import ConsistencyParams, InputNoise, param
+from dvcl.methods.params import NoisyTeacherConsistency, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class MeanTeacherParams(EMAParams, ConsistencyParams, InputNoise):
+class MeanTeacherParams(EMAParams, NoisyTeacherConsistency):
     """Mean Teacher hyper-parameters (SSL4MIS 3D defaults: ``--consistency 0.1``, ramp-up over 200 "epochs" of
     150 iterations = its 30,000 iterations, i.e. the whole run)."""
 

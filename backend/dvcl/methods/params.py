@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from dvcl.utils.fields import Params, param
 
-__all__ = ["ConsistencyParams", "CrossSupervisionParams", "InputNoise", "Params", "SDFParams", "SupervisedWeights",
-           "TeacherParams", "UncertaintyThreshold", "param"]
+__all__ = ["ConsistencyParams", "CrossSupervisionParams", "NoisyTeacherConsistency", "Params", "SDFParams",
+           "SupervisedWeights", "TeacherParams", "UncertaintyThreshold", "param"]
 
 
 @dataclass
@@ -47,10 +47,11 @@ class ConsistencyParams(Params):
 
 
 @dataclass
-class InputNoise(Params):
-    """Gaussian noise on the teacher's input."""
+class NoisyTeacherConsistency(TeacherParams, ConsistencyParams):
+    """Mean Teacher's consistency (also MagicNet's): the EMA teacher sees the input with clipped Gaussian noise."""
 
     noise_std: float = param(0.1, ge=0)
+    """Std of the Gaussian noise on the teacher's input."""
     noise_clip: float = param(0.2, ge=0)
     """The noise is clipped to [-noise_clip, noise_clip]."""
 
