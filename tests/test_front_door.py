@@ -102,3 +102,45 @@ def test_demo_first_line_says_what_and_how_long():
     assert f"about {EXPECTED_MINUTES} minutes" in line and "160 iterations" in line
     assert "yours differs" in describe(default_config(iterations=20))
     assert default_config(method="supervised").options == {}  # no warm-up option outside DVCL/CPS
+
+
+# -------------------------------------------------------------------- scripts/test.sh and redirected logs
+def _test_sh(*args: str) -> list:
+    """The commands scripts/test.sh runs for ``args`` (its dry run: printed, not run)."""
+    env = {**os.environ, "DVCL_TEST_DRY_RUN": "1"}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "test.sh"), *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [line[len("[test] "):] for line in out.stderr.splitlines() if line.startswith("[test] ")]
+
+
+def test_test_sh_runs_the_selection_and_ci_options_run_everything():
+    ruff, pytest_cmd = _test_sh("tests/test_segment.py")
+    assert ruff.startswith(".venv/bin/ruff check backend")  # ruff still runs on everything
+    assert pytest_cmd == ".venv/bin/python -m pytest tests/test_segment.py"  # only the selection
+    assert _test_sh("-q", "tests/test_evaluate.py::test_quiet_shows_no_progress", "-x")[1].endswith(
+        "pytest -q tests/test_evaluate.py::test_quiet_shows_no_progress -x")
+    # .ci/run's options (note the option value 'no:cacheprovider', not a path): the whole suite
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/test.sh -q -p no:cacheprovider --durations=15" in ci
+    assert _test_sh("-q", "-p", "no:cacheprovider", "--durations=15")[1] == (
+        ".venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=15")
+
+
+def test_redirected_progress_has_no_escape_codes(tmp_path):
+    """Nested bars with stderr in a file: plain lines, no carriage returns, no cursor-movement codes."""
+    code = ("from dvcl.utils import progress\n"
+            "progress.LINE_INTERVAL_S = 0\n"
+            "with progress.Progress('grid', total=2) as outer:\n"
+            "    for run in range(2):\n"
+            "        with progress.Progress('train', total=3) as inner:\n"
+            "            for i in range(3):\n"
+            "                inner.update(1, loss=0.5)\n"
+            "        outer.update(1, message=f'run {run}')\n")
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        subprocess.run([sys.executable, "-c", code], stderr=err, check=True, timeout=60)
+    text = log.read_text()
+    assert "\x1b" not in text and "\r" not in text
+    lines = text.splitlines()
+    assert lines[0] == "train: 1/3 it (33%), 0:00 elapsed, 0:00 left, loss=0.5"
+    assert lines[-1] == "grid: 2/2 it (100%), 0:00 elapsed, run 1"

@@ -2,6 +2,10 @@
 
 The protocol is documented in docs/architecture.md ("Progress protocol"). JSON events go to stdout,
 one object per line, flushed immediately, so a parent process can parse them as they come.
+
+In ``bar`` mode a terminal gets tqdm bars. When stderr is not a terminal (a log file, CI, ``2> log``) bars
+would fill the file with carriage returns and, for nested bars, cursor-movement escape codes; there each
+bar writes a plain line instead, at most every :data:`LINE_INTERVAL_S` seconds and when it closes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ from typing import Any, Optional
 
 _MODE = "bar"
 MODES = ("bar", "json", "none")
+
+#: seconds between two plain progress lines when stderr is not a terminal
+LINE_INTERVAL_S = 30.0
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
 def set_mode(mode: str) -> None:
@@ -62,11 +76,21 @@ class Progress:
         self._start = time.monotonic()
         self._initial = initial
         self._bar = None
+        self._desc = desc or task
+        self._unit = unit
+        self._lines = False  # plain lines instead of a bar (stderr is not a terminal)
+        self._last_line = self._start
+        self._written_step: Optional[int] = None
+        self._postfix: dict = {}
+        self._message: Optional[str] = None
         if _MODE == "bar":
-            from tqdm.auto import tqdm
+            if stderr_is_terminal():
+                from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc or task, unit=unit, initial=initial, file=sys.stderr,
-                             dynamic_ncols=True)
+                self._bar = tqdm(total=total, desc=self._desc, unit=unit, initial=initial, file=sys.stderr,
+                                 dynamic_ncols=True)
+            else:
+                self._lines = True
         emit("start", task=task, total=total, step=initial)
 
     def update(self, n: int = 1, message: Optional[str] = None, **postfix: Any) -> None:
@@ -77,6 +101,11 @@ class Progress:
             if message:
                 self._bar.set_description_str(message, refresh=False)
             self._bar.update(n)
+        if self._lines:
+            self._postfix.update(postfix)
+            self._message = message or self._message
+            if time.monotonic() - self._last_line >= LINE_INTERVAL_S:
+                self._write_line()
         eta = self.eta_seconds()
         emit("progress", task=self.task, step=self.step, total=self.total, message=message, eta_s=eta, **postfix)
 
@@ -91,12 +120,39 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._lines:
+            if self._written_step != self.step:
+                self._write_line()
+            self._lines = False
+
+    def _write_line(self) -> None:
+        """``desc: 40/160 it (25%), 5:12 elapsed, 15:36 left, message, key=value``: no \\r, no escape codes."""
+        self._last_line = time.monotonic()
+        self._written_step = self.step
+        parts = [f"{self.step}/{self.total} {self._unit}" if self.total else f"{self.step} {self._unit}"]
+        if self.total:
+            parts[0] += f" ({100.0 * self.step / self.total:.0f}%)"
+        parts.append(f"{_clock(self._last_line - self._start)} elapsed")
+        eta = self.eta_seconds()
+        if eta is not None and self.total and self.step < self.total:
+            parts.append(f"{_clock(eta)} left")
+        if self._message:
+            parts.append(str(self._message))
+        parts += [f"{k}={_fmt(v)}" for k, v in self._postfix.items()]
+        sys.stderr.write(f"{self._desc}: {', '.join(parts)}\n")
+        sys.stderr.flush()
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _fmt(v: Any) -> Any:
