@@ -125,6 +125,9 @@ def test_unknown_field_and_plain_values() -> None:
     with pytest.raises(ConfigError, match="unknown option 'nope'"):
         convert_field(Example, "nope", "1")
     assert convert_value("2", float, name="x") == 2.0
+    np = pytest.importorskip("numpy")
+    assert type(convert_value(np.int64(3), int)) is int and type(convert_value(np.float32(0.5), float)) is float
+    assert convert_value(np.float64(4.0), int) == 4
     assert convert_value(5, Optional[int], name="x") == 5
 
 

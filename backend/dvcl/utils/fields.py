@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import typing
@@ -280,8 +281,8 @@ def _split_sequence(text: str) -> List[Any]:
 def _to_int(value: Any, fail: Any) -> int:
     if isinstance(value, bool):
         raise fail()
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        return int(value)
     if isinstance(value, str):
         try:
             return int(value.replace("_", ""))
@@ -291,7 +292,7 @@ def _to_int(value: Any, fail: Any) -> int:
             value = float(value)
         except ValueError as exc:
             raise fail() from exc
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
         return int(value)
     raise fail()
 
@@ -299,7 +300,7 @@ def _to_int(value: Any, fail: Any) -> int:
 def _to_float(value: Any, fail: Any) -> float:
     if isinstance(value, bool):
         raise fail()
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):  # int, float, numpy scalars
         return float(value)
     if isinstance(value, str):
         try:
