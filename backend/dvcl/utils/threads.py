@@ -2,20 +2,25 @@
 
 Why this exists: PyTorch starts one OpenMP thread per *logical CPU of the host*, whatever the process may
 actually use (CPU affinity, a container's CPU quota) and whatever else runs. On a small or shared machine
-that oversubscribes the cores and every parallel region waits for descheduled threads. Measured on the
-project's 2-core CI-sized machine while other jobs kept it busy (load average about 2-3), DVCL quick
-profile (patch 32x64x64, batch 2+2, U-Net 8..64, 4 iterations each, ``benchmarks/bench_threads.py``):
+that oversubscribes the cores and every parallel region waits for descheduled threads.
 
-==============================  ===================  =====================
-setting                         s per iteration      note
-==============================  ===================  =====================
-2 threads (torch's default)     see docs/results      load ~2-3 from others
-1 thread                        see docs/results      the choice made here
-==============================  ===================  =====================
+Measured on the project's 2-core machine while six other engineers' jobs kept it busy, DVCL at the quick
+profile's size (patch 32x64x64, batch 2+2, U-Net 8..64), 4 timed iterations after one warm-up, 1 and 2 threads
+alternated (``python benchmarks/bench_train_speed.py --device cpu --patch 32 64 64 --channels 8 16 32 64
+--batch 2 2 --iterations 4 --threads N``, under ``nice -n 10``):
 
-The issue that started this measured 19.5 s per iteration with the default threads and 6.9 s with one
-thread back to back on the same machine. The figures measured for this module are in the module
-constant :data:`MEASURED` (filled in from the benchmark, see README "Threads").
+=====  =============  ==================  ===============
+round  torch threads  load avg at start   s per iteration
+=====  =============  ==================  ===============
+1      1              3.2                 11.2 (min 9.6)
+1      2              5.0                 49.7 (min 36.4)
+2      1              7.9                 37.4 (min 16.4)
+2      2              8.7                 212.6 (min 133.9)
+=====  =============  ==================  ===============
+
+Two threads were 4-6 times slower than one on the busy machine (the issue that started this measured 19.5 s
+with torch's default and 6.9 s with one thread, back to back). On an idle machine all its cores are free and
+the rule below uses them.
 
 The rule (:func:`choose_threads`):
 
