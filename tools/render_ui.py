@@ -20,6 +20,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from dvcl.methods.catalog import method_names
+from dvcl.presets import list_presets
+from dvcl.profiles import profile_names
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +49,10 @@ EXAMPLE_ITEMS: Dict[str, List[str]] = {
     "modelComboBox": ["phantom_demo"],
     "segmentDeviceComboBox": ["auto", "cuda", "cpu"],
     "trainDeviceComboBox": ["auto", "cuda", "cpu"],
-    "presetComboBox": ["flare22", "amos", "btcv", "mmwhs", "dataset.json"],
-    "evalPresetComboBox": ["flare22", "amos", "btcv", "mmwhs"],
-    "methodComboBox": ["dvcl", "cps", "supervised", "mean_teacher", "uamt", "u2pl"],
-    "profileComboBox": ["paper", "quick"],
+    "presetComboBox": list_presets() + ["dataset.json"],
+    "evalPresetComboBox": list_presets(),
+    "methodComboBox": method_names(),
+    "profileComboBox": profile_names(),
     "predictionSelector": ["abdomen_ct_3mm segmentation"],
     "referenceSelector": ["label_flare22"],
     "evalVolumeSelector": ["abdomen_ct_3mm"],
