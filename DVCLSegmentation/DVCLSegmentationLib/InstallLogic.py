@@ -12,7 +12,8 @@ Rules learned from the Slicer AI extensions (research/slicer_extensions.md, sect
 * the backend is the extension's own: the installed ``dvcl`` must have the bundled backend's version exactly
   (an extension update reinstalls it), and it is installed offline, from a wheel built with the extension
   (``DVCLSegmentationBackend/*.whl``) or else from the bundled source with ``--no-build-isolation`` (no
-  setuptools download);
+  setuptools download) when Slicer's setuptools is recent enough for the backend's ``[build-system]``, and
+  only otherwise with pip's default isolated build (which downloads setuptools);
 * segmenting needs the core requirements only; the packages of the backend's ``train`` extra are installed
   when the user first trains;
 * nothing is installed without the user's confirmation, and errors keep their cause.
@@ -283,8 +284,11 @@ class InstallLogic:
             reinstall = ["--force-reinstall"] if any(s.name == "dvcl" and s.installed for s in missing) else []
             if wheel is not None:
                 commands.append(["--no-deps", *reinstall, str(wheel)])
-            else:  # offline build with the setuptools Slicer's Python has (no build-isolation download)
+            elif self._can_build_offline(backend):  # with the setuptools Slicer's Python has: no download
                 commands.append(["--no-deps", "--no-build-isolation", *reinstall, str(backend)])
+            else:
+                self.log("this Python's setuptools is too old to build the backend offline: pip downloads one")
+                commands.append(["--no-deps", *reinstall, str(backend)])
         if (backend is not None and names & {"dvcl", "monai"}) or training:
             wanted = backend_dependencies(backend) if backend else []
             if training and backend:
@@ -294,6 +298,15 @@ class InstallLogic:
             if todo:
                 commands.append([*constraint, *todo])
         return commands
+
+    def _can_build_offline(self, backend: Path) -> bool:
+        """True when the installed setuptools meets the backend's ``[build-system] requires``."""
+        text = (backend / "pyproject.toml").read_text(encoding="utf-8")
+        match = re.search(r"requires\s*=\s*\[[^\]]*[\"']setuptools\s*>=\s*([\w.]+)", text)
+        version = self._version_of("setuptools", "setuptools")
+        if version is None:
+            return False
+        return version_at_least(version, match.group(1)) if match else True
 
     def install(self, training: bool = False) -> List[PackageStatus]:
         """Install whatever :meth:`missing` reports, after confirmation; returns the new status.

@@ -45,6 +45,8 @@ def test_the_backend_is_pinned_to_the_bundled_version():
     (stale,) = logic.missing()
     assert stale.name == "dvcl" and "not the extension's backend 0.1.0 (will be reinstalled)" in stale.describe()
     assert logic.plan([stale]) == [["--no-deps", "--no-build-isolation", "--force-reinstall", str(BACKEND)]]
+    old_setuptools = InstallLogic(version_of=_versions(dvcl="0.0.9", setuptools="65.5.0"))
+    assert old_setuptools.plan([stale]) == [["--no-deps", "--force-reinstall", str(BACKEND)]]  # needs >= 77
     newer = InstallLogic(version_of=_versions(dvcl="0.2.0"))  # a newer backend is not this extension's either
     assert [s.name for s in newer.missing()] == ["dvcl"]
     assert InstallLogic().missing() == []
