@@ -186,3 +186,24 @@ def test_evaluate_flow_without_a_report_folder(scene, tmp_path):
     assert len(dice) == 12 and all(v == pytest.approx(100.0) for v in dice.values())  # esophagus is absent
     assert f"Report: {report.csv_path}" in ui.evalSummaryLabel.text()
     assert str(report.csv_path).startswith(str(tmp_path)) and ui.evaluateButton.isEnabled()
+
+
+@pytest.mark.slow
+def test_setup_flow_dependencies_and_device(scene):
+    require_cli("info")
+    torch = pytest.importorskip("torch")
+    from DVCLSegmentationLib.InstallLogic import InstallLogic
+    from DVCLSegmentationLib.SetupTab import SetupTab
+
+    ui = load_ui()
+    host = Host(scene, default_params())
+    tab = SetupTab(ui, host, InstallLogic(), process_factory=SubprocessProcess)
+    ui.checkDependenciesButton.click()
+    assert f"torch {torch.__version__}: OK" in ui.dependencyStatusLabel.text()
+    assert "dvcl 0.1.0: OK" in ui.dependencyStatusLabel.text()
+    ui.checkDeviceButton.click()
+    assert ui.deviceInfoLabel.text() == "Running dvcl info..."
+    tab._info_process.wait(120)
+    assert tab.info["torch"] == torch.__version__
+    assert ui.deviceInfoLabel.text().startswith("GPU available" if torch.cuda.is_available() else "No CUDA GPU")
+    assert tab.device_info() is tab.info  # kept for the Train tab's GPU-memory check, not asked again
