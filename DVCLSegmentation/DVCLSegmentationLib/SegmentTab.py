@@ -43,6 +43,7 @@ class SegmentTab(Tab):
         ui.cancelSegmentButton.clicked.connect(self.on_cancel)
         ui.addModelButton.clicked.connect(self.on_add_model)
         ui.modelComboBox.currentIndexChanged.connect(self.on_model_changed)
+        ui.show3DCheckBox.toggled.connect(self.on_show_3d)
         logic.progress.connect(self.on_progress)
         logic.log.connect(host.append_log)
         logic.finished.connect(self.on_finished)
@@ -151,6 +152,16 @@ class SegmentTab(Tab):
             self.ui.volumesTableView.setMRMLTableNode(self.logic.volumes_table)
         self.host.show_segmentation(p.input_volume, node, self.logic.uncertainty_nodes.get("disagreement"))
         self.update_buttons()
+
+    def on_show_3d(self, checked: bool) -> None:
+        """Show 3D toggled: build or drop the surfaces of the current result at once."""
+        node = self.host.params.output_segmentation
+        if node is None or node.GetScene() is None or node.GetSegmentation().GetNumberOfSegments() == 0:
+            return
+        if checked:
+            node.CreateClosedSurfaceRepresentation()
+        else:
+            node.RemoveClosedSurfaceRepresentation()
 
     def on_error(self, message: str) -> None:
         self.ui.segmentStatusLabel.setText("Failed: " + message)

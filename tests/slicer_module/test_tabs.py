@@ -87,6 +87,11 @@ def test_segment_flow(scene, tmp_path, monkeypatch):
     assert node2 is not node1 and node1.GetSegmentation().GetNumberOfSegments() == 13
     assert node2.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE)  # Show 3D on
     assert "--fast" in _calls(calls)[-1]
+    ui.show3DCheckBox.setChecked(True)
+    ui.show3DCheckBox.setChecked(False)  # toggled afterwards: the surfaces go at once
+    assert not node2.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE)
+    ui.show3DCheckBox.setChecked(True)
+    assert node2.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE)
 
     # back to the first volume (the second one's node still selected): its own node is updated in place
     params.input_volume = first
