@@ -14,14 +14,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dvcl.losses.params import PAPER_LITERAL
 from dvcl.methods import get_method_class
 from dvcl.networks.config import NetworkConfig
 from dvcl.training.config import TrainConfig
 
 SMALL = {"feature_dim": 16, "num_anchors": 16, "prototype_samples": 64, "negative_pool_per_class": 32,
          "num_negatives": 8, "num_queries": 32, "pool_size": 128}
-#: the options that existed at the pin, at their then values (later defaults may differ)
-LITERAL: dict = {}
+#: the options added after the pin, at the reading the pinned code had (later defaults may differ)
+LITERAL: dict = dict(PAPER_LITERAL)
 CPS_LITERAL: dict = {}
 
 PINNED = {

@@ -63,7 +63,10 @@ def test_dvcl_two_training_iterations():
         for name in ("sup", "sup_A", "sup_B", "cps", "cps_weight", "hqcl", "hqcl_A", "hqcl_B", "dvcl", "dvcl_A",
                      "dvcl_B", "contra", "unreliable_A", "unreliable_B", "loss"):
             assert isinstance(terms[name], float), name
-        expected = terms["sup"] + terms["cps_weight"] * terms["cps"] + 0.1 * (terms["hqcl"] + 0.3 * terms["dvcl"])
+        # lambda_c ramps up like lambda_cps (10 % of 10 iterations: exp(-5) at iteration 0, full from 1)
+        assert terms["contra_weight"] == pytest.approx(0.1 * terms["cps_weight"])
+        expected = (terms["sup"] + terms["cps_weight"] * terms["cps"]
+                    + terms["contra_weight"] * (terms["hqcl"] + 0.3 * terms["dvcl"]))
         assert terms["loss"] == pytest.approx(expected, rel=1e-5)
         assert terms["loss"] == pytest.approx(float(loss.detach()), rel=1e-6)
         assert terms["cps_weight"] == pytest.approx(torch.exp(torch.tensor(-5.0 * (1 - it) ** 2)).item())

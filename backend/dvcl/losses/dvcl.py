@@ -31,6 +31,7 @@ from torch import Tensor
 from dvcl.losses.sampling import rand
 
 _QDS_TOLERANCE = 1e-6
+SIMILARITIES = ("cosine", "dot")
 _NPS_BLOCK = 256
 """Rows of the neighbour x pool similarity matrix computed at a time in :func:`nps_affinity` (256 x 4096 floats,
 4 MB: cache-sized on a CPU)."""
@@ -101,11 +102,11 @@ def nps_affinity(pool_features: Tensor, query_positions: Tensor, neighbours: Ten
 def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10, k_out: int = 15,
                      outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 0.1,
                      qds: bool = True, qds_std_factor: float = 1.0,
-                     generator: Optional[torch.Generator] = None) -> DVCLSelection:
+                     generator: Optional[torch.Generator] = None, similarity: str = "cosine") -> DVCLSelection:
     """Choose C_i, D_i and A_in for queries drawn from the pool (no gradient).
 
     Args:
-        pool_features: (P, D) features of the pool of unreliable voxels.
+        pool_features: (P, D) what neighbours are ranked by: projected features, or probability vectors.
         query_positions: (M,) distinct positions of the queries in the pool.
         k, k_out: K and K'. With a small pool they shrink to what exists: K <= P - 1 and K' <= P - 1 - K, so
             a query is never its own neighbour and C_i and D_i never overlap.
@@ -113,7 +114,11 @@ def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10
         nps_mutual, nps_oneway: NPS affinities.
         qds, qds_std_factor: query denoising.
         generator: RNG for the random outsider mode.
+        similarity: "cosine" (features: cosine similarity) or "dot" (probabilities: p_m . p_n, the
+            supplementary's O_mn ranking); used for C_i, D_i, QDS scores and NPS alike.
     """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"unknown similarity {similarity!r}")
     device = pool_features.device
     p = pool_features.shape[0]
     m = query_positions.shape[0]
@@ -125,8 +130,9 @@ def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10
                              torch.zeros(m, dtype=torch.bool, device=device), torch.zeros(m, device=device))
 
     rows = torch.arange(m, device=device)
-    unit = F.normalize(pool_features.float(), dim=1)  # once, for the query rows and for NPS
-    sim = unit[query_positions] @ unit.T  # (M, P) cosine similarities
+    # once, for the query rows and for NPS (for "dot" the rows are used as they are)
+    unit = F.normalize(pool_features.float(), dim=1) if similarity == "cosine" else pool_features.float()
+    sim = unit[query_positions] @ unit.T  # (M, P) similarities
     sim[rows, query_positions] = float("-inf")
     top = sim.topk(k_eff, dim=1)
     neighbours = top.indices
@@ -152,9 +158,18 @@ def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10
                          outsiders=outsiders[kept], kept=kept, scores=scores)
 
 
+def outsider_weight_at(weight: float, decay: float, iteration: int, max_iterations: int) -> float:
+    """Weight of the dispersion sum at ``iteration``: ``weight * (1 + 10 t / T) ** -decay`` (AaD's alpha(t)).
+
+    ``decay = 0`` keeps ``weight`` for the whole run (the supplementary's bound: weight 1, no decay).
+    """
+    t = min(max(iteration, 0), max(1, max_iterations)) / max(1, max_iterations)
+    return float(weight) * (1.0 + 10.0 * t) ** (-float(decay))
+
+
 def dvcl_loss_from_sets(query_probs: Tensor, neighbour_probs: Tensor, affinity: Tensor,
-                        outsider_probs: Tensor) -> Tensor:
-    """Mean over queries of ``-sum_n A_in p_i.p_n + sum_k p_i.p_k``.
+                        outsider_probs: Tensor, outsider_weight: float = 1.0) -> Tensor:
+    """Mean over queries of ``-sum_n A_in p_i.p_n + w sum_k p_i.p_k`` (w = ``outsider_weight``, 1 in the paper).
 
     ``query_probs`` (M, C) carries the gradient; ``neighbour_probs`` (M, K, C) and ``outsider_probs``
     (M, K', C) are detached here. No query gives a graph-connected zero.
@@ -164,25 +179,40 @@ def dvcl_loss_from_sets(query_probs: Tensor, neighbour_probs: Tensor, affinity: 
     weights = affinity.to(query_probs.dtype)
     attract = (torch.einsum("mc,mkc->mk", query_probs, neighbour_probs.detach()) * weights).sum(1)
     disperse = torch.einsum("mc,mkc->mk", query_probs, outsider_probs.detach()).sum(1)
+    if outsider_weight != 1.0:
+        disperse = disperse * outsider_weight
     return (disperse - attract).mean()
 
 
 def dvcl_loss(pool_probs: Tensor, pool_features: Tensor, query_positions: Tensor, k: int = 10, k_out: int = 15,
               outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 0.1, qds: bool = True,
-              qds_std_factor: float = 1.0, generator: Optional[torch.Generator] = None) -> tuple:
+              qds_std_factor: float = 1.0, generator: Optional[torch.Generator] = None,
+              neighbour_space: str = "features", outsider_weight: float = 1.0) -> tuple:
     """L_dvcl for one model over a pool of unreliable voxels -> ``(loss, selection)``.
 
     Args:
         pool_probs: (P, C) softmax probabilities at the pool voxels; gradient flows through the query rows.
-        pool_features: (P, D) features at the pool voxels, used only to pick neighbours (no gradient).
+        pool_features: (P, D) features at the pool voxels, used only to pick neighbours (no gradient) when
+            ``neighbour_space`` is "features"; may be None for "probabilities".
         query_positions: (M,) distinct positions of the queries in the pool.
+        neighbour_space: "features" (cosine of ``pool_features``) or "probabilities" (p_m . p_n of the detached
+            ``pool_probs``, the supplementary's O_mn).
+        outsider_weight: w of the dispersion sum (:func:`outsider_weight_at`).
         The rest: see :func:`select_dvcl_sets`.
     """
-    selection = select_dvcl_sets(pool_features.detach(), query_positions, k, k_out, outsider_mode, nps_mutual,
-                                 nps_oneway, qds, qds_std_factor, generator)
+    if neighbour_space == "features":
+        if pool_features is None:
+            raise ValueError("neighbour_space 'features' needs pool_features")
+        rank_by, similarity = pool_features.detach(), "cosine"
+    elif neighbour_space == "probabilities":
+        rank_by, similarity = pool_probs.detach(), "dot"
+    else:
+        raise ValueError(f"unknown neighbour_space {neighbour_space!r}")
+    selection = select_dvcl_sets(rank_by, query_positions, k, k_out, outsider_mode, nps_mutual,
+                                 nps_oneway, qds, qds_std_factor, generator, similarity)
     if selection.queries.numel() == 0:
         return pool_probs.sum() * 0.0, selection
     detached = pool_probs.detach()
     loss = dvcl_loss_from_sets(pool_probs[selection.queries], detached[selection.neighbours], selection.affinity,
-                               detached[selection.outsiders])
+                               detached[selection.outsiders], outsider_weight)
     return loss, selection

@@ -60,11 +60,21 @@ def entropy_threshold(ent: Tensor, alpha: float, mask: Optional[Tensor] = None) 
     return mean + alpha * std
 
 
-def reliable_split(ent: Tensor, alpha: float, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+def reliable_split(ent: Tensor, alpha: float, mask: Optional[Tensor] = None,
+                   per_item: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """Split voxels into reliable (H <= t) and unreliable (H > t) with t from :func:`entropy_threshold`.
 
+    ``per_item``: one threshold per item of the first axis (per unlabeled image) instead of one over all
+    voxels (METHOD.md: over the batch); ``t`` then has one value per item. Not combined with ``mask``.
     Returns ``(reliable, unreliable, t)``; both masks have ``ent``'s shape and are false outside ``mask``.
     """
+    if per_item:
+        if mask is not None:
+            raise ValueError("reliable_split: per_item does not take a mask")
+        t = torch.stack([entropy_threshold(ent[i], alpha) for i in range(ent.shape[0])]) if ent.shape[0] else \
+            ent.new_zeros(0)
+        unreliable = ent.detach() > t.view(-1, *([1] * (ent.dim() - 1))) + _TIE_TOLERANCE
+        return ~unreliable, unreliable, t
     t = entropy_threshold(ent, alpha, mask)
     unreliable = ent.detach() > t + _TIE_TOLERANCE
     reliable = ~unreliable

@@ -2,10 +2,15 @@
 
 METHOD.md marks each value as [given] (stated in the paper's supplementary), [inferred] (from U2PL, AaD,
 NRC or reviews) or [decided] (our own choice). Every [inferred]/[decided] value must be changeable and
-ablatable without a code edit, so each one is a field here with METHOD.md's value as its default. The
-training config stores these as a plain dict (``TrainConfig.method_params``); :meth:`DVCLParams.from_dict`
-turns that dict back into a validated object and rejects unknown keys, so a typo in a YAML config fails
-loudly instead of silently training with a default.
+ablatable without a code edit, so each one is a field here with METHOD.md's value as its default. Ranges are
+declared next to each default (:func:`dvcl.utils.fields.param`) and checked in one place
+(:func:`dvcl.utils.fields.validate_params`). The training config stores these as a plain dict
+(``TrainConfig.method_params``); :meth:`DVCLParams.from_dict` turns that dict back into a validated object
+and rejects unknown keys, so a typo in a YAML config fails loudly instead of silently training with a default.
+
+The paper-literal reading of each option that issue 12 asked to expose (``PAPER_LITERAL``): lambda_c at full
+weight from iteration 0, neighbours ranked in feature space, outsiders unweighted and undecayed, one entropy
+threshold per batch, HqCL anchors from each model's own pseudo-labels.
 """
 
 from __future__ import annotations
@@ -15,122 +20,122 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from dvcl.errors import ConfigError
+from dvcl.utils.fields import Params, param
 
 OUTSIDER_MODES = ("farthest", "random")
+NEIGHBOUR_SPACES = ("features", "probabilities")
+SPLIT_SCOPES = ("batch", "image")
+PSEUDO_SOURCES = ("own", "other")
+
+#: The options of issue 12 at the reading closest to the supplementary's text (no schedule, no decay, ...).
+PAPER_LITERAL: Dict[str, Any] = {
+    "lambda_c_delay_fraction": 0.0, "lambda_c_rampup_fraction": 0.0, "neighbour_space": "features",
+    "outsider_weight": 1.0, "outsider_decay": 0.0, "split_scope": "batch", "hqcl_pseudo_source": "own",
+}
 
 
 @dataclass
-class DVCLParams:
+class DVCLParams(Params):
     """Hyper-parameters of DVCL (and of CPS, which is DVCL with ``lambda_c = 0``)."""
 
     # --- reliable / unreliable split (METHOD.md 3.3) -------------------------------------------------------
-    alpha: float = 0.5
+    alpha: float = param(0.5, ge=0)
     """[given] t = mean(H) + alpha * std(H) over the unlabeled batch; H > t is unreliable."""
+    split_scope: str = param("batch", choices=SPLIT_SCOPES)
+    """[decided] where mean and std of H are taken: 'batch' (METHOD.md: over the whole unlabeled batch) or
+    'image' (one threshold per unlabeled patch, so a confident patch does not mark a hard one all unreliable)."""
 
     # --- cross pseudo supervision (3.4) ----------------------------------------------------------------------
-    lambda_cps: float = 1.0
+    lambda_cps: float = param(1.0, ge=0)
     """[given] weight of L_cps after the ramp-up."""
-    cps_rampup_fraction: float = 0.1
+    cps_rampup_fraction: float = param(0.1, ge=0, le=1)
     """[decided] sigmoid ramp-up exp(-5 (1 - t)^2) of lambda_cps over this fraction of the iterations."""
-    warmup_fraction: float = 0.0
+    warmup_fraction: float = param(0.0, ge=0, lt=1)
     """[decided] supervised-only warm-up: for this fraction of the iterations the CPS and contrastive weights
     are 0 (and those terms are not computed); the CPS ramp-up starts after it. 0 = METHOD.md (no warm-up)."""
     cps_entropy_weighting: bool = False
     """[inferred] weight each voxel's CE by exp(-H(p_teacher) / log C) of the pseudo-label's source model."""
 
     # --- total loss (3.7) --------------------------------------------------------------------------------------
-    lambda_c: float = 0.1
+    lambda_c: float = param(0.1, ge=0)
     """[given] weight of L_contra = L_hqcl + beta * L_dvcl. 0 turns DVCL into plain CPS."""
-    beta: float = 0.3
+    lambda_c_delay_fraction: float = param(0.0, ge=0, lt=1)
+    """[decided] lambda_c is 0 for this fraction of the run (after ``warmup_fraction``): the contrastive terms
+    wait until the pseudo-labels mean something. 0 = no delay."""
+    lambda_c_rampup_fraction: float = param(0.1, ge=0, le=1)
+    """[decided, METHOD.md 3.7 "like lambda_cps"] sigmoid ramp-up of lambda_c over this fraction of the run,
+    starting after the warm-up and the delay. 0 = the paper's literal reading (full weight at once)."""
+    beta: float = param(0.3, ge=0)
     """[given] weight of L_dvcl inside L_contra."""
-    hqcl_weight: float = 1.0
+    hqcl_weight: float = param(1.0, ge=0)
     """[decided, for ablations] weight of L_hqcl inside L_contra (1 = METHOD.md; 0 = the DVCL term alone)."""
-    feature_dim: int = 256
+    feature_dim: int = param(256, ge=1)
     """[given] dimension V of the projected voxel features (must match the network's projection head)."""
 
     # --- high-quality contrastive loss L_hqcl (3.5) ---------------------------------------------------------
-    num_anchors: int = 256
+    num_anchors: int = param(256, ge=1)
     """[given] M: anchors sampled per class (fewer when a class has fewer candidate voxels)."""
-    prototype_samples: int = 2048
+    prototype_samples: int = param(2048, ge=1)
     """[decided] the class prototype is the mean feature over at most this many voxels of the class."""
-    num_negatives: int = 50
+    num_negatives: int = param(50, ge=1)
     """[given] N: negatives per anchor."""
-    negative_pool_per_class: int = 512
+    negative_pool_per_class: int = param(512, ge=1)
     """[decided] labeled voxels per class (and per model) projected as the negative candidate pool."""
-    temperature: float = 1.0
+    temperature: float = param(1.0, gt=0)
     """[given] tau of the InfoNCE loss."""
-    anchor_threshold: Optional[float] = None
+    anchor_threshold: Optional[float] = param(None, ge=0, lt=1, nullable=True)
     """[inferred, U2PL] when set (U2PL: 0.3), anchors of class c need p_c above it; None = no threshold."""
     hqcl_include_background: bool = True
     """[decided] background is a class with anchors like any organ (U2PL includes class 0)."""
+    hqcl_pseudo_source: str = param("own", choices=PSEUDO_SOURCES)
+    """[decided] unlabeled anchors and prototypes of model m come from m's 'own' pseudo-labels and reliable
+    mask, or from the 'other' model's (cross supervision, as CPS does for L_cps)."""
     memory_bank: bool = False
     """[inferred, U2PL] draw negatives from a per-class FIFO bank of past labeled features."""
-    memory_bank_size: int = 4096
+    memory_bank_size: int = param(4096, ge=1)
     """[decided] entries per class in the memory bank (U2PL: 30000 for 2D; 3D memory is tighter)."""
 
     # --- distance-aware voxel-wise contrastive loss L_dvcl (3.6) ------------------------------------------
-    num_queries: int = 256
+    num_queries: int = param(256, ge=1)
     """[decided] M': query voxels sampled from the unreliable voxels U_R."""
-    pool_size: int = 4096
+    pool_size: int = param(4096, ge=1)
     """[decided] P: candidate pool of unreliable voxels; similarities are only M' x P (and neighbours x P)."""
-    k: int = 10
+    k: int = param(10, ge=1)
     """[given] K: close neighbours C_i."""
-    k_out: int = 15
+    k_out: int = param(15, ge=0)
     """[given] K': distant outsiders D_i."""
-    outsider_mode: str = "farthest"
+    neighbour_space: str = param("features", choices=NEIGHBOUR_SPACES)
+    """[decided] how C_i, D_i, QDS and NPS rank pool voxels: 'features' = cosine of the projected features
+    (AaD/NRC; the loss then never trains the feature head) or 'probabilities' = p_m . p_n, the supplementary's
+    O_mn. Default 'features' (the code's reading so far); not yet chosen on validation."""
+    outsider_mode: str = param("farthest", choices=OUTSIDER_MODES)
     """[decided] 'farthest' = the K' least similar pool voxels; 'random' = K' random pool voxels outside C_i."""
-    nps_mutual: float = 1.0
+    outsider_weight: float = param(1.0, ge=0)
+    """[decided] weight of the dispersion (outsider) sum against the attraction sum; 1 = the paper's bound."""
+    outsider_decay: float = param(0.0, ge=0)
+    """[inferred, AaD] the outsider weight decays as (1 + 10 t/T)^-outsider_decay over the run (AaD: 5 on
+    VisDA, 0.75 on Office-Home); 0 = no decay."""
+    nps_mutual: float = param(1.0, ge=0)
     """[inferred, NRC] affinity A_ij of a mutual (reciprocal) K-neighbour."""
-    nps_oneway: float = 0.1
+    nps_oneway: float = param(0.1, ge=0)
     """[inferred, NRC] affinity A_ij of a one-way neighbour."""
     qds: bool = True
     """[decided] query denoising: drop queries whose mean K-neighbour similarity is an outlier."""
-    qds_std_factor: float = 1.0
+    qds_std_factor: float = param(1.0, ge=0)
     """[decided] QDS drops queries whose score is below mean - qds_std_factor * std over the queries."""
 
-    def __post_init__(self) -> None:
-        # ``--set anchor_threshold=0.3`` arrives as a string (its default, None, gives no type to convert to)
-        if isinstance(self.anchor_threshold, str):
-            text = self.anchor_threshold.strip().lower()
-            try:
-                self.anchor_threshold = None if text in ("", "none", "null") else float(text)
-            except ValueError as exc:
-                raise ConfigError(f"method parameter 'anchor_threshold' must be a number or null, "
-                                  f"got {self.anchor_threshold!r}") from exc
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot work (rather than failing mid-training)."""
-        positive_ints = ("feature_dim", "num_anchors", "prototype_samples", "num_negatives",
-                         "negative_pool_per_class", "memory_bank_size", "num_queries", "pool_size", "k")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"method parameter '{name}' must be a positive integer, got {value!r}")
-        if isinstance(self.k_out, bool) or not isinstance(self.k_out, int) or self.k_out < 0:
-            raise ConfigError(f"method parameter 'k_out' must be a non-negative integer, got {self.k_out!r}")
-        non_negative = ("alpha", "lambda_cps", "lambda_c", "beta", "hqcl_weight", "nps_mutual", "nps_oneway",
-                        "qds_std_factor")
-        for name in non_negative:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"method parameter '{name}' must be a number >= 0, got {value!r}")
-        if not 0.0 <= float(self.cps_rampup_fraction) <= 1.0:
-            raise ConfigError(
-                f"method parameter 'cps_rampup_fraction' must be in [0, 1], got {self.cps_rampup_fraction!r}")
-        if not 0.0 <= float(self.warmup_fraction) < 1.0:
-            raise ConfigError(f"method parameter 'warmup_fraction' must be in [0, 1), got {self.warmup_fraction!r}")
-        if not float(self.temperature) > 0:
-            raise ConfigError(f"method parameter 'temperature' must be > 0, got {self.temperature!r}")
-        if self.anchor_threshold is not None and not 0.0 <= float(self.anchor_threshold) < 1.0:
-            raise ConfigError(
-                f"method parameter 'anchor_threshold' must be in [0, 1) or null, got {self.anchor_threshold!r}")
-        if self.outsider_mode not in OUTSIDER_MODES:
-            raise ConfigError(
-                f"method parameter 'outsider_mode' must be one of {OUTSIDER_MODES}, got {self.outsider_mode!r}")
+    def check(self) -> None:
+        """Rules between fields (each field's own range is declared with it)."""
         if self.num_queries > self.pool_size:
             raise ConfigError(f"method parameter 'num_queries' ({self.num_queries}) must not exceed 'pool_size' "
                               f"({self.pool_size}): queries are drawn from the pool")
+        if self.warmup_fraction + self.lambda_c_delay_fraction >= 1.0:
+            raise ConfigError("method parameters 'warmup_fraction' + 'lambda_c_delay_fraction' must be < 1, got "
+                              f"{self.warmup_fraction} + {self.lambda_c_delay_fraction}")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values that cannot work (rather than failing mid-training)."""
+        Params.__post_init__(self)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict (YAML/JSON friendly) of every field."""

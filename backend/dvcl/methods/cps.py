@@ -15,25 +15,29 @@ from dataclasses import dataclass
 from dvcl.losses.params import DVCLParams
 from dvcl.methods.dvcl import DVCLMethod
 from dvcl.methods.registry import register_method
+from dvcl.utils.fields import Params, param
 
 
 @dataclass
-class CPSParams:
-    """Hyper-parameters of CPS (same meaning and defaults as in :class:`DVCLParams`)."""
+class CPSParams(Params):
+    """Hyper-parameters of CPS (same meaning, defaults and ranges as in :class:`DVCLParams`).
 
-    lambda_cps: float = 1.0
+    CPS and DVCL share one co-training schedule (lambda_cps 1, sigmoid ramp-up over the first 10 %): DVCL is
+    CPS plus the contrastive terms, so the only difference between the two table rows is those terms. CLD and
+    DHC keep the schedule of their released code (0.1 ramped over the whole run, docs/results).
+    """
+
+    lambda_cps: float = param(1.0, ge=0)
     """weight of L_cps after the ramp-up."""
-    cps_rampup_fraction: float = 0.1
+    cps_rampup_fraction: float = param(0.1, ge=0, le=1)
     """sigmoid ramp-up over this fraction of the iterations."""
-    warmup_fraction: float = 0.0
+    warmup_fraction: float = param(0.0, ge=0, lt=1)
     """supervised-only warm-up: CPS weight 0 for this fraction of the iterations, then the ramp-up."""
     cps_entropy_weighting: bool = False
     """weight each voxel's CE by exp(-H / log C) of the pseudo-label's source model."""
 
-    def __post_init__(self) -> None:
-        self.to_dvcl_params()  # validates the values with DVCLParams' rules
-
     def to_dvcl_params(self) -> DVCLParams:
+        """The same run as DVCL with ``lambda_c = 0`` (one code path for both table rows)."""
         return DVCLParams(lambda_cps=self.lambda_cps, cps_rampup_fraction=self.cps_rampup_fraction,
                           warmup_fraction=self.warmup_fraction, cps_entropy_weighting=self.cps_entropy_weighting,
                           lambda_c=0.0)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
 from dvcl.losses.cps import cps_loss, cps_weight, hard_labels
-from dvcl.losses.dvcl import dvcl_loss
+from dvcl.losses.dvcl import dvcl_loss, outsider_weight_at
 from dvcl.losses.entropy import entropy_from_logits, reliable_split
 from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss, sort_negatives
 from dvcl.losses.params import DVCLParams
@@ -51,6 +51,7 @@ from dvcl.losses.sampling import (
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.registry import register_method
+from dvcl.utils.rampup import rampup_weight
 
 if TYPE_CHECKING:  # pragma: no cover
     from dvcl.training.config import TrainConfig
@@ -58,6 +59,34 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 MODELS = ("A", "B")
+
+
+def contrastive_weight(p: DVCLParams, iteration: int, max_iterations: int) -> float:
+    """lambda_c(t): 0 during the supervised warm-up and the delay, then a sigmoid ramp-up to ``lambda_c``.
+
+    With ``lambda_c_delay_fraction = lambda_c_rampup_fraction = warmup_fraction = 0`` this is the constant
+    lambda_c of the paper's literal reading.
+    """
+    start = round(p.warmup_fraction + p.lambda_c_delay_fraction, 12)  # 0.1 + 0.2 is 0.30000000000000004
+    return rampup_weight(p.lambda_c, iteration, max_iterations, p.lambda_c_rampup_fraction, start)
+
+
+def anchor_voxels(gt: Tensor, pseudo: Dict[str, Tensor], split: Dict[str, tuple], model: str,
+                  source: str = "own") -> Tuple[Tensor, Tensor]:
+    """Labels and validity of the voxels model ``model``'s L_hqcl anchors and prototypes are drawn from.
+
+    The labeled patches with their ground truth ``gt`` (B_l, Z, Y, X), then - when an unlabeled half is present
+    (``split`` non-empty) - the unlabeled patches with a pseudo-label, valid where that pseudo-label is reliable.
+    ``source`` "own": ``model``'s own pseudo-labels and reliable mask; "other": those of the other model (as
+    CPS takes its targets from the other model). Returns ``(labels, valid)`` stacked along the batch axis.
+    """
+    if source not in ("own", "other"):
+        raise ConfigError(f"hqcl_pseudo_source must be 'own' or 'other', got {source!r}")
+    ones = torch.ones_like(gt, dtype=torch.bool)
+    if model not in split:
+        return gt, ones
+    src = model if source == "own" else next(m for m in MODELS if m != model)
+    return torch.cat([gt, pseudo[src]]), torch.cat([ones, split[src][0]])
 
 
 @register_method("dvcl")
@@ -114,7 +143,8 @@ class DVCLMethod(Method):
         zero = sup.new_zeros(())
         w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction,
                            p.warmup_fraction)
-        contrastive = p.lambda_c > 0 and not warming_up
+        w_c = contrastive_weight(p, iteration, int(self.cfg.iterations))
+        contrastive = w_c > 0 and not warming_up
         with torch.no_grad():
             # argmax pseudo-labels of the unlabeled half, computed once for L_cps and L_hqcl
             pseudo = {m: hard_labels(logits[m][n_l:]) for m in MODELS} if has_u else {}
@@ -124,27 +154,28 @@ class DVCLMethod(Method):
             if contrastive:  # the reliable / unreliable split only feeds the contrastive terms
                 for m in MODELS:
                     ent = entropy_from_logits(logits[m][n_l:])
-                    split[m] = reliable_split(ent, p.alpha)  # (reliable, unreliable, threshold)
+                    # (reliable, unreliable, threshold)
+                    split[m] = reliable_split(ent, p.alpha, per_item=p.split_scope == "image")
         else:
             cps = zero
         total = sup + w_cps * cps
         terms["sup"] = sup
         terms["cps"] = cps
 
-        if p.lambda_c > 0 and warming_up:
+        if p.lambda_c > 0 and not contrastive:  # warm-up or lambda_c delay: the same columns, all zero
             for key in ("hqcl", "dvcl", "contra") + tuple(f"{t}_{m}" for t in ("hqcl", "dvcl", "unreliable")
                                                            for m in MODELS):
                 terms[key] = zero
         elif contrastive:
             hqcl = self._hqcl(p, feats, logits, pseudo, y_l, split, n_l)
-            dvcl = self._dvcl(p, feats, logits, split, n_l) if has_u else {m: zero for m in MODELS}
+            dvcl = self._dvcl(p, feats, logits, split, n_l, iteration) if has_u else {m: zero for m in MODELS}
             for m in MODELS:
                 terms[f"hqcl_{m}"] = hqcl[m]
                 terms[f"dvcl_{m}"] = dvcl[m]
             terms["hqcl"] = hqcl["A"] + hqcl["B"]
             terms["dvcl"] = dvcl["A"] + dvcl["B"]
             terms["contra"] = p.hqcl_weight * terms["hqcl"] + p.beta * terms["dvcl"]
-            total = total + p.lambda_c * terms["contra"]
+            total = total + w_c * terms["contra"]
             for m in MODELS:
                 terms[f"unreliable_{m}"] = split[m][1].float().mean() if has_u else zero
         terms["loss"] = total
@@ -153,6 +184,8 @@ class DVCLMethod(Method):
         values = torch.stack([terms[k].detach().float().reshape(()) for k in names]).tolist()  # one device sync
         log_terms = dict(zip(names, values))
         log_terms["cps_weight"] = w_cps
+        if p.lambda_c > 0:
+            log_terms["contra_weight"] = w_c if not warming_up else 0.0
         return total, log_terms
 
     # ------------------------------------------------------------------------------------------ HqCL
@@ -176,11 +209,7 @@ class DVCLMethod(Method):
         losses = {}
         for m in MODELS:
             with torch.no_grad():
-                if m in split:
-                    labels = torch.cat([gt, pseudo[m]])
-                    valid = torch.cat([torch.ones_like(gt, dtype=torch.bool), split[m][0]])
-                else:
-                    labels, valid = gt, torch.ones_like(gt, dtype=torch.bool)
+                labels, valid = anchor_voxels(gt, pseudo, split, m, p.hqcl_pseudo_source)
                 proto_cand = class_candidates(labels, valid, C, first_class)
                 anchor_cand = proto_cand
                 if p.anchor_threshold is not None:
@@ -198,22 +227,26 @@ class DVCLMethod(Method):
 
     # ------------------------------------------------------------------------------------------ DVCL
     def _dvcl(self, p: DVCLParams, feats: Dict[str, Tensor], logits: Dict[str, Tensor], split: Dict[str, tuple],
-              n_l: int) -> Dict[str, Tensor]:
+              n_l: int, iteration: int) -> Dict[str, Tensor]:
         """L_dvcl of each model on one shared pool of unreliable voxels (U_R = M_u^A U M_u^B)."""
         with torch.no_grad():
             unreliable = split["A"][1] | split["B"][1]
             spatial = unreliable[0].numel()
             pool_idx = sample_from_mask(unreliable, p.pool_size) + n_l * spatial  # flat over the whole batch
             query_pos = randperm(pool_idx.numel(), pool_idx.device)[: p.num_queries]
+        w_out = outsider_weight_at(p.outsider_weight, p.outsider_decay, iteration, int(self.cfg.iterations))
         losses = {}
         for m in MODELS:
             if pool_idx.numel() < 2:
                 losses[m] = logits[m].sum() * 0.0
                 continue
-            with torch.no_grad():
-                pool_feats = project_in_blocks(self.models[m].project, gather_voxels(feats[m], pool_idx))
+            pool_feats = None
+            if p.neighbour_space == "features":
+                with torch.no_grad():
+                    pool_feats = project_in_blocks(self.models[m].project, gather_voxels(feats[m], pool_idx))
             pool_probs = torch.softmax(gather_voxels(logits[m], pool_idx).float(), dim=1)
             losses[m], _ = dvcl_loss(pool_probs, pool_feats, query_pos, k=p.k, k_out=p.k_out,
                                      outsider_mode=p.outsider_mode, nps_mutual=p.nps_mutual, nps_oneway=p.nps_oneway,
-                                     qds=p.qds, qds_std_factor=p.qds_std_factor)
+                                     qds=p.qds, qds_std_factor=p.qds_std_factor, neighbour_space=p.neighbour_space,
+                                     outsider_weight=w_out)
         return losses
