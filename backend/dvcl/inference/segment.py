@@ -21,7 +21,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from dvcl.errors import ConfigError, ImageReadError, NotCTError, OutputExistsError
-from dvcl.inference.model_package import ModelPackage, default_model, load_model_package, resolve_model
+from dvcl.inference.model_package import (
+    ModelPackage,
+    default_model,
+    load_model_package,
+    read_model_json,
+    resolve_model,
+)
 from dvcl.inference.uncertainty import QUANTITIES as UNCERTAINTY_QUANTITIES
 from dvcl.inference.uncertainty import structure_means, uncertainty_paths
 from dvcl.io.images import (
@@ -279,6 +285,30 @@ def volumes_path(jobs: Sequence[SegmentJob], output: PathLike, kind: str) -> Pat
     return output / f"volumes.{kind}"
 
 
+def choose_model(model: Optional[PathLike], fast: bool = False, preset: Optional[str] = None) -> Path:
+    """The package folder ``dvcl segment`` uses: ``model`` itself, or without it the best installed model for
+    ``preset``; with ``fast`` the installed fast model for the preset (of ``model`` when one is given, so
+    ``--model phantom_demo --fast``, which the Slicer module sends, means its fast sibling).
+
+    Raises:
+        ConfigError: ``preset`` together with ``model`` (the model has its own preset).
+        ModelError: no such model (:func:`~dvcl.inference.model_package.default_model`).
+    """
+    if model is None:
+        return default_model(preset, fast=fast)
+    if preset:
+        raise ConfigError("--preset chooses an installed model; leave it out when giving --model")
+    path = resolve_model(model)
+    if not fast:
+        return path
+    meta = read_model_json(path)
+    if meta.get("mode") == "fast":
+        return path
+    fast_path = default_model(meta.get("preset") or None, fast=True)
+    log.info("--fast: using the fast model %s instead of %s", fast_path.name, meta.get("name", path.name))
+    return fast_path
+
+
 def segment_files(
     inputs: Sequence[PathLike],
     output: PathLike,
@@ -306,7 +336,7 @@ def segment_files(
         output: output file (one input) or folder.
         model: a loaded package, a package folder, or the name of an installed model; None: the best
             installed model for ``preset`` (:func:`~dvcl.inference.model_package.default_model`).
-        fast: with ``model=None``, the installed fast (lower-resolution) model instead.
+        fast: the installed fast (lower-resolution) model for the preset instead (:func:`choose_model`).
         preset: with ``model=None``, whose label set to segment (default ``flare22``).
         uncertainty: also write ``<case>_entropy.nii.gz`` and ``<case>_disagreement.nii.gz`` next to each
             label map (:mod:`dvcl.inference.uncertainty`) and their per-structure means in the volumes table.
@@ -342,11 +372,9 @@ def segment_files(
         for target in targets:
             if target.exists():
                 raise OutputExistsError(f"{target}: exists (use --overwrite to replace it)")
-    if model is not None and (fast or preset):
-        raise ConfigError("--fast and --preset choose an installed model; leave them out when giving --model")
-    if model is None:
-        model = default_model(preset, fast=fast)
-    package = model if isinstance(model, ModelPackage) else load_model_package(resolve_model(model))
+    package = load_model_package(choose_model(model, fast, preset)) if not isinstance(model, ModelPackage) else model
+    if fast and package.meta.get("mode") != "fast":
+        raise ConfigError(f"--fast: model '{package.name}' is not a fast model")
     guards.validate_inputs([j.input for j in jobs], accept_nonuniform=accept_nonuniform, force=force)
     guards.check_output_space([j.input for j in jobs], [j.output for j in jobs])
     unknown = [m for m in (models or []) if m not in package.models]
