@@ -307,6 +307,11 @@ def test_names_come_from_the_segment_sidecar(tmp_path):
     r = evaluate_paths(tmp_path / "pred", tmp_path / "gt", distances=False)
     assert r.labels == FLARE and r.structures[:3] == ["liver", "right kidney", "spleen"]
     assert [s.dice for s in r.cases[0].scores[:3]] == [1.0, 1.0, 1.0]
+    # the preset the sidecar records applies as --preset would: reference values outside its table are refused
+    bad = arr.copy()
+    bad[0, 0, 0] = 14
+    with pytest.raises(LabelValueError, match="not in the label table"):
+        evaluate_paths(pred, _small(tmp_path / "gt14", "c.nii.gz", bad), distances=False)
     # a reference folder inside a data set with its dataset.json names the reference side the same way
     (tmp_path / "dataset.json").write_text(json.dumps({"preset": "flare22"}))
     assert evaluate_paths(pred, ref, distances=False).labels == FLARE
@@ -322,6 +327,9 @@ def test_mismatched_label_sets_are_refused(tmp_path, capsys):
     img = sitk.ReadImage(str(pred))
     ref = write_seg_nrrd(img, tmp_path / "gt" / "c.seg.nrrd",
                          segments_from_labels({1: "liver", 2: "spine", 3: "heart"}))
+    with pytest.raises(LabelValueError, match="the reference calls label 2 'spine' but preset 'flare22'"):
+        evaluate_paths(pred, ref, distances=False)  # the preset recorded in the prediction's sidecar
+    (tmp_path / "pred" / "c.labels.json").write_text(json.dumps({"labels": FLARE}))  # names, no preset
     with pytest.raises(LabelValueError, match="different label tables.*label 2: 'right kidney' vs 'spine'"):
         evaluate_paths(pred, ref, distances=False)
     assert main(["-q", "evaluate", str(pred), str(ref)]) == 2
@@ -347,6 +355,7 @@ def test_float_predictions_are_refused(tmp_path, capsys, values, message):
     ref = _small(tmp_path, "ref.nii.gz", _three_blobs())
     with pytest.raises(LabelValueError, match=message):
         evaluate_paths(pred, ref, preset="flare22", distances=False)
+    capsys.readouterr()
     assert main(["-q", "evaluate", str(pred), str(ref)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dvcl: error:")

@@ -199,6 +199,22 @@ def _side_table(paths: Sequence[Path], side: str) -> Optional[LabelTable]:
     return None if first is None else LabelTable(merged, first.source, first.preset)
 
 
+def recorded_preset(predictions: Sequence[Path]) -> Optional[Preset]:
+    """The built-in preset ``dvcl segment`` recorded next to the predictions (their sidecar), or None.
+
+    With it the references are read as that preset's label maps (MM-WHS raw values remapped, values outside
+    the label table refused), exactly as with ``--preset``."""
+    from dvcl.io.label_table import read_label_sidecar
+    from dvcl.presets import PRESETS
+
+    for path in predictions:
+        table = read_label_sidecar(path)
+        if table is not None and table.preset.lower() in PRESETS:
+            log.debug("label set: preset %r recorded by dvcl segment in %s", table.preset, table.source)
+            return get_preset(table.preset)
+    return None
+
+
 def resolve_labels(pairs: Sequence[Tuple[str, Path, Path]], preset: Optional[Preset]) -> Dict[int, str]:
     """The label set to score: the preset's, else the names the files carry, else ``label_<i>``.
 
@@ -246,6 +262,8 @@ def evaluate_paths(
     """
     pairs = match_cases(pred, ref)
     pre = get_preset(preset) if isinstance(preset, str) else preset
+    if pre is None:
+        pre = recorded_preset([p for _, p, _ in pairs])
     labels = resolve_labels(pairs, pre)
     default_name = strip_suffix(pred) if Path(pred).is_file() else Path(pred).name
     result = EvaluationResult(labels=labels, name=name or default_name, preset=pre.name if pre else "")
