@@ -58,6 +58,11 @@ def test_resolve_engine_choices_and_fallbacks(monkeypatch, caplog):
         engines.resolve_engine("tensorrt", "cpu")
     expected_auto = next(e for e in engines.AUTO_ORDER["cpu"] if engines.engine_installed(e))
     assert engines.resolve_engine("auto", "cpu") == expected_auto
+    # the order is the measured table's: engines below the agreement bar never, the rest fastest first
+    table = engines.MEASURED["cpu"]
+    speeds = [table[e]["speedup"] for e in engines.AUTO_ORDER["cpu"]]
+    assert speeds == sorted(speeds, reverse=True)
+    assert all(table[e]["voxel_agreement"] >= engines.MIN_AGREEMENT for e in engines.AUTO_ORDER["cpu"])
     # an engine that cannot be imported degrades to torch with a message (None in sys.modules blocks an import)
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
@@ -134,9 +139,9 @@ def test_graph_is_cached_by_weights_and_falls_back_when_cache_unwritable(package
 
 
 def test_auto_uses_torch_when_the_recorded_check_failed(package_dir, volume):
-    name = next((e for e in engines.AUTO_ORDER["cpu"] if e != "torch" and engines.engine_installed(e)), None)
-    if name is None:
-        pytest.skip("no ONNX engine installed")
+    name = engines.resolve_engine("auto", "cpu")
+    if name == "torch":
+        pytest.skip("auto picks torch here (no faster ONNX engine installed)")
     pkg = load_model_package(package_dir)
     p = Predictor(pkg, "cpu", engine="auto")
     assert p.engine_name == name
