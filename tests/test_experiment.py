@@ -64,15 +64,27 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
         sd = abs(vals[0] - vals[1]) / math.sqrt(2)  # sample SD (ddof=1) of two values
         assert float(rows[method]["mean_dice_sd"]) == pytest.approx(sd, abs=1e-6)
     with open(out / "runs.csv", newline="") as f:
-        assert sorted(r["run"] for r in csv.DictReader(f)) == sorted(names)
+        case_rows = list(csv.DictReader(f))
+    assert sorted({r["run"] for r in case_rows}) == sorted(names)
+    for key in ("method", "fraction", "seed", "case", "structure", "dice_percent", "jaccard_percent", "split",
+                "inference_model", "checkpoint_selected_on"):
+        assert key in case_rows[0], key
+    assert {r["split"] for r in case_rows} == {"test"} and {r["structure"] for r in case_rows} == {"box", "ball"}
+    assert {r["checkpoint_selected_on"] for r in case_rows} == {"validation"}
+    mt = [float(r["dice_percent"]) for r in case_rows if r["run"] == "mean_teacher_f0.5_s0"]
+    assert sum(mt) / len(mt) == pytest.approx(100 * per_run["mean_teacher_f0.5_s0"]["mean_dice"], abs=0.05)
+    selection = json.loads((out / "supervised_f0.5_s0" / "evaluation" / "selection.json").read_text())
+    assert selection["test_reads"] == 1 and selection["checkpoint_selected_on"] == "validation"
 
     table = (out / "results.md").read_text()
     assert "## 50% labeled" in table
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| Method | box | ball | Mean Dice | Mean Jaccard")
-    assert [line.split(" | ")[0] for line in lines[1:]] == ["| U-Net (labeled only)", "| MT"]
+    names_in_table = [line.split(" | ")[0] for line in lines[1:3]]
+    assert names_in_table[0].startswith("| U-Net (labeled only) [") and names_in_table[1].startswith("| MT [")
     expected = f"{100 * float(rows['mean_teacher']['mean_dice']):.2f} ± "
     assert expected in lines[2]
+    assert "Per-seed mean Dice" in table and "Paired differences" in table and "WARNING" not in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # rerun: everything is finished and evaluated -> nothing is trained or evaluated again

@@ -9,9 +9,21 @@ Trainer in ``OUT/<method>_f<fraction>_s<seed>/`` (the run directory of docs/arch
 3. evaluation against the original reference labels (Dice, Jaccard, HD95, ASSD at native spacing with the
    convention of :mod:`dvcl.evaluation.metrics`): ``RUN/evaluation/{summary.json, metrics.csv, report.md}``.
 
+Two-network methods (DVCL, CPS, CLD, DHC) are evaluated twice from the same checkpoint: as the A+B ensemble
+(``RUN/evaluation``) and with model A alone (``RUN/evaluation_A``), so that their rows compare like for like
+with one-network methods; every row names its inference model (A+B, A, student, teacher, net).
+
+Honest model selection: the checkpoint of every run is the best one on the cache's **validation** split (the
+Trainer's ``best``); the test split is read only here, once per finished run and inference model (counted in
+``RUN/evaluation*/selection.json``). ``--tuned-on`` records how the settings (``--set``) were chosen; tables of a
+grid whose settings were tuned on the test split, or whose test split was read more than once for a run, carry
+a warning at the top. Validation and test splits must not overlap.
+
 Then the seeds are aggregated (mean +/- sample SD, :func:`dvcl.evaluation.aggregate_runs`) into
-``OUT/results.md`` (one table per labeled fraction, in the paper's layout), ``OUT/results.csv``,
-``OUT/runs.csv`` (one row per run) and ``OUT/results.png`` (mean Dice per method and fraction).
+``OUT/results.md`` (one table per labeled fraction or count, in the paper's layout, then the per-seed values
+and the paired differences against a reference method with a 95 % bootstrap interval,
+:mod:`dvcl.paired_stats`), ``OUT/results.csv``, ``OUT/runs.csv`` (one row per run, inference model, test case
+and structure; Dice and Jaccard in percent) and ``OUT/results.png`` (mean Dice per method and fraction).
 
 Resumable by construction: a run whose ``run.json`` says ``finished`` and whose evaluation is written is
 skipped; a finished run without evaluation is only evaluated; an interrupted run continues from its
@@ -45,6 +57,9 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 EVAL_DIR = "evaluation"
+EVAL_DIR_A = "evaluation_A"
+TUNED_ON = ("none", "validation", "test")
+"""How the grid's settings were chosen: ``none`` (defaults / given up front), ``validation``, ``test``."""
 PRED_DIR = "test_predictions"
 MODEL_DIR = "model"
 
@@ -62,10 +77,19 @@ class GridRun:
     method: str
     fraction: float
     seed: int
+    count: Optional[int] = None
+    """labeled training cases (``--labeled-count``) instead of ``fraction``"""
 
     @property
     def name(self) -> str:
+        if self.count is not None:
+            return f"{self.method}_n{self.count}_s{self.seed}"
         return f"{self.method}_f{fraction_tag(self.fraction)}_s{self.seed}"
+
+    @property
+    def setting(self) -> Tuple[str, float]:
+        """Which table the run belongs to: ``("count", N)`` or ``("fraction", f)``."""
+        return ("count", float(self.count)) if self.count is not None else ("fraction", float(self.fraction))
 
 
 @dataclass
@@ -88,6 +112,11 @@ class ExperimentConfig:
         jobs: runs trained at the same time, each in its own process (one GPU is shared by all of them:
             the quick profile's small networks leave most of a large GPU idle, so several runs at once finish
             a grid several times sooner). Each process gets ``cpu_count // jobs`` torch threads.
+        labeled_count: labeled training cases of every run (``--labeled-count``), instead of ``fractions``.
+        tuned_on: how the settings were chosen (:data:`TUNED_ON`); ``test`` marks every table as invalid.
+        reference: method the paired differences are taken against (default: ``dvcl`` if in the grid, else
+            the first method).
+        bootstrap: bootstrap replicates of the paired-difference intervals.
     """
 
     data: Path
@@ -104,12 +133,18 @@ class ExperimentConfig:
     tta: bool = False
     overwrite: bool = False
     jobs: int = 1
+    labeled_count: Optional[int] = None
+    tuned_on: str = "none"
+    reference: Optional[str] = None
+    bootstrap: int = 10000
 
 
-def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]) -> List[GridRun]:
+def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
+              labeled_count: Optional[int] = None) -> List[GridRun]:
     """The runs of a grid, in the order they are trained (method by method, then fraction, then seed).
 
     A method that forces its labeled fraction (``fully``: 1.0) gets one run per seed, whatever ``fractions``.
+    With ``labeled_count`` every other run uses that many labeled cases (one setting; ``fractions`` unused).
 
     Raises:
         ConfigError: an unknown method, a fraction outside (0, 1], an empty or duplicated list.
@@ -124,10 +159,15 @@ def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequenc
     for f in fractions:
         if not 0 < float(f) <= 1:
             raise ConfigError(f"labeled fraction must be in (0, 1], got {f}")
+    if labeled_count is not None and (isinstance(labeled_count, bool) or int(labeled_count) < 1):
+        raise ConfigError(f"labeled count must be a positive integer, got {labeled_count}")
     runs: List[GridRun] = []
     for method in methods:
         cls = get_method_class(method)  # ConfigError listing the available methods
         forced = getattr(cls, "labeled_fraction", None)
+        if forced is None and labeled_count is not None:
+            runs.extend(GridRun(cls.name, float(fractions[0]), int(s), int(labeled_count)) for s in seeds)
+            continue
         run_fractions = [float(forced)] if forced is not None else [float(f) for f in fractions]
         for f in run_fractions:
             for s in seeds:
@@ -141,7 +181,9 @@ def run_state(run_dir: Path) -> str:
     checkpoint to resume from) or ``new`` (nothing usable yet)."""
     info = _read_json(run_dir / "run.json")
     if info.get("status") == "finished":
-        evaluated = (run_dir / EVAL_DIR / "summary.json").is_file() and (run_dir / EVAL_DIR / "report.md").is_file()
+        dirs = [EVAL_DIR] + ([EVAL_DIR_A] if len(info.get("inference_models") or []) > 1 else [])
+        evaluated = all((run_dir / d / "summary.json").is_file() and (run_dir / d / "report.md").is_file()
+                        for d in dirs)
         return "done" if evaluated else "trained"
     if (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last_state.pt").is_file():
         return "partial"
@@ -166,6 +208,7 @@ def build_run_config(exp: ExperimentConfig, run: GridRun):
     cfg.data = str(Path(exp.data).resolve())
     cfg.method = run.method
     cfg.labeled_fraction = run.fraction
+    cfg.labeled_count = run.count
     cfg.seed = run.seed
     if exp.iterations is not None:
         cfg.iterations = int(exp.iterations)
@@ -193,8 +236,8 @@ def parse_option(item: str) -> Tuple[Optional[str], str, str]:
 
 
 #: TrainConfig fields that define a run's result; a run directory made with other values is not reused.
-_SIGNATURE_FIELDS = ("method", "labeled_fraction", "seed", "iterations", "batch_labeled", "batch_unlabeled",
-                     "patch", "lr", "momentum", "weight_decay", "poly_power", "flip_prob",
+_SIGNATURE_FIELDS = ("method", "labeled_fraction", "labeled_count", "seed", "iterations", "batch_labeled",
+                     "batch_unlabeled", "patch", "lr", "momentum", "weight_decay", "poly_power", "flip_prob",
                      "foreground_oversample")
 
 
@@ -231,7 +274,8 @@ def train_run(exp: ExperimentConfig, run: GridRun, run_dir: Path, state: str) ->
 
     if state in ("trained", "done"):
         return
-    shutil.rmtree(run_dir / EVAL_DIR, ignore_errors=True)  # a (re)trained run is evaluated afresh
+    for d in (EVAL_DIR, EVAL_DIR_A):  # a (re)trained run is a new final run: evaluated afresh
+        shutil.rmtree(run_dir / d, ignore_errors=True)
     argv = list(sys.argv) + [f"[run {run.name}]"]
     if state == "partial":
         log.info("%s: resuming from its last checkpoint", run.name)
@@ -244,52 +288,104 @@ def train_run(exp: ExperimentConfig, run: GridRun, run_dir: Path, state: str) ->
     train(cfg, run_dir, device=exp.device, overwrite=True, argv=argv)
 
 
-def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) -> Dict[str, Any]:
+def inference_settings(model_names: Sequence[str]) -> List[Tuple[str, Optional[List[str]], str]]:
+    """``(label, models, eval dir)`` of each evaluation of a run: the package's ensemble in ``evaluation/``
+    and, for two-network packages, model A alone in ``evaluation_A/`` (the same checkpoint)."""
+    names = list(model_names)
+    settings: List[Tuple[str, Optional[List[str]], str]] = [("+".join(names), None, EVAL_DIR)]
+    if len(names) > 1:
+        settings.append((names[0], [names[0]], EVAL_DIR_A))
+    return settings
+
+
+def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) -> Dict[str, Dict[str, Any]]:
     """Export the best checkpoint, segment the cache's test cases from their original files, evaluate.
 
-    Returns the evaluation summary (also written to ``RUN/evaluation/summary.json``).
+    The checkpoint is the Trainer's ``best``, chosen on the validation split; the test split is read here only.
+    Two-network packages are evaluated as the ensemble and as model A alone; an evaluation that exists already
+    is not repeated. Each evaluation folder gets ``selection.json`` (what was chosen on which split, how often
+    the test split was read for this run and inference model). Returns inference model -> summary.
     """
     import SimpleITK as sitk
 
-    from dvcl.evaluation import EvaluationResult, evaluate_case, write_report
+    from dvcl.evaluation import EvaluationResult, evaluate_case, load_summary, write_report
     from dvcl.evaluation.metrics import MonaiMetrics
     from dvcl.inference.model_package import export_model, load_model_package
     from dvcl.inference.segment import segment_image
     from dvcl.io.images import read_image, read_label
     from dvcl.utils.device import select_device
 
-    test_ids = list(cache.splits.get("test", []))
+    splits = cache.splits
+    test_ids = list(splits.get("test", []))
     if not test_ids:
         raise DatasetError(f"{cache.root}: splits.json has no test case to evaluate on")
+    check_selection_splits(splits, cache.root)
     preset = cache.preset
     labels = {int(k): v for k, v in cache.labels.items() if int(k) != 0}
     package_dir = export_model(run_dir, run_dir / MODEL_DIR, checkpoint="best", overwrite=True)
     dev = select_device(device)
     package = load_model_package(package_dir, device=dev)
-    result = EvaluationResult(labels=labels, name=run_dir.name, preset=preset.name)
-    metrics = MonaiMetrics()
-    pred_dir = run_dir / PRED_DIR
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for cid in test_ids:
-        meta = cache.case_meta(cid)
-        if not meta.get("label"):
-            raise DatasetError(f"{cache.root}: test case '{cid}' has no reference label")
-        image_path, label_path = Path(meta["image"]), Path(meta["label"])
-        for p in (image_path, label_path):
-            if not p.exists():
-                raise DatasetError(f"{p}: source file of test case '{cid}' is gone; the test split is evaluated "
-                                   "on the original files (re-run `dvcl prepare` where they are)")
-        image = read_image(image_path)
-        pred = segment_image(image, package, device=dev, tta=tta, name=cid)
-        with atomic_path(pred_dir / f"{cid}.nii.gz") as tmp:
-            sitk.WriteImage(pred, str(tmp), True)
-        ref = read_label(label_path, image, allowed_values=preset.allowed_raw_values, remap=preset.raw_values)
-        result.cases.append(evaluate_case(pred, ref, labels, case=cid, pred_name=str(pred_dir / f"{cid}.nii.gz"),
-                                          ref_name=str(label_path), metrics=metrics))
-    write_report(result, run_dir / EVAL_DIR, overwrite=True, plots=False)
-    summary = result.summary()
-    log.info("%s: test mean Dice %.4f over %d case(s)", run_dir.name, summary["mean_dice"], len(result.cases))
-    return summary
+    val_ids = sorted(splits.get("val", []))
+    used_val = _config_extra(run_dir, "val_cases")
+    used_val = list(used_val) if isinstance(used_val, list) else val_ids
+    summaries: Dict[str, Dict[str, Any]] = {}
+    for label, models, eval_name in inference_settings(package.model_names):
+        eval_dir = run_dir / eval_name
+        if (eval_dir / "summary.json").is_file() and (eval_dir / "report.md").is_file():
+            summaries[label] = load_summary(eval_dir / "summary.json")
+            continue
+        previous = _read_json(eval_dir / "selection.json")
+        result = EvaluationResult(labels=labels, name=f"{run_dir.name} [{label}]", preset=preset.name)
+        metrics = MonaiMetrics()
+        pred_dir = run_dir / (PRED_DIR if models is None else f"{PRED_DIR}_{label}")
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        for cid in test_ids:
+            meta = cache.case_meta(cid)
+            if not meta.get("label"):
+                raise DatasetError(f"{cache.root}: test case '{cid}' has no reference label")
+            image_path, label_path = Path(meta["image"]), Path(meta["label"])
+            for p in (image_path, label_path):
+                if not p.exists():
+                    raise DatasetError(f"{p}: source file of test case '{cid}' is gone; the test split is "
+                                       "evaluated on the original files (re-run `dvcl prepare` where they are)")
+            image = read_image(image_path)
+            pred = segment_image(image, package, device=dev, tta=tta, models=models, name=cid)
+            with atomic_path(pred_dir / f"{cid}.nii.gz") as tmp:
+                sitk.WriteImage(pred, str(tmp), True)
+            ref = read_label(label_path, image, allowed_values=preset.allowed_raw_values, remap=preset.raw_values)
+            result.cases.append(evaluate_case(pred, ref, labels, case=cid, pred_name=str(pred_dir / f"{cid}.nii.gz"),
+                                              ref_name=str(label_path), metrics=metrics))
+        write_report(result, eval_dir, overwrite=True, plots=False)
+        write_json_atomic(eval_dir / "selection.json", {
+            "split": "test", "test_cases": test_ids, "inference_model": label,
+            "checkpoint": "best" if val_ids else "final",
+            "checkpoint_selected_on": "validation" if val_ids else "none (no validation split: final weights)",
+            "validation_cases": used_val,
+            "test_reads": int(previous.get("test_reads", 0)) + 1,
+        })
+        summaries[label] = result.summary()
+        log.info("%s [%s]: test mean Dice %.4f over %d case(s)", run_dir.name, label, summaries[label]["mean_dice"],
+                 len(result.cases))
+    return summaries
+
+
+def _config_extra(run_dir: Path, key: str) -> Any:
+    """A value the Trainer wrote into ``RUN/config.yaml`` next to the config (e.g. ``val_cases``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def check_selection_splits(splits: Dict[str, Any], root: Any = "") -> None:
+    """Refuse a cache whose validation and test splits share cases (selection would then see the test set)."""
+    shared = sorted(set(splits.get("val", [])) & set(splits.get("test", [])))
+    if shared:
+        raise DatasetError(f"{root}: validation and test splits share case(s) {', '.join(shared)}; checkpoints are "
+                           "chosen on validation, so the test split must be disjoint from it")
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -316,7 +412,14 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
     t0 = time.monotonic()
     get_profile(exp.profile)  # ConfigError listing the profiles
     cache = Cache(exp.data)
-    runs = plan_grid(exp.methods, exp.fractions, exp.seeds)
+    runs = plan_grid(exp.methods, exp.fractions, exp.seeds, exp.labeled_count)
+    if exp.tuned_on not in TUNED_ON:
+        raise ConfigError(f"--tuned-on must be one of {', '.join(TUNED_ON)}, got '{exp.tuned_on}'")
+    if exp.tuned_on == "test":
+        log.warning("settings tuned on the test split: every table of this grid is marked as not a valid comparison")
+    if exp.reference is not None and exp.reference not in {r.method for r in runs}:
+        raise ConfigError(f"--reference '{exp.reference}' is not one of the grid's methods")
+    check_selection_splits(cache.splits, cache.root)
     out = Path(exp.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
@@ -447,22 +550,38 @@ def _write_experiment_json(exp: ExperimentConfig, runs: Sequence[GridRun], out: 
     write_json_atomic(out / "experiment.json", {
         "data": str(Path(exp.data).resolve()), "methods": list(exp.methods), "fractions": list(exp.fractions),
         "seeds": list(exp.seeds), "profile": exp.profile, "iterations": exp.iterations,
-        "options": list(exp.options), "device": exp.device, "tta": exp.tta,
+        "options": list(exp.options), "device": exp.device, "tta": exp.tta, "labeled_count": exp.labeled_count,
+        "selection": {"checkpoint": "best on the validation split", "hyperparameters_tuned_on": exp.tuned_on,
+                      "test_split": "read once per finished run and inference model"},
         "runs": [r.name for r in runs], "dvcl_version": __version__,
     })
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def collect_summaries(out: Path, runs: Sequence[GridRun]) -> Dict[GridRun, Dict[str, Any]]:
-    """Evaluation summaries of the runs that have one."""
+def collect_summaries(out: Path, runs: Sequence[GridRun]) -> Dict[Tuple[GridRun, str], Dict[str, Any]]:
+    """(run, inference model) -> evaluation summary, for the finished runs that have one."""
     from dvcl.evaluation import load_summary
 
     found = {}
     for r in runs:
-        path = out / r.name / EVAL_DIR / "summary.json"
-        if path.is_file() and run_state(out / r.name) == "done":
-            found[r] = load_summary(path)
+        run_dir = out / r.name
+        if run_state(run_dir) != "done":
+            continue
+        for eval_name in (EVAL_DIR, EVAL_DIR_A):
+            path = run_dir / eval_name / "summary.json"
+            if path.is_file():
+                label = _read_json(run_dir / eval_name / "selection.json").get("inference_model") or \
+                    _default_label(run_dir, eval_name)
+                found[(r, label)] = load_summary(path)
     return found
+
+
+def _default_label(run_dir: Path, eval_name: str) -> str:
+    """Inference label of an evaluation made before selection.json existed (from run.json)."""
+    names = list(_read_json(run_dir / "run.json").get("inference_models") or [])
+    if eval_name == EVAL_DIR_A:
+        return names[0] if names else "A"
+    return "+".join(names) if names else "?"
 
 
 def _row_sort_key(method: str, given: Sequence[str]) -> Tuple[int, int]:
@@ -470,28 +589,53 @@ def _row_sort_key(method: str, given: Sequence[str]) -> Tuple[int, int]:
     return (table_rank(method), list(given).index(method) if method in given else 0)
 
 
-def aggregate_tables(out: Path, runs: Sequence[GridRun], methods: Sequence[str]) -> Tuple[Dict[float, dict],
-                                                                                         Dict[GridRun, dict]]:
-    """Fraction -> :func:`aggregate_runs` output (rows in table order, upper bound last), and the summaries.
+def _settings(runs: Sequence[GridRun]) -> List[Tuple[str, float]]:
+    """The tables of a grid: its fractions or its labeled count (methods that force a fraction join each)."""
+    own = sorted({r.setting for r in runs if not _forced(r.method)})
+    return own or sorted({r.setting for r in runs})
 
-    Methods with a forced fraction (``fully``) appear in every fraction's table.
+
+def _setting_title(setting: Tuple[str, float]) -> str:
+    kind, value = setting
+    return f"{int(value)} labeled training cases" if kind == "count" else f"{100 * value:g}% labeled"
+
+
+Setting = Tuple[str, float]
+
+
+def aggregate_tables(out: Path, runs: Sequence[GridRun],
+                     methods: Sequence[str]) -> Tuple[Dict[Setting, dict], Dict[Tuple[GridRun, str], dict]]:
+    """Setting -> :func:`aggregate_runs` output (rows in table order, upper bound last), and the summaries.
+
+    One row per method and inference model (two-network methods: A+B, then A alone). Methods with a forced
+    fraction (``fully``) appear in every table. Each row also carries ``method``, ``inference_model`` and
+    ``seeds`` (the seeds in it, in the order of its values).
     """
     from dvcl.evaluation import aggregate_runs
 
     summaries = collect_summaries(out, runs)
-    fractions = sorted({r.fraction for r in runs if not _forced(r.method)}) or sorted({r.fraction for r in runs})
-    tables: Dict[float, dict] = {}
-    for f in fractions:
-        per_method: Dict[str, List[dict]] = {}
-        for r in sorted(summaries, key=lambda r: (_row_sort_key(r.method, methods), r.seed)):
-            if r.fraction == f or _forced(r.method):
-                per_method.setdefault(r.method, []).append(summaries[r])
-        if not per_method:
+    tables: Dict[Setting, dict] = {}
+    for setting in _settings(runs):
+        per_row: Dict[Tuple[str, str], List[Tuple[int, dict]]] = {}
+        # method order, then the ensemble before model A alone, then seeds
+        ordered = sorted(summaries, key=lambda k: (_row_sort_key(k[0].method, methods), k[1] == "A", k[0].seed))
+        for key in ordered:
+            r, label = key
+            if r.setting == setting or _forced(r.method):
+                per_row.setdefault((r.method, label), []).append((r.seed, summaries[key]))
+        if not per_row:
             continue
-        agg = aggregate_runs({display_name(m): v for m, v in per_method.items()})
-        for row, method in zip(agg["rows"], per_method):
+        rows_in = {f"{display_name(m)} [{label}]": [v for _, v in values]
+                   for (m, label), values in per_row.items()}
+        agg = aggregate_runs(rows_in)
+        for row, (method, label) in zip(agg["rows"], per_row):
             row["method"] = method
-        tables[f] = agg
+            row["inference_model"] = label
+            row["seeds"] = [seed for seed, _ in per_row[(method, label)]]
+            row["seed_values"] = [v.get("mean_dice") for _, v in per_row[(method, label)]]
+            row["case_values"] = {seed: {c: d.get("mean_dice") for c, d in (v.get("cases") or {}).items()}
+                                  for seed, v in per_row[(method, label)]}
+        tables[setting] = agg
     return tables, summaries
 
 
@@ -500,6 +644,44 @@ def _forced(method: str) -> bool:
     from dvcl.methods import get_method_class
 
     return getattr(get_method_class(method), "labeled_fraction", None) is not None
+
+
+def paired_rows(agg: dict, reference: Optional[str], n_boot: int = 10000) -> List[Dict[str, Any]]:
+    """Paired differences (reference row minus each other row) of per-case mean Dice, same seed and case.
+
+    The reference row is the reference method's first inference model (A+B for two-network methods). Only
+    seeds and cases present in both rows are paired. Returns dicts with ``name``, ``difference``
+    (:class:`dvcl.paired_stats.PairedDifference`, in Dice fractions) and ``pairs``.
+    """
+    import numpy as np
+
+    from dvcl.paired_stats import paired_bootstrap
+
+    rows = agg["rows"]
+    if not rows:
+        return []
+    ref_rows = [r for r in rows if r["method"] == reference] if reference else []
+    ref = ref_rows[0] if ref_rows else rows[0]
+    out = []
+    for row in rows:
+        if row is ref:
+            continue
+        seeds = [s for s in ref["case_values"] if s in row["case_values"]]
+        cases = sorted(set.intersection(*[set(ref["case_values"][s]) & set(row["case_values"][s]) for s in seeds])) \
+            if seeds else []
+        if not seeds or not cases:
+            continue
+        diffs = np.array([[_num(ref["case_values"][s][c]) - _num(row["case_values"][s][c]) for c in cases]
+                          for s in seeds])
+        if not np.isfinite(diffs).any():
+            continue
+        out.append({"name": row["name"], "reference": ref["name"], "pairs": f"{len(seeds)} seeds x {len(cases)} cases",
+                    "difference": paired_bootstrap(diffs, n_boot=n_boot)})
+    return out
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labels: Dict[int, str],
@@ -511,31 +693,70 @@ def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labe
     structures = [labels[k] for k in sorted(labels) if int(k) != 0]
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "runs_csv": out / "runs.csv",
              "plot": out / "results.png"}
-    missing = [r.name for r in runs if r not in summaries]
+    missing = sorted({r.name for r in runs} - {r.name for r, _ in summaries})
+    reads = {}
+    for r in runs:
+        for eval_name in (EVAL_DIR, EVAL_DIR_A):
+            n = _read_json(out / r.name / eval_name / "selection.json").get("test_reads")
+            if n:
+                reads[f"{r.name}/{eval_name}"] = int(n)
+    reread = sorted(k for k, n in reads.items() if n > 1)
+    reference = exp.reference or ("dvcl" if "dvcl" in exp.methods else (exp.methods[0] if exp.methods else None))
     iters = f", {exp.iterations} iterations" if exp.iterations else ""
-    lines = ["# Comparison", "",
-             f"Data: `{Path(exp.data).resolve()}`; profile `{exp.profile}`{iters}; "
-             f"seeds {', '.join(map(str, exp.seeds))}.",
-             "",
-             "Test split of the cache, segmented from the original files with each run's best checkpoint and "
-             "evaluated at native resolution. Dice per structure and mean Dice / Jaccard in %, HD95 in mm; "
-             "mean ± sample SD over seeds (the value of a seed is its mean over structures, then over test "
-             "cases; no SD for a single seed).", ""]
-    for f, agg in tables.items():
-        lines += [f"## {100 * f:g}% labeled", "", markdown_table(agg["rows"], structures).rstrip(), ""]
+    lines = ["# Comparison", ""]
+    if exp.tuned_on == "test" or reread:
+        why = ("its settings were tuned on the test split (--tuned-on test)" if exp.tuned_on == "test" else
+               f"the test split was read more than once for {', '.join(reread)}")
+        lines += [f"> **WARNING: NOT A VALID COMPARISON.** {why[0].upper() + why[1:]}; test-split numbers below "
+                  "are biased upwards and must not be reported as results.", ""]
+    lines += [f"Data: `{Path(exp.data).resolve()}`; profile `{exp.profile}`{iters}; "
+              f"seeds {', '.join(map(str, exp.seeds))}.",
+              "",
+              "Model selection: each run's checkpoint is its best on the **validation** split; hyper-parameters: "
+              f"{_TUNED_TEXT[exp.tuned_on]}; the **test** split is read once per finished run and inference model "
+              "(counts in `RUN/evaluation*/selection.json`).",
+              "",
+              "Test split of the cache, segmented from the original files and evaluated at native resolution. "
+              "Dice per structure and mean Dice / Jaccard in %, HD95 in mm; mean ± sample SD over seeds (the value "
+              "of a seed is its mean over structures, then over test cases; no SD for a single seed). The "
+              "inference model of each row is in brackets: A+B = mean softmax of both networks, A = model A alone "
+              "(same checkpoint), student / teacher / net = the one network used.", ""]
+    for setting, agg in tables.items():
+        lines += [f"## {_setting_title(setting)}", "", markdown_table(agg["rows"], structures).rstrip(), ""]
         seeds_note = ", ".join(f"{row['name']}: {row['n_seeds']}" for row in agg["rows"]
                                if row["n_seeds"] != len(exp.seeds))
         if seeds_note:
             lines += [f"Seeds evaluated (fewer than asked): {seeds_note}.", ""]
+        lines += ["Per-seed mean Dice (%):", "", "| Row | " + " | ".join(f"seed {s}" for s in exp.seeds) + " |",
+                  "|---|" + ":-:|" * len(exp.seeds)]
+        for row in agg["rows"]:
+            by_seed = dict(zip(row["seeds"], row["seed_values"]))
+            lines.append(f"| {row['name']} | " + " | ".join(
+                "" if by_seed.get(s) is None else f"{100 * by_seed[s]:.2f}" for s in exp.seeds) + " |")
+        diffs = paired_rows(agg, reference, exp.bootstrap)
+        if diffs:
+            lines += ["", f"Paired differences in mean Dice (percentage points), {diffs[0]['reference']} minus "
+                      "each row, same seed and same test case; 95 % bootstrap interval over cases and seeds "
+                      f"({exp.bootstrap} replicates):", "", "| Row | Difference [95 % CI] | Pairs | CI excludes 0 |",
+                      "|---|:-:|:-:|:-:|"]
+            for d in diffs:
+                lines.append(f"| {d['name']} | {d['difference'].text(100)} | {d['pairs']} | "
+                             f"{'yes' if d['difference'].excludes_zero else 'no'} |")
+        lines.append("")
     if missing:
         lines += [f"Not in the table (not finished or failed): {', '.join(missing)}.", ""]
     if failed:
         lines += ["Failed runs:", ""] + [f"- `{k}`: {v}" for k, v in failed.items()] + [""]
     write_text_atomic(paths["markdown"], "\n".join(lines))
     write_text_atomic(paths["csv"], _results_csv(tables, structures))
-    write_text_atomic(paths["runs_csv"], _runs_csv(summaries, structures))
+    write_text_atomic(paths["runs_csv"], _runs_csv(out, summaries, exp.tuned_on))
     plot_results(tables, paths["plot"])
     return paths
+
+
+_TUNED_TEXT = {"none": "the defaults and the `--set` values given up front (not tuned)",
+               "validation": "tuned on the validation split (declared with --tuned-on validation)",
+               "test": "**tuned on the test split** (declared with --tuned-on test)"}
 
 
 def _fmt(v: Any) -> str:
@@ -544,32 +765,49 @@ def _fmt(v: Any) -> str:
     return f"{v:.6f}" if isinstance(v, float) else str(v)
 
 
-def _results_csv(tables: Dict[float, dict], structures: Sequence[str]) -> str:
+def _results_csv(tables: Dict[Setting, dict], structures: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     metrics = ("dice", "jaccard", "hd95", "assd")
-    w.writerow(["fraction", "method", "name", "n_seeds"]
+    w.writerow(["fraction", "labeled_count", "method", "inference_model", "name", "n_seeds"]
                + [c for m in metrics for c in (f"mean_{m}", f"mean_{m}_sd")]
                + [c for s in structures for c in (f"dice_{s}", f"dice_{s}_sd")])
-    for f, agg in tables.items():
+    for (kind, value), agg in tables.items():
         for row in agg["rows"]:
-            w.writerow([f"{f:g}", row["method"], row["name"], row["n_seeds"]]
+            forced = _forced(row["method"])
+            fraction = "1" if forced else (f"{value:g}" if kind == "fraction" else "")
+            count = "" if forced or kind != "count" else str(int(value))
+            w.writerow([fraction, count, row["method"], row["inference_model"], row["name"], row["n_seeds"]]
                        + [_fmt(row.get(k)) for m in metrics for k in (f"mean_{m}", f"mean_{m}_sd")]
                        + [_fmt(v) for s in structures
                           for v in (row["structures"].get(s), row["structures_sd"].get(s))])
     return buf.getvalue()
 
 
-def _runs_csv(summaries: Dict[GridRun, dict], structures: Sequence[str]) -> str:
+def _runs_csv(out: Path, summaries: Dict[Tuple[GridRun, str], dict], tuned_on: str = "none") -> str:
+    """One row per run, inference model, test case and structure (from each evaluation's metrics.csv)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "method", "fraction", "seed", "mean_dice", "mean_jaccard", "mean_hd95", "mean_assd",
-                "num_cases"] + [f"dice_{s}" for s in structures])
-    for r in sorted(summaries, key=lambda r: (r.method, r.fraction, r.seed)):
-        s = summaries[r]
-        w.writerow([r.name, r.method, f"{r.fraction:g}", r.seed] + [_fmt(s.get(f"mean_{m}")) for m in
-                                                                     ("dice", "jaccard", "hd95", "assd")]
-                   + [s.get("num_cases")] + [_fmt(s["structures"].get(n, {}).get("dice_mean")) for n in structures])
+    w.writerow(["run", "method", "fraction", "labeled_count", "seed", "inference_model", "split", "case", "structure",
+                "dice_percent", "jaccard_percent", "hd95_mm", "assd_mm", "status", "checkpoint_selected_on",
+                "hyperparameters_tuned_on"])
+    for r, label in sorted(summaries, key=lambda k: (k[0].method, k[0].fraction, k[0].seed, k[1])):
+        for eval_name in (EVAL_DIR, EVAL_DIR_A):
+            eval_dir = out / r.name / eval_name
+            selection = _read_json(eval_dir / "selection.json")
+            if (selection.get("inference_model") or _default_label(out / r.name, eval_name)) != label:
+                continue
+            try:
+                with open(eval_dir / "metrics.csv", newline="") as fh:
+                    case_rows = list(csv.DictReader(fh))
+            except OSError:
+                continue
+            selected_on = selection.get("checkpoint_selected_on", "validation")
+            for c in case_rows:
+                w.writerow([r.name, r.method, f"{r.fraction:g}", "" if r.count is None else r.count, r.seed, label,
+                            selection.get("split", "test"), c.get("case"), c.get("structure"), c.get("dice_pct"),
+                            c.get("jaccard_pct"), c.get("hd95_mm"), c.get("assd_mm"), c.get("status"), selected_on,
+                            tuned_on])
     return buf.getvalue()
 
 
@@ -599,7 +837,7 @@ def plot_results(tables: Dict[float, dict], path: Path) -> Path:
             ys.append(100 * row["mean_dice"])
             sd = row.get("mean_dice_sd")
             es.append(0.0 if sd is None or math.isnan(sd) else 100 * sd)
-        ax.bar(xs, ys, width=width, yerr=es, capsize=3, label=f"{100 * f:g}% labeled")
+        ax.bar(xs, ys, width=width, yerr=es, capsize=3, label=_setting_title(f))
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
     ax.set_ylabel("mean Dice (%)")

@@ -39,6 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", required=True, help="comma-separated method names (tables list them in this "
                    f"order): {','.join(method_names())}")
     p.add_argument("--fractions", default="0.1", help="comma-separated labeled fractions (default 0.1)")
+    p.add_argument("--labeled-count", type=int, default=None, metavar="N",
+                   help="labeled training cases of every run instead of --fractions (the paper's MM-WHS 10%% split "
+                   "is 2 of 12, which the mmwhs preset gives for --fractions 0.1 by itself)")
+    p.add_argument("--tuned-on", choices=("none", "validation", "test"), default="none",
+                   help="how the --set values were chosen: none (given up front, default), validation, or test "
+                   "(every table is then marked as not a valid comparison)")
+    p.add_argument("--reference", default=None, help="method the paired differences are taken against "
+                   "(default: dvcl when in the grid, else the first method)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and the tables")
     p.add_argument("--profile", choices=profile_names(), default=DEFAULT_PROFILE,
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = _split(args.seeds, int, "seeds")
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    plan_grid(methods, fractions, seeds)  # bad names/fractions fail before a raw data set is prepared
+    plan_grid(methods, fractions, seeds, args.labeled_count)  # bad names/fractions fail before any preparation
     for item in args.set:
         parse_option(item)
     if not args.data.exists():
@@ -98,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     exp = ExperimentConfig(data=Path(data), out=args.out, methods=methods, fractions=fractions, seeds=seeds,
                            profile=args.profile, iterations=args.iterations, options=list(args.set),
                            device=args.device, num_workers=args.workers, keep_going=args.keep_going, tta=args.tta,
-                           overwrite=args.overwrite, jobs=args.jobs)
+                           overwrite=args.overwrite, jobs=args.jobs, labeled_count=args.labeled_count,
+                           tuned_on=args.tuned_on, reference=args.reference)
     result = run_experiment(exp)
     for kind, path in result.outputs.items():
         progress.emit("output", path=str(Path(path).resolve()), kind=kind)

@@ -257,7 +257,9 @@ class Trainer:
         if not train:
             raise DatasetError(f"{cfg.data}: splits.json has no training cases")
         subset_seed = cfg.subset_seed if cfg.subset_seed is not None else int(splits.get("seed", 0))
-        self.labeled_ids = labeled_subset(train, cfg.labeled_fraction, subset_seed)
+        forced = self.method_cls.labeled_fraction is not None  # "fully": every training case, whatever the count
+        self.labeled_ids = labeled_subset(train, cfg.labeled_fraction, subset_seed,
+                                          count=None if forced else cfg.labeled_count, preset=cfg.preset)
         self.unlabeled_ids = sorted(set(train) - set(self.labeled_ids)) + sorted(splits.get("unlabeled", []))
         val = sorted(splits.get("val", []))
         self.val_ids = val[: cfg.val_cases] if cfg.val_cases else val
