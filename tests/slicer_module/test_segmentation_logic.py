@@ -211,3 +211,45 @@ def test_segment_with_the_shipped_demo_model(scene, abdomen_volume, tmp_path):
     np.testing.assert_allclose(mine.GetDirection(), original.GetDirection(), atol=1e-6)
     values = set(np.unique(sitk.GetArrayFromImage(mine)).tolist())
     assert values <= set(range(14)) and len(values) >= 2
+
+
+def test_uncertainty_maps_from_a_real_run(scene, abdomen_volume, tiny_model, tmp_path):
+    """``dvcl segment --uncertainty`` (the backend's contract 5) -> two volumes over the CT and per-structure means."""
+    import vtk
+
+    from DVCLSegmentationLib.SceneBridge import table_to_rows
+
+    logic, record = _logic(tmp_path)
+    params = SegmentationParameters(model_dir=str(tiny_model), device="cpu", uncertainty=True)
+    logic.start(abdomen_volume, params)
+    node = logic.wait(TIMEOUT)
+    assert record["errors"] == [] and node is not None
+    kinds = {kind for _, kind in logic.last_result.outputs}
+    assert {"segmentation", "uncertainty"} <= kinds
+    ct = slicer.util.arrayFromVolume(abdomen_volume)
+    ct_matrix, map_matrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    abdomen_volume.GetIJKToRASMatrix(ct_matrix)
+    maps = {}
+    for quantity in ("entropy", "disagreement"):
+        volume = logic.uncertainty_nodes[quantity]
+        maps[quantity] = slicer.util.arrayFromVolume(volume).astype(np.float64)
+        assert maps[quantity].shape == ct.shape
+        assert 0.0 <= maps[quantity].min() and maps[quantity].max() <= 1.0
+        volume.GetIJKToRASMatrix(map_matrix)
+        assert all(abs(map_matrix.GetElement(r, c) - ct_matrix.GetElement(r, c)) < 1e-3
+                   for r in range(3) for c in range(4))
+        assert volume.GetDisplayNode().GetWindowLevelMax() == 1.0
+    assert maps["entropy"].max() > 0  # random weights: far from certain
+    # the table's means are the maps' means over each structure of the result
+    labels = _node_labels(node, abdomen_volume, tmp_path / "labels.nii.gz")
+    label_array = sitk.GetArrayFromImage(labels)
+    rows = {r["structure"]: r for r in table_to_rows(logic.volumes_table)}
+    checked = 0
+    for value, name in enumerate(["liver", "right kidney", "spleen", "pancreas", "aorta"], start=1):
+        mask = label_array == value
+        if mask.any():
+            assert rows[name]["voxels"] == mask.sum()
+            assert rows[name]["mean_entropy"] == pytest.approx(maps["entropy"][mask].mean(), abs=1e-5)
+            assert rows[name]["mean_disagreement"] == pytest.approx(maps["disagreement"][mask].mean(), abs=1e-5)
+            checked += 1
+    assert checked >= 1
