@@ -88,6 +88,7 @@ PANEL_SCRIPT = textwrap.dedent("""
     from DVCLSegmentationLib.SetupTab import SetupTab
     from DVCLSegmentationLib.TrainingLogic import TrainingLogic
     from DVCLSegmentationLib.TrainTab import TrainTab
+    from DVCLSegmentationLib.TabBase import PanelHost
     from panel_helpers import Host, default_params, load_ui
 
     ui = load_ui()
@@ -103,7 +104,8 @@ PANEL_SCRIPT = textwrap.dedent("""
     print(json.dumps({{
         "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai")),
         "methods": ui.methodComboBox.count(), "models": ui.modelComboBox.count(),
-        "status": ui.dependencyStatusLabel.text(), "widget_module": Widget.__name__}}))
+        "status": ui.dependencyStatusLabel.text(), "widget_module": Widget.__name__,
+        "host_missing": [n for n in vars(PanelHost) if not n.startswith("_") and not hasattr(Widget.Widget, n)]}}))
 """)
 
 
@@ -116,6 +118,7 @@ def test_opening_the_panel_imports_neither_torch_nor_monai():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
     assert out["widget_module"] == "DVCLSegmentationLib.Widget"
+    assert out["host_missing"] == []  # the panel implements everything the tabs ask of their host
     assert out["methods"] == len(Catalog.method_names()) and out["models"] == len(installed_models()) >= 1
     assert "torch" in out["status"] and "dvcl 0.1.0: OK" in out["status"]
 
