@@ -8,7 +8,6 @@ installed models are found by scanning the model folders, never by importing the
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import logging
@@ -91,10 +90,6 @@ def dvcl_command(args: Sequence[str], progress: str = "json") -> List[str]:
     platform and virtual environment, while the interpreter is always known.
     """
     return [python_executable(), "-m", "dvcl.cli.main", "--progress", progress, *[str(a) for a in args]]
-
-
-def backend_importable() -> bool:
-    return importlib.util.find_spec("dvcl") is not None
 
 
 @dataclass(frozen=True)
