@@ -368,9 +368,12 @@ class SubprocessProcess(ProgressEventParser):
         The tree, not just the child: the child may be a launcher (Slicer's ``PythonSlicer``) that does not
         forward signals to the interpreter it started (``ProcessTree.py``).
         """
-        if not self.running or self._proc is None or self._proc.poll() is not None:
+        if not self.running or self._proc is None:
             return
         self._cancel_requested = True
+        if self._proc.poll() is not None:  # the child is gone but what it started still holds the pipes
+            self._kill(ProcessTree(self._proc.pid))
+            return
         tree = ProcessTree(self._proc.pid)
         tree.terminate()
         if grace_s is None:

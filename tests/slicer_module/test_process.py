@@ -350,3 +350,25 @@ def test_cancel_stops_the_interpreter_behind_a_launcher(factory, launcher, child
         time.sleep(0.05)
     assert not _pid_alive(child_pid), "the interpreter behind the launcher survived Cancel"
     assert not _pid_alive(launcher_pid)
+
+
+def test_cancel_after_the_launcher_left_kills_what_it_started():
+    """A launcher that exits at once leaves its interpreter holding the pipes: Cancel still ends it."""
+    launcher = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]])"
+    process = SubprocessProcess()
+    rec = Recorder(process)
+    process.start([sys.executable, "-c", launcher, PID_LINE + STUBBORN_SCRIPT])
+    deadline = time.monotonic() + 30
+    while not (any("CHILD_PID=" in a[0] for a in rec.of("log")) and process._proc.poll() is not None):
+        process.poll()
+        time.sleep(0.01)
+        assert time.monotonic() < deadline
+    child_pid = int(next(a[0] for a in rec.of("log") if "CHILD_PID=" in a[0]).split("=")[1])
+    assert process.running and _pid_alive(child_pid)
+    process.cancel(grace_s=0.5)
+    result = process.wait(20)
+    assert result.cancelled
+    deadline = time.monotonic() + 5
+    while _pid_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(child_pid)
