@@ -148,3 +148,14 @@ def test_orientation_is_lpi(real_case):
     img, _ = real_case
     o = orient_canonical(img)
     assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(o.GetDirection()) == "LPI"
+
+
+@pytest.mark.parametrize("pixel", [sitk.sitkInt16, sitk.sitkInt32])
+def test_integer_inputs_preprocess_like_float_inputs(real_case, pixel):
+    """Integer CT is oriented and clamped before the float cast (less memory traffic): bit-identical."""
+    img, _ = real_case
+    cfg = PreprocessConfig(spacing=(2.5, 2.5, 5.0))
+    as_int, rec_int = preprocess_image(sitk.Cast(img, pixel), cfg)
+    as_float, rec_float = preprocess_image(sitk.Cast(img, sitk.sitkFloat32), cfg)
+    assert rec_int == rec_float
+    np.testing.assert_array_equal(as_int, as_float)

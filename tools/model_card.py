@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--rebuild", required=True, help="the command that rebuilds the package")
     ap.add_argument("--training", required=True, help="what it was trained on")
+    ap.add_argument("--mode", choices=("standard", "fast"), default=None,
+                    help="also set model.json's mode (fast: the model `dvcl segment --fast` picks)")
     args = ap.parse_args(argv)
 
     from dvcl.utils.atomic import write_json_atomic, write_text_atomic
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
             "measure": "python tools/model_card.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     card.update(measure(args.model_dir))
     meta["card"] = card
+    if args.mode:
+        meta["mode"] = args.mode
     write_json_atomic(meta_path, meta)
     write_text_atomic(args.model_dir / "MODEL_CARD.md", markdown(meta))
     print(json.dumps(card, indent=2))

@@ -15,8 +15,10 @@ answer cheap:
    network cell (corners that disagree, i.e. organ borders) need their probabilities interpolated.
 
 So :func:`restore_argmax` takes the argmax on the network grid, marks mixed cells, expands the cell labels
-to the original grid with three 1-D gathers, and interpolates all classes only for the border voxels (a few
-per cent of the volume). The result equals the exact path up to float rounding at exact ties.
+to the original grid with three 1-D gathers, and interpolates only the border voxels (a few per cent of the
+volume), and there only the classes that can win in their cell (usually two). The result equals the exact
+path up to float rounding at exact ties: on the real abdomen CT upsampled to 512 x 512 x 300 with the demo
+model, 100.0000 % of voxels agree, at 1.2 s instead of 28 s of CPU time (benchmarks/bench_restore.py).
 :func:`resample_linear` uses the same tables to bring a single float map (entropy, disagreement) home.
 """
 
@@ -39,7 +41,7 @@ _ALIGN_TOL = 1e-4
 _EDGE_TOL = 1e-3
 #: Cell label marking a network cell whose 8 corners do not share one argmax.
 _MIXED = 255
-#: Border voxels interpolated per chunk (bounds the temporary (N, 8, C) memory to ~60 MB at C = 14).
+#: Border voxels x candidate classes interpolated per step (bounds the temporaries to a few MB).
 _CHUNK = 1 << 17
 
 
