@@ -109,10 +109,11 @@ def _to_original_axes(arr: np.ndarray, maps: Sequence[AxisMap], lead: int = 0) -
 
 
 def _expand(cells: np.ndarray, maps: Sequence[AxisMap]) -> np.ndarray:
-    """Gather a (cell-indexed) array onto the original grid, one axis at a time (small axis growth first)."""
+    """Gather a (cell-indexed) array onto the original grid, one axis at a time: the last axis first, while the
+    array is small, so that the later gathers copy whole contiguous rows and planes."""
     out = cells
-    for axis, m in enumerate(maps):
-        out = np.take(out, m.lower, axis=axis)
+    for axis in (2, 1, 0):
+        out = np.take(out, maps[axis].lower, axis=axis)
     return out
 
 
@@ -220,7 +221,11 @@ def _border_fill(label: np.ndarray, prob: np.ndarray, mixed: np.ndarray, maps: S
     winners = np.argmax(corners, axis=2)  # (8, M)
     cand = np.ones((n_cells, corners.shape[2]), bool)
     for j in range(len(_CORNERS)):  # test against each cell's distinct corner winners only
-        rows = np.flatnonzero(np.all(winners[:j] != winners[j], axis=0)) if j else np.arange(n_cells)
+        if j == 0:
+            p_c = np.take_along_axis(corners, winners[0][None, :, None], axis=2)  # (8, M, 1)
+            cand &= (corners - p_c).max(axis=0) >= 0
+            continue
+        rows = np.flatnonzero(np.all(winners[:j] != winners[j], axis=0))
         if not rows.size:
             continue
         sub = corners[:, rows]  # (8, r, C)
