@@ -395,10 +395,7 @@ class Trainer:
             self.cfg.save(self.run_dir / "config.yaml", extra=extra)
         write_json_atomic(self.run_dir / "environment.json", environment_info(self.device, self.argv, self.dist))
         self.csv = MetricsCsv(self.run_dir / "metrics.csv", self.start_iteration if self.resume else None)
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.tb = SummaryWriter(str(self.run_dir / "tb"),
-                                purge_step=self.start_iteration + 1 if self.resume else None)
+        self.tb = _tensorboard_writer(self.run_dir / "tb", self.start_iteration + 1 if self.resume else None)
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     # -------------------------------------------------------------------------------------------- running
@@ -678,6 +675,31 @@ class Trainer:
                      for c, v in zip(range(1, self.num_classes), class_means)}
         log.info("validation: mean Dice %.4f on %d case(s) in %.1f s", mean, len(per_case), time.monotonic() - t0)
         return {"dice": mean, "per_class": per_class}
+
+
+class _NoTensorBoard:
+    """Stands in for SummaryWriter when TensorBoard (the ``train`` extra) is not installed: metrics.csv
+    still records everything, so training must not fail for want of a viewer."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _tensorboard_writer(path: Path, purge_step: Optional[int]) -> Any:
+    """TensorBoard events when TensorBoard is installed, otherwise a no-op writer and one warning."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("TensorBoard is not installed (pip install 'dvcl[train]'): no tb/ events; metrics.csv "
+                    "has every value")
+        return _NoTensorBoard()
+    return SummaryWriter(str(path), purge_step=purge_step)
 
 
 def build_optimizer(cfg: TrainConfig, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
