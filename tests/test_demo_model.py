@@ -5,13 +5,17 @@ saw) it must find the organs; on the real CT (not its domain) only plumbing is c
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dvcl.inference.model_package import default_model_dir, list_installed_models, load_model_package
-from dvcl.inference.segment import segment_image
+from dvcl.cli.main import main
+from dvcl.errors import ModelError
+from dvcl.inference.model_package import default_model, default_model_dir, list_installed_models, load_model_package
+from dvcl.inference.segment import choose_model, segment_image
 from dvcl.io.images import read_image
 from dvcl.phantoms import make_abdominal_phantom
 from dvcl.preprocessing import Grid
@@ -63,3 +67,78 @@ def test_demo_model_finds_organs_on_an_unseen_phantom(demo):
             for c in range(1, 14) if (ref == c).any()}
     assert dice[1] > LIVER_DICE_FLOOR, dice  # the liver, the largest organ
     assert np.mean(list(dice.values())) > MEAN_DICE_FLOOR, dice
+
+
+# ------------------------------------------------------------------------ default model, fast model, model cards
+def _builtin_packages():
+    return [m for m in list_installed_models() if m.source == "builtin"]
+
+
+def test_shipped_models_carry_a_model_card():
+    root = Path(__file__).resolve().parents[1]
+    packages = _builtin_packages()
+    assert {m.name for m in packages} >= {"phantom_demo", "phantom_fast"}
+    for info in packages:
+        meta = json.loads((info.path / "model.json").read_text())
+        card = meta["card"]
+        assert "not for clinical use" in card["intended_use"].lower() and "phantom" in card["training_data"]
+        assert card["date"] and (root / card["rebuild"].split()[0]).is_file(), card["rebuild"]
+        real = card["real_ct"]
+        assert real["organs"] == len(real["dice"]) == 12  # the organs of tests/data's abdomen CT
+        assert all(0.0 <= v <= 1.0 for v in real["dice"].values())
+        assert real["mean_dice"] == pytest.approx(np.mean(list(real["dice"].values())), abs=1e-3)
+        assert info.real_ct_dice == real["mean_dice"]
+        assert (info.path / "MODEL_CARD.md").read_text().startswith(f"# Model card: {info.name}")
+
+
+def test_fast_model_is_coarser_and_marked_fast():
+    demo, fast = (json.loads((default_model_dir().parent / n / "model.json").read_text())
+                  for n in ("phantom_demo", "phantom_fast"))
+    assert fast["mode"] == "fast" and demo.get("mode", "standard") == "standard"
+    assert np.prod(fast["preprocessing"]["spacing"]) >= 2.5 * np.prod(demo["preprocessing"]["spacing"])
+    assert (default_model_dir().parent / "phantom_fast" / "weights.safetensors").stat().st_size < 5_000_000
+
+
+def test_default_and_fast_model_selection(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVCL_MODELS", str(tmp_path / "none"))
+    assert default_model() == default_model_dir()
+    assert default_model(fast=True).name == "phantom_fast"
+    with pytest.raises(ModelError, match="no installed fast model for preset 'mmwhs'"):
+        default_model("mmwhs", fast=True)
+    # a user model whose card measured more on real CT wins; one without a card does not
+    user = tmp_path / "user"
+    for name, score in (("better", 0.9), ("unmeasured", None)):
+        shutil.copytree(default_model_dir(), user / name)
+        meta = json.loads((user / name / "model.json").read_text())
+        meta["name"] = name
+        if score is None:
+            meta.pop("card")
+        else:
+            meta["card"]["real_ct"]["mean_dice"] = score
+        (user / name / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("DVCL_MODELS", str(user))
+    assert default_model() == user / "better"
+    assert default_model(fast=True).name == "phantom_fast"  # the mode comes before the score
+
+
+def test_cli_segments_without_model_and_with_fast(tmp_path, dicom_dir, monkeypatch, capsys):
+    monkeypatch.setenv("DVCL_MODELS", str(tmp_path / "none"))
+    for flags, expected in (([], "phantom_demo"), (["--fast"], "phantom_fast")):
+        out = tmp_path / expected
+        assert main(["segment", str(dicom_dir), "-o", str(out), *flags]) == 0
+        (sidecar,) = out.glob("*.labels.json")
+        assert json.loads(sidecar.read_text())["model"] == expected
+        (label,) = out.glob("*.nii.gz")
+        written, source = Grid.of(sitk.ReadImage(str(label))), Grid.of(read_image(dicom_dir))
+        assert written.size == source.size  # NIfTI stores the rest as float32
+        for a, b in ((written.spacing, source.spacing), (written.origin, source.origin),
+                     (written.direction, source.direction)):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    # what the Slicer module sends: its model and --fast means that model's fast sibling
+    assert choose_model("phantom_demo", fast=True).name == "phantom_fast"
+    assert choose_model("phantom_fast", fast=True).name == "phantom_fast"
+    assert choose_model("phantom_demo") == default_model_dir()
+    capsys.readouterr()
+    assert main(["segment", str(dicom_dir), "-o", str(tmp_path / "x"), "--preset", "flare22", "--model",
+                 "phantom_demo"]) == 2
+    assert "--preset" in capsys.readouterr().err
