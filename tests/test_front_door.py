@@ -95,11 +95,12 @@ def test_demo_overwrite_removes_only_the_demo_outputs(tmp_path):
 
 
 def test_demo_first_line_says_what_and_how_long():
-    from dvcl.demo import EXPECTED_MINUTES, DemoConfig, default_config, describe
+    from dvcl.demo import BUSY_MINUTES, EXPECTED_MINUTES, DemoConfig, default_config, describe
 
     line = describe(DemoConfig())
     assert line.startswith("dvcl demo: 14 synthetic abdomen CT phantoms -> prepared at 2.5x2.5x5 mm")
-    assert f"about {EXPECTED_MINUTES} minutes" in line and "160 iterations" in line
+    assert f"about {EXPECTED_MINUTES} minutes on an idle 2-core CPU, up to {BUSY_MINUTES}" in line
+    assert "160 iterations" in line and EXPECTED_MINUTES < BUSY_MINUTES
     assert "yours differs" in describe(default_config(iterations=20))
     assert default_config(method="supervised").options == {}  # no warm-up option outside DVCL/CPS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from dvcl.demo import EXPECTED_MINUTES, DemoConfig
+    from dvcl.demo import BUSY_MINUTES, EXPECTED_MINUTES, DemoConfig
     from dvcl.profiles import help_text as profiles_help
     from dvcl.profiles import profile_names
 
@@ -15,12 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end demo: phantom CTs -> DVCL training -> segmentation -> Dice/Jaccard table "
-        f"(about {EXPECTED_MINUTES} min on 2 CPU cores)",
+        f"(about {EXPECTED_MINUTES} min on 2 idle CPU cores)",
         description=f"Writes {d.labeled + d.unlabeled} synthetic CT phantoms, prepares them at "
         f"{'x'.join(f'{s:g}' for s in d.spacing)} mm (twice the paper's spacing, so the CPU-sized patch sees "
         f"most of the abdomen), trains DVCL semi-supervised ({d.profile} profile, {d.iterations} iterations, "
         "the first half supervised-only), exports the model, segments the held-out phantoms and prints the "
-        f"Dice/Jaccard table; about {EXPECTED_MINUTES} minutes on a 2-core CPU. Re-running continues where it "
+        f"Dice/Jaccard table; about {EXPECTED_MINUTES} minutes on an idle 2-core CPU, up to {BUSY_MINUTES} on a "
+        "busy one. Re-running continues where it "
         "stopped; a rerun with other settings is refused (use --overwrite to start over).",
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
