@@ -361,6 +361,22 @@ def test_float_predictions_are_refused(tmp_path, capsys, values, message):
     assert len(err) == 1 and err[0].startswith("dvcl: error:")
 
 
+def test_a_data_sets_own_spelling_yields_to_a_preset(tmp_path):
+    """nnU-Net's FLARE22 dataset.json says 'ivc' where the preset says 'inferior vena cava': without a preset that
+    is a conflict (refused, with the hint), with --preset the dataset.json next to the files is not held against it."""
+    arr = _three_blobs()
+    arr[6:8, 12:15, 12:15] = 6
+    pred = _small(tmp_path / "pred", "c.nii.gz", arr)
+    (tmp_path / "pred" / "c.labels.json").write_text(json.dumps({"labels": FLARE}))  # names, no preset
+    ref = _small(tmp_path / "ds" / "labelsTr", "c.nii.gz", arr)
+    nnunet = {"background": 0, **{("ivc" if k == 6 else v.replace(" ", "_")): k for k, v in FLARE.items()}}
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps({"labels": nnunet, "file_ending": ".nii.gz"}))
+    with pytest.raises(LabelValueError, match="label 6: 'inferior vena cava' vs 'ivc'.*only the spelling differs"):
+        evaluate_paths(pred, ref, distances=False)
+    r = evaluate_paths(pred, ref, preset="flare22", distances=False)
+    assert r.labels == FLARE and {s.name: s.dice for s in r.cases[0].scores}["inferior vena cava"] == 1.0
+
+
 def test_integer_valued_float_maps_are_fine(tmp_path):
     pred = _small(tmp_path, "pred.nii.gz", _three_blobs(), np.float32)
     ref = _small(tmp_path, "ref.nii.gz", _three_blobs())

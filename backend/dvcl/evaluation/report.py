@@ -181,13 +181,15 @@ def _discover_labels(pairs: Sequence[Tuple[str, Path, Path]]) -> Dict[int, str]:
     return {i: f"label_{i}" for i in range(1, top + 1)}
 
 
-def _side_table(paths: Sequence[Path], side: str) -> Optional[LabelTable]:
-    """One label table for all files of one side; files of one side that disagree are refused."""
+def _side_table(paths: Sequence[Path], side: str, carried_only: bool = False) -> Optional[LabelTable]:
+    """One label table for all files of one side; files of one side that disagree are refused.
+
+    ``carried_only``: ignore tables found next to the files (a dataset.json) rather than carried by them."""
     merged: Dict[int, str] = {}
     first: Optional[LabelTable] = None
     for path in paths:
         table = label_table(path)
-        if table is None:
+        if table is None or (carried_only and table.nearby):
             continue
         clash = conflicts(merged, table.labels)
         if clash:
@@ -222,8 +224,8 @@ def resolve_labels(pairs: Sequence[Tuple[str, Path, Path]], preset: Optional[Pre
         LabelValueError: the predictions and the references (or either and the preset) call one label value
             by different names, i.e. they use different label tables.
     """
-    pred = _side_table([p for _, p, _ in pairs], "prediction")
-    ref = _side_table([r for _, _, r in pairs], "reference")
+    pred = _side_table([p for _, p, _ in pairs], "prediction", carried_only=preset is not None)
+    ref = _side_table([r for _, _, r in pairs], "reference", carried_only=preset is not None)
     if preset is not None:
         for side, table in (("prediction", pred), ("reference", ref)):
             clash = conflicts(preset.labels, table.labels) if table else {}
@@ -238,7 +240,8 @@ def resolve_labels(pairs: Sequence[Tuple[str, Path, Path]], preset: Optional[Pre
             shown = "; ".join(f"label {k}: '{a}' vs '{b}'" for k, (a, b) in list(clash.items())[:3])
             raise LabelValueError(f"prediction ({pred.source}) and reference ({ref.source}) use different label "
                                   f"tables ({shown}{' ...' if len(clash) > 3 else ''}); score predictions of the "
-                                  "reference's structures, or name the label set with --preset")
+                                  "reference's structures, or, if only the spelling differs, name the label set "
+                                  "with --preset")
         return {**pred.labels, **ref.labels}
     if pred or ref:
         return dict((pred or ref).labels)

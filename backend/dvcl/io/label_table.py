@@ -14,6 +14,10 @@ A NIfTI label map holds numbers only. So that ``dvcl evaluate`` (and people) can
 3. a ``dataset.json`` in the file's folder or the folder above (nnU-Net ``labelsTr/`` and the simple layout),
    with ``"labels"`` or ``"preset"``.
 
+The first two travel with the file; a ``dataset.json`` is only found next to it (``LabelTable.nearby``), so
+when a preset is in force (``--preset``, or the one recorded by ``dvcl segment``) ``dvcl evaluate`` does not
+hold a data set's own spelling (``ivc``, ``right_kidney``) against the preset's names.
+
 Torch-free and cheap: nothing here reads voxels except a ``.seg.nrrd`` header.
 """
 
@@ -45,6 +49,8 @@ class LabelTable:
     labels: Mapping[int, str]
     source: str
     preset: str = ""
+    #: found next to the file (a dataset.json), not carried by it: a preset in force takes precedence
+    nearby: bool = False
 
 
 def sidecar_path(label_file: PathLike) -> Path:
@@ -112,7 +118,7 @@ def _dataset_json_table(folder: Path) -> Optional[LabelTable]:
         except (OSError, ValueError, PresetError) as exc:
             log.debug("%s: no label table (%s)", candidate, exc)
             continue
-        return LabelTable(dict(preset.labels), str(candidate), preset.name)
+        return LabelTable(dict(preset.labels), str(candidate), preset.name, nearby=True)
     return None
 
 
