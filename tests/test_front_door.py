@@ -145,3 +145,12 @@ def test_redirected_progress_has_no_escape_codes(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "train: 1/3 it (33%), 0:00 elapsed, 0:00 left, loss=0.5"
     assert lines[-1] == "grid: 2/2 it (100%), 0:00 elapsed, run 1"
+
+
+def test_threads_option_must_be_positive(capsys):
+    from dvcl.cli.main import main
+
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--threads", bad, "info"])
+        assert exc.value.code == 2 and "--threads: must be a positive integer" in capsys.readouterr().err

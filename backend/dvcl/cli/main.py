@@ -21,7 +21,7 @@ from dvcl.errors import DVCLError
 from dvcl.utils import progress
 from dvcl.utils.atomic import USER_WRITE_ERRNOS, describe_os_error
 from dvcl.utils.logging import setup_logging
-from dvcl.utils.threads import configure_threads
+from dvcl.utils.threads import configure_threads, thread_count
 
 #: subcommand -> module; the order is the order of `dvcl --help`.
 COMMANDS = {
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "module), or none (default: bar)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
                         help="CPU threads for torch (default: chosen from the usable CPUs and the current load; "
                         "an OMP_NUM_THREADS you set is respected)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

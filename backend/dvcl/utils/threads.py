@@ -132,6 +132,19 @@ def explicit_threads() -> Optional[int]:
     return n if n > 0 else None
 
 
+def thread_count(text: str) -> int:
+    """``--threads N`` as argparse reads it: a positive integer, else a usage error."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{text}'")
+    return n
+
+
 def configure_threads(workload: str, requested: Optional[int] = None) -> int:
     """Choose and apply the CPU thread count for ``workload``; returns it.
 
