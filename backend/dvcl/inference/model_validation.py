@@ -19,7 +19,9 @@ from dvcl.errors import ModelError
 #: or coarser is an error, not a setting.
 SPACING_RANGE = (0.05, 20.0)
 HU_RANGE = (-32768.0, 65535.0)
-MAX_CHANNELS = 2048
+MAX_CHANNELS = 1024
+#: Weight budget of one network (3x3x3 convolutions, two per level, encoder + decoder): 200 M parameters.
+MAX_PARAMETERS = 200_000_000
 MAX_LEVELS = 8
 MAX_IN_CHANNELS = 16
 MAX_CLASSES = 256
@@ -133,6 +135,10 @@ def validate_network(value: Any, path: Path) -> Dict[str, Any]:
         raise ModelError(f"{_where(path, 'network.channels')} must list 2..{MAX_LEVELS} sizes, got {chans!r}")
     for i, c in enumerate(chans):
         _integer(c, path, f"network.channels[{i}]", 1, MAX_CHANNELS)
+    params = 27 * 2 * sum(a * b + b * b for a, b in zip([1] + list(chans[:-1]), chans))
+    if params > MAX_PARAMETERS:
+        raise ModelError(f"{_where(path, 'network.channels')} {list(chans)} would need about {params:,} weights, "
+                         f"more than the budget of {MAX_PARAMETERS:,}")
     if "in_channels" in value:
         _integer(value["in_channels"], path, "network.in_channels", 1, MAX_IN_CHANNELS)
     if "num_classes" in value:

@@ -39,6 +39,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mh
 #: Voxel budget of one image (headers are checked against it before any pixel is read); ``DVCL_MAX_VOXELS``
 #: raises it. 2**30 voxels is a 1024 x 1024 x 1024 volume, 4 GiB as float32.
 MAX_VOXELS = int(os.environ.get("DVCL_MAX_VOXELS", str(2**30)))
+#: Budget of the resampled (network) grid, which is held several times over (image, class probabilities).
+MAX_NETWORK_VOXELS = MAX_VOXELS // 4
 #: The best deflate (gzip) ratio is about 1032:1; a compressed file smaller than data/1100 must be truncated.
 MAX_COMPRESSION_RATIO = 1100
 #: Formats whose pixel data live in a second file (the header alone says nothing about truncation).
@@ -108,6 +110,8 @@ def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonunifo
     else:
         if not image_suffix(p) and not _looks_like_dicom(p):
             raise ImageReadError(f"{p}: not a supported image file (use NIfTI, NRRD, MHA/MHD or a DICOM folder)")
+        if image_suffix(p) in (".nii", ".nii.gz"):
+            check_nifti_header(p)
         header = read_header(p)
         check_header(header, p)
         try:
@@ -121,6 +125,51 @@ def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonunifo
     check_volume(img, p)
     check_geometry_values(img, p)
     return img
+
+
+#: Largest magnitude accepted for NIfTI geometry fields (mm); beyond it a header is garbage, not a scan.
+NIFTI_GEOMETRY_LIMIT = 1e7
+
+
+def check_nifti_header(p: Path) -> None:
+    """Check a NIfTI-1 header's geometry fields before ITK sees them.
+
+    ITK's NIfTI reader orthogonalises the qform/sform matrices iteratively; with infinite or absurd entries it
+    never returns (found by the property tests), so dimensions, voxel sizes, quaternion and sform rows must
+    be finite and plausible first. NIfTI-2 headers (540 bytes) are left to ITK.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    try:
+        opener = gzip.open if p.name.lower().endswith(".gz") else open
+        with opener(p, "rb") as fh:
+            hdr = fh.read(348)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(f"{p}: corrupt or truncated file ({exc})") from exc
+    if len(hdr) < 348:
+        raise ImageReadError(f"{p}: truncated NIfTI header ({len(hdr)} of 348 bytes)")
+    for endian in ("<", ">"):
+        if struct.unpack(endian + "i", hdr[:4])[0] == 348:
+            break
+    else:
+        return  # NIfTI-2 or not NIfTI at all: ITK decides
+    dims = struct.unpack(endian + "8h", hdr[40:56])
+    if not 1 <= dims[0] <= 7 or any(d < 1 for d in dims[1:dims[0] + 1]):
+        raise ImageReadError(f"{p}: invalid NIfTI header: dimensions {list(dims[:max(1, min(dims[0], 7)) + 1])}")
+    pixdim = struct.unpack(endian + "8f", hdr[76:108])
+    bad = [v for v in pixdim[1:min(dims[0], 3) + 1] if not np.isfinite(v) or v == 0 or abs(v) > NIFTI_GEOMETRY_LIMIT]
+    if bad:
+        raise ImageReadError(f"{p}: invalid NIfTI header: voxel size {_fmt(pixdim[1:min(dims[0], 3) + 1])}")
+    qform_code, sform_code = struct.unpack(endian + "2h", hdr[252:256])
+    fields = []
+    if qform_code > 0:
+        fields += list(struct.unpack(endian + "6f", hdr[256:280]))
+    if sform_code > 0:
+        fields += list(struct.unpack(endian + "12f", hdr[280:328]))
+    if any(not np.isfinite(v) or abs(v) > NIFTI_GEOMETRY_LIMIT for v in fields):
+        raise ImageReadError(f"{p}: invalid NIfTI header: orientation (qform/sform) holds infinite or absurd values")
 
 
 def read_header(path: PathLike) -> sitk.ImageFileReader:

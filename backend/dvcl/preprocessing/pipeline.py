@@ -49,6 +49,10 @@ class PreprocessConfig:
         )
 
 
+#: Pixel types that hold the paper's clip range [-325, 325] exactly (clamped before the float cast).
+_WIDE_SIGNED_INTS = (sitk.sitkInt16, sitk.sitkInt32, sitk.sitkInt64)
+
+
 def orient_canonical(img: sitk.Image, orientation: str = CANONICAL_ORIENTATION) -> sitk.Image:
     """Permute/flip axes (no interpolation) so the index axes point as ``orientation`` says."""
     return sitk.DICOMOrient(img, orientation)
@@ -62,6 +66,25 @@ def target_grid(oriented: sitk.Image, spacing: Tuple[float, float, float]) -> Gr
         for n, s, t in zip(oriented.GetSize(), oriented.GetSpacing(), spacing)
     )
     return Grid(size, tuple(float(s) for s in spacing), tuple(oriented.GetOrigin()), tuple(oriented.GetDirection()))
+
+
+def check_resample_budget(img: sitk.Image, grid: Grid) -> None:
+    """Refuse a network grid larger than :data:`dvcl.io.images.MAX_NETWORK_VOXELS` before allocating it.
+
+    An implausible header spacing (30 mm instead of 3 mm) would otherwise turn a small file into a resampled
+    volume of many GiB and end in an allocation traceback or an OOM kill.
+    """
+    from dvcl.errors import ResourceLimitError
+    from dvcl.io.images import MAX_NETWORK_VOXELS
+
+    n = math.prod(grid.size)
+    if n > MAX_NETWORK_VOXELS:
+        sp = ", ".join(f"{float(v):g}" for v in img.GetSpacing())
+        raise ResourceLimitError(
+            f"resampling {' x '.join(str(v) for v in img.GetSize())} voxels of ({sp}) mm to "
+            f"{' x '.join(f'{float(v):g}' for v in grid.spacing)} mm would give {n:,} voxels, more than the limit "
+            f"of {MAX_NETWORK_VOXELS:,}; is the voxel spacing in the header right?"
+        )
 
 
 def _resample(img: sitk.Image, grid: Grid, interpolator: int, default: float, pixel_type: int) -> sitk.Image:
@@ -78,10 +101,17 @@ def preprocess_image(img: sitk.Image, cfg: Optional[PreprocessConfig] = None) ->
     """
     cfg = cfg or PreprocessConfig()
     original = Grid.of(img)
-    oriented = orient_canonical(sitk.Cast(img, sitk.sitkFloat32), cfg.orientation)
     lo, hi = cfg.clip
-    clipped = sitk.Clamp(oriented, sitk.sitkFloat32, lo, hi)
+    if img.GetPixelID() in _WIDE_SIGNED_INTS and float(lo).is_integer() and float(hi).is_integer():
+        # integer HU (most CT files): orienting and clamping before the float cast gives bit-identical values
+        # and saves two full-size float32 copies (about 0.6 s of CPU on a 512 x 512 x 300 CT)
+        oriented = orient_canonical(img, cfg.orientation)
+        clipped = sitk.Clamp(oriented, oriented.GetPixelID(), lo, hi)
+    else:
+        oriented = orient_canonical(sitk.Cast(img, sitk.sitkFloat32), cfg.orientation)
+        clipped = sitk.Clamp(oriented, sitk.sitkFloat32, lo, hi)
     grid = target_grid(oriented, cfg.spacing)
+    check_resample_budget(oriented, grid)
     resampled = _resample(clipped, grid, sitk.sitkLinear, lo, sitk.sitkFloat32)
     arr = sitk.GetArrayFromImage(resampled)
     arr = normalise_percentiles(arr, cfg.percentiles)
