@@ -144,12 +144,12 @@ def part_big(rounds: int, tmp: Path, model: Optional[str]) -> dict:
             t = run_cli(name, src, tmp / f"{name}.nii.gz", None if name == "fast" else model, opts, monai)
             times[name].append(t)
             print(f"  round {r + 1} {name:<8} e2e {t['e2e']:7.1f} s  network {t['network']:7.1f} s", flush=True)
-    ref = sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp / "today.nii.gz")))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / "today.nii.gz")))
     rows = {}
     for name in names:
         e2e = statistics.median(t["e2e"] for t in times[name])
         net = statistics.median(t["network"] for t in times[name])
-        lab = sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp / f"{name}.nii.gz")))
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / f"{name}.nii.gz")))
         vox, fg = agreement(lab, ref)
         stages = {k[6:]: round(statistics.median(t.get(k, 0.0) for t in times[name]), 2)
                   for k in times[name][0] if k.startswith("stage_")}
