@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -182,3 +183,31 @@ def test_dvcl_segment_does_not_import_monai(abdomen_image, tmp_path):
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report == {"rc": 0, "mods": []}
     assert sitk.ReadImage(str(out)).GetSize() == crop.GetSize()
+
+
+def test_plain_torch_blocks_match_monai():
+    """dvcl.networks.blocks builds exactly MONAI's modules: same structure, keys, initialisation and output."""
+    from monai.networks.blocks import UpSample as MonaiUpSample
+    from monai.networks.nets.basic_unet import TwoConv as MonaiTwoConv
+
+    from dvcl.networks import blocks
+
+    act = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
+    pairs = [
+        (lambda m: m.TwoConv(3, 2, 8, act, ("instance", {"affine": True}), True, 0.0), blocks, MonaiTwoConv),
+        (lambda m: m.TwoConv(3, 2, 8, act, ("group", {"num_groups": 4}), True, 0.1), blocks, MonaiTwoConv),
+        (lambda m: m.UpSample(3, 8, 4, scale_factor=(1, 2, 2), mode="deconv"), blocks, MonaiUpSample),
+        (lambda m: m.UpSample(3, 8, 4, scale_factor=(2, 2, 2), mode="nontrainable", interp_mode="trilinear",
+                              align_corners=False), blocks, MonaiUpSample),
+    ]
+    x = torch.randn(2, 8, 4, 8, 8)
+    for make, ours_mod, theirs_cls in pairs:
+        torch.manual_seed(0)
+        ours = make(ours_mod).eval()
+        torch.manual_seed(0)
+        theirs = make(SimpleNamespace(TwoConv=theirs_cls, UpSample=theirs_cls)).eval()
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+        inp = x[:, :2] if isinstance(ours, blocks.TwoConv) else x
+        with torch.no_grad():
+            assert torch.equal(ours(inp), theirs(inp))
