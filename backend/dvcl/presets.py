@@ -207,6 +207,8 @@ def preset_from_dataset_json(path: Path) -> Preset:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PresetError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise PresetError(f"{path}: must hold a JSON object, got a {type(meta).__name__}")
     labels = meta.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise PresetError(f"{path}: 'labels' must map structure names to integer ids")

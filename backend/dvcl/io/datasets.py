@@ -68,10 +68,18 @@ class DatasetSpec:
     def meta(self) -> Dict:
         if self.dataset_json is None:
             return {}
-        try:
-            return json.loads(self.dataset_json.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{self.dataset_json}: not valid JSON ({exc})") from exc
+        return read_dataset_json(self.dataset_json)
+
+
+def read_dataset_json(path: Path) -> Dict:
+    """A data set's ``dataset.json`` as a dict; :class:`DatasetError` when it is not JSON or not an object."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: must hold a JSON object, got a {type(meta).__name__}")
+    return meta
 
 
 def _image_entries(folder: Path) -> List[Path]:
@@ -107,7 +115,7 @@ def read_nnunet_dataset(root: PathLike) -> DatasetSpec:
     images_tr = root / "imagesTr"
     if not images_tr.is_dir():
         raise DatasetError(f"{root}: nnU-Net data set without imagesTr/ folder")
-    meta = json.loads(djson.read_text()) if djson.is_file() else {}
+    meta = read_dataset_json(djson) if djson.is_file() else {}
     ending = meta.get("file_ending", ".nii.gz")
     labels_tr = root / "labelsTr"
     cases: List[CaseRef] = []

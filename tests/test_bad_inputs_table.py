@@ -1,0 +1,45 @@
+"""The bad-input table (docs/bad_inputs.md) stays true: its cheap cases run here through the same code.
+
+``tools/bad_input_table.py`` builds each bad input, runs the real CLI and writes the table; this test runs the
+image, intensity and model.json cases (a few seconds) and requires every one to end as the table says:
+exit 2 with one error line and a JSON ``error`` event, or success, and never an output that must not exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bad_input_table.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("bad_input_table", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _load_tool()
+
+
+def test_table_has_the_issue_cases(tool):
+    assert len(tool.CASES) >= 40
+    areas = {c.category for c in tool.CASES}
+    assert {"image", "intensity", "dicom", "output", "model", "prepare", "cache", "train", "evaluate"} <= areas
+    committed = (TOOL.parents[1] / "docs" / "bad_inputs.md").read_text(encoding="utf-8")
+    assert all(f"| {c.name} |" in committed for c in tool.CASES), "docs/bad_inputs.md is stale: rerun the tool"
+
+
+@pytest.mark.parametrize("area", ["image", "intensity", "model"])
+def test_cases_end_as_the_table_says(tool, area, tmp_path):
+    cases = [c for c in tool.CASES if c.category == area]
+    results = [(c, tool.run_case(c, tmp_path)) for c in cases]
+    bad = [(c.name, r["rc"], r["line"]) for c, r in results if tool.verdict(c, r) != "yes"]
+    assert not bad, bad
