@@ -306,13 +306,11 @@ def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) 
     is not repeated. Each evaluation folder gets ``selection.json`` (what was chosen on which split, how often
     the test split was read for this run and inference model). Returns inference model -> summary.
     """
-    import SimpleITK as sitk
-
     from dvcl.evaluation import EvaluationResult, evaluate_case, load_summary, write_report
     from dvcl.evaluation.metrics import MonaiMetrics
     from dvcl.inference.model_package import export_model, load_model_package
     from dvcl.inference.segment import segment_image
-    from dvcl.io.images import read_image, read_label
+    from dvcl.io.images import read_image, read_label, write_image
     from dvcl.utils.device import select_device
 
     splits = cache.splits
@@ -350,8 +348,7 @@ def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) 
                                        "evaluated on the original files (re-run `dvcl prepare` where they are)")
             image = read_image(image_path)
             pred = segment_image(image, package, device=dev, tta=tta, models=models, name=cid)
-            with atomic_path(pred_dir / f"{cid}.nii.gz") as tmp:
-                sitk.WriteImage(pred, str(tmp), True)
+            write_image(pred, pred_dir / f"{cid}.nii.gz", overwrite=True)  # the verified write path
             ref = read_label(label_path, image, allowed_values=preset.allowed_raw_values, remap=preset.raw_values)
             result.cases.append(evaluate_case(pred, ref, labels, case=cid, pred_name=str(pred_dir / f"{cid}.nii.gz"),
                                               ref_name=str(label_path), metrics=metrics))
@@ -720,7 +717,8 @@ def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labe
               "Dice per structure and mean Dice / Jaccard in %, HD95 in mm; mean ± sample SD over seeds (the value "
               "of a seed is its mean over structures, then over test cases; no SD for a single seed). The "
               "inference model of each row is in brackets: A+B = mean softmax of both networks, A = model A alone "
-              "(same checkpoint), student / teacher / net = the one network used.", ""]
+              "(for two-network methods from the same checkpoint as A+B; a one-network method's only network), "
+              "student / teacher = the network of a mean-teacher method that is used.", ""]
     for setting, agg in tables.items():
         lines += [f"## {_setting_title(setting)}", "", markdown_table(agg["rows"], structures).rstrip(), ""]
         seeds_note = ", ".join(f"{row['name']}: {row['n_seeds']}" for row in agg["rows"]
