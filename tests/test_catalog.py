@@ -50,7 +50,9 @@ def test_every_catalog_entry_resolves_to_a_matching_registered_class() -> None:
         method = cls(cfg, 3, torch.device("cpu"))
         method.setup()
         assert (len(method.inference_models()) == 2) == info.two_networks, info.name
-    assert set(registered_classes()) == set(method_names())  # nothing registered outside the catalog
+    # nothing in dvcl.methods is registered outside the catalog (tests register their own stand-ins)
+    shipped = {n for n, c in registered_classes().items() if c.__module__.startswith("dvcl.methods.")}
+    assert shipped == set(method_names())
 
 
 def test_experiment_tables_follow_the_catalog() -> None:
