@@ -303,8 +303,8 @@ def test_kill_9_at_random_points(work, tiny_cache, trained_run, ct, capsys):
         for k, p in procs.items():
             if p.poll() is not None or k in killed:
                 continue
-            if t0[k] is None and started[k]():
-                t0[k] = time.monotonic()
+            if t0[k] is None and started[k]() and (k != "prepare" or _children(p.pid)):
+                t0[k] = time.monotonic()  # prepare: once its pool workers run
             if k == "train" and t0[k] is not None and not refused_second_train and (run / ".lock").exists():
                 rc = main(["-q", "train", "--data", str(tiny_cache), "--out", str(run), "--iterations", "2",
                            "--overwrite", *TRAIN_ARGS])
@@ -326,6 +326,7 @@ def test_kill_9_at_random_points(work, tiny_cache, trained_run, ct, capsys):
           f"{time.monotonic() - t_start:.1f} s")
 
     # workers die with their parent (PR_SET_PDEATHSIG + parent watch)
+    assert "prepare" not in killed or workers, "prepare was killed before its workers started"
     assert _wait_for(lambda: not any(_alive(w) for w in workers), 5.0), [w for w in workers if _alive(w)]
     for folder in (cache, run, segs, model):
         if folder.exists():
