@@ -36,16 +36,19 @@ def series_case_name(folder: Path) -> str:
     folder = Path(folder)
     if not is_generic_folder_name(folder.name):
         return folder.name
-    files: List[str] = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    from dvcl.io.images import keep_locale
+
     tags = {}
-    if files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(files[0])
-        try:
-            reader.ReadImageInformation()
-            tags = {k: reader.GetMetaData(t).strip() for k, t in _TAGS.items() if reader.HasMetaDataKey(t)}
-        except RuntimeError:
-            tags = {}
+    with keep_locale():  # GDCM switches the process to the C locale
+        files: List[str] = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+        if files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(files[0])
+            try:
+                reader.ReadImageInformation()
+                tags = {k: reader.GetMetaData(t).strip() for k, t in _TAGS.items() if reader.HasMetaDataKey(t)}
+            except RuntimeError:
+                tags = {}
     series = safe_name(tags.get("description", "")) or (
         f"series{safe_name(tags['number'])}" if safe_name(tags.get("number", "")) else "")
     parts = [p for p in (safe_name(tags.get("patient", "")), series) if p]

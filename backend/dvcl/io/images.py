@@ -7,10 +7,12 @@ series folders (the series with most slices, or one chosen by SeriesInstanceUID)
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -72,16 +74,32 @@ def is_image_file(path: PathLike) -> bool:
     return Path(path).is_file() and bool(image_suffix(path))
 
 
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the C locale after GDCM: reading a DICOM series switches the process's LC_CTYPE to "C", after
+    which every text file Python opens without an explicit encoding is ASCII (a report with "±" then fails)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(locale.Error):
+            locale.setlocale(locale.LC_ALL, saved)
+
+
 def is_dicom_dir(path: PathLike) -> bool:
     p = Path(path)
-    return p.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
+    if not p.is_dir():
+        return False
+    with keep_locale():
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
 
 
 def list_dicom_series(folder: PathLike) -> Dict[str, List[str]]:
     """SeriesInstanceUID -> sorted file names of every DICOM series in ``folder`` (not recursive)."""
     folder = str(folder)
-    return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
-            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)}
+    with keep_locale():
+        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
+                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)}
 
 
 def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonuniform: bool = False) -> sitk.Image:
@@ -309,7 +327,8 @@ def _read_dicom_series(folder: Path, series_uid: Optional[str], accept_nonunifor
     for f in files:
         if os.path.getsize(f) == 0:
             raise ImageReadError(f"{f}: empty DICOM file")
-    return read_series(folder, files, accept_nonuniform)
+    with keep_locale():
+        return read_series(folder, files, accept_nonuniform)
 
 
 def _first_line(exc: BaseException) -> str:
