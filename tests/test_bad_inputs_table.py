@@ -1,13 +1,15 @@
 """The bad-input table (docs/bad_inputs.md) stays true: its cheap cases run here through the same code.
 
 ``tools/bad_input_table.py`` builds each bad input, runs the real CLI and writes the table; this test runs the
-image, intensity and model.json cases (a few seconds) and requires every one to end as the table says:
+image, intensity, model.json, output (aliasing, partial work, full or read-only folders) and cache-repair
+cases (about 25 s) and requires every one to end as the table says:
 exit 2 with one error line and a JSON ``error`` event, or success, and never an output that must not exist.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +28,12 @@ def _load_tool():
 
 @pytest.fixture(scope="module")
 def tool():
-    return _load_tool()
+    module = _load_tool()
+    yield module
+    for stack in module._LOCKS:  # locks and mounts the cases made (the tool's own run releases them too)
+        stack.close()
+    for mount in reversed(module._MOUNTS):
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_table_has_the_issue_cases(tool):
@@ -37,7 +44,7 @@ def test_table_has_the_issue_cases(tool):
     assert all(f"| {c.name} |" in committed for c in tool.CASES), "docs/bad_inputs.md is stale: rerun the tool"
 
 
-@pytest.mark.parametrize("area", ["image", "intensity", "model"])
+@pytest.mark.parametrize("area", ["image", "intensity", "model", "output", "cache"])
 def test_cases_end_as_the_table_says(tool, area, tmp_path):
     cases = [c for c in tool.CASES if c.category == area]
     results = [(c, tool.run_case(c, tmp_path)) for c in cases]
