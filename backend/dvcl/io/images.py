@@ -231,14 +231,26 @@ def check_header(reader: sitk.ImageFileReader, path: PathLike) -> None:
     spacing = reader.GetSpacing()
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise ImageReadError(f"{p}: invalid voxel spacing {_fmt(spacing)} in the header")
-    if image_suffix(p) in DETACHED_SUFFIXES:
-        return  # the data sit in another file; its reader checks it
+    if image_suffix(p) in DETACHED_SUFFIXES or _bzip2_nrrd(p):
+        return  # the data sit in another file, or bzip2 (unbounded ratio): the reader checks them
     fsize = p.stat().st_size
     if fsize * MAX_COMPRESSION_RATIO < nbytes or (image_suffix(p) == ".nii" and fsize < nbytes):
         raise ImageReadError(
             f"{p}: truncated file: the header announces {' x '.join(str(n) for n in size)} voxels "
             f"({nbytes:,} bytes) but the file has {fsize:,} bytes"
         )
+
+
+def _bzip2_nrrd(p: Path) -> bool:
+    """An NRRD whose data are bzip2-compressed (ratios far beyond gzip's 1032:1 are possible)."""
+    if image_suffix(p) not in (".nrrd", ".seg.nrrd"):
+        return False
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4096).lower()
+    except OSError:
+        return False
+    return b"encoding: bz" in head or b"encoding:bz" in head
 
 
 def check_geometry_values(img: sitk.Image, path: PathLike) -> None:
