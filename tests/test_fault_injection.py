@@ -186,12 +186,28 @@ def test_disk_full_every_format_fails_cleanly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no final name, no temporary left behind
 
 
-def test_disk_full_segment_cli_exits_2_without_output(tmp_path, ct):
-    out = tmp_path / "seg" / "tiny.nii.gz"
-    r = subprocess.run(dvcl_cmd("segment", str(ct), "-o", str(out), "--model", "phantom_demo", "--device", "cpu"),
-                       capture_output=True, text=True, env=env(), preexec_fn=_fsize_limit(64), timeout=300)
-    assert_one_line_error(r.returncode, r.stderr, "cannot write")
-    assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+def test_disk_full_every_command_exits_2_with_one_line(work, ct, tiny_cache, trained_run):
+    """segment, prepare, train and export under a 20 kB file-size limit (the kernel's EFBIG, as a full disk's
+    ENOSPC, part-way through a write), run at once: each exits 2 with one line, no final file is corrupt."""
+    base = work / "full"
+    jobs = {
+        "segment": dvcl_cmd("segment", str(ct), "-o", str(base / "seg" / "tiny.nii.gz"), "--model", "phantom_demo",
+                            "--device", "cpu"),
+        "prepare": dvcl_cmd("prepare", str(tiny_cache.parent / "data"), "-o", str(base / "cache"), "--preset",
+                            "flare22", "--workers", "2"),
+        "train": dvcl_cmd("train", "--data", str(tiny_cache), "--out", str(base / "run"), "--iterations", "4",
+                          "--val-every", "2", *TRAIN_ARGS),
+        "export": dvcl_cmd("export", str(trained_run), "-o", str(base / "model")),
+    }
+    procs = {k: subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(),
+                                 preexec_fn=_fsize_limit(20_000)) for k, cmd in jobs.items()}
+    for k, p in procs.items():
+        _, stderr = p.communicate(timeout=300)
+        line = assert_one_line_error(p.returncode, stderr, "cannot write")
+        assert "disk full" in line or "file-size limit" in line or "too large" in line, (k, line)
+    assert not (base / "seg" / "tiny.nii.gz").exists() and not (base / "model" / "model.json").exists()
+    assert not list(base.glob(".cache.staging-*"))
+    assert_no_corrupt_finals(base)
 
 
 def test_small_tmpfs(tmp_path, ct, capsys):

@@ -575,6 +575,39 @@ def _(w):
     return ["phantom", str(read_only(w / "ro") / "ph"), "--labeled", "1", "--unlabeled", "0"]
 
 
+def _full(w: Path) -> Path:
+    """A full file system: a 256 KiB tmpfs as root, else /dev/full's folder stands in (not writable)."""
+    return (tmpfs(w / "small", "256k") if os.geteuid() == 0 else None) or Path("/dev/full")
+
+
+@case("prepare", "disk full (256 KiB tmpfs)", "exit 2")
+def _(w):
+    return ["prepare", str(tiny_dataset(w)), "-o", str(_full(w) / "cache"), "--workers", "1"]
+
+
+@case("train", "disk full (256 KiB tmpfs)", "exit 2")
+def _(w):
+    return ["train", "--data", str(tiny_cache(w)), "--out", str(_full(w) / "run"), *TRAIN]
+
+
+@case("export", "disk full (256 KiB tmpfs)", "exit 2")
+def _(w):
+    c = tiny_cache(w)
+    assert main(["-q", "--progress", "none", "train", "--data", str(c), "--out", str(w / "run"), *TRAIN]) == 0
+    return ["export", str(w / "run"), "-o", str(_full(w) / "model")]
+
+
+@case("phantom", "disk full (256 KiB tmpfs)", "exit 2")
+def _(w):
+    return ["phantom", str(_full(w) / "ph"), "--labeled", "1", "--unlabeled", "0"]
+
+
+@case("evaluate", "read-only --out", "exit 2")
+def _(w):
+    args = _eval_pair(w, np.zeros((12, 24, 24), np.uint8))
+    return args[:args.index("--out") + 1] + [str(read_only(w / "ro") / "eval")] + args[args.index("--out") + 2:]
+
+
 def _eval_pair(w: Path, pred: np.ndarray, ref_values=(0, 1, 2, 3), suffix: str = ".nii.gz") -> List[str]:
     ref = np.zeros((12, 24, 24), np.uint8)
     for i, v in enumerate(ref_values[1:]):

@@ -261,11 +261,17 @@ def _process_case(case: CaseRef, preset_dict: Dict, cfg_dict: Dict, out_dir: str
 
 def _save_verified(path: Path, arr: np.ndarray) -> None:
     """np.save into the staging folder, then check header and length (a short write must never be cached)."""
-    np.save(path, arr)
+    from dvcl.errors import OutputWriteError
+    from dvcl.utils.atomic import describe_os_error
+
+    try:
+        np.save(path, arr)
+    except OSError as exc:  # numpy's short write ("N requested and M written") carries no errno
+        reason = describe_os_error(exc) if exc.errno else str(exc)
+        raise OutputWriteError(f"cannot write {path.name} in the cache staging folder {path.parent}: {reason} "
+                               "(disk full?)") from exc
     why = npy_problem(path, arr.shape)
     if why:
-        from dvcl.errors import OutputWriteError
-
         raise OutputWriteError(f"cannot write {path.name} in the cache staging folder: {why} (disk full?)")
 
 

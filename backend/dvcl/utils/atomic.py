@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from dvcl.errors import OutputWriteError
+from dvcl.errors import DVCLError, OutputWriteError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -107,9 +107,10 @@ def atomic_path(target: PathLike, suffix: Optional[str] = None, verify: Optional
             if exc.errno in USER_WRITE_ERRNOS:
                 raise OutputWriteError(f"cannot write {describe_os_error(exc, target)}") from exc
             raise
-        except (RuntimeError, ValueError) as exc:
-            # torch.save and safetensors wrap a failed write in their own exception types
-            if _looks_like_write_failure(exc, target):
+        except OutputWriteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch.save, safetensors, numpy wrap a failed write in their own types
+            if not isinstance(exc, DVCLError) and _looks_like_write_failure(exc, target):
                 raise OutputWriteError(f"cannot write {target}: the write failed (disk full or file-size "
                                        "limit?)") from exc
             raise
@@ -120,7 +121,8 @@ def atomic_path(target: PathLike, suffix: Optional[str] = None, verify: Optional
 
 
 _WRITE_FAILURE_HINTS = ("write failed", "failed writing", "no space left", "storagefull", "code: 28",
-                        "file too large", "code: 27", "wrote only")
+                        "file too large", "code: 27", "os error 27", "os error 28", "wrote only",
+                        "quota exceeded", "read-only file system")
 
 
 def _looks_like_write_failure(exc: BaseException, target: Path) -> bool:
