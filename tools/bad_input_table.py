@@ -53,14 +53,15 @@ class Case:
     build: Callable[[Path], List[str]]  # scratch folder -> CLI arguments (after the global options)
     must_not_exist: Callable[[Path], List[Path]] = lambda w: []
     check: Optional[Callable[[Path], str]] = None  # extra observation appended to the outcome
+    fsize_limit: Optional[int] = None  # bytes: RLIMIT_FSIZE while the command runs (a disk full mid-write)
 
 
 CASES: List[Case] = []
 
 
-def case(category: str, name: str, expected: str, must_not_exist=None, check=None):
+def case(category: str, name: str, expected: str, must_not_exist=None, check=None, fsize_limit=None):
     def deco(fn):
-        CASES.append(Case(category, name, expected, fn, must_not_exist or (lambda w: []), check))
+        CASES.append(Case(category, name, expected, fn, must_not_exist or (lambda w: []), check, fsize_limit))
         return fn
     return deco
 
@@ -608,6 +609,40 @@ def _(w):
     return args[:args.index("--out") + 1] + [str(read_only(w / "ro") / "eval")] + args[args.index("--out") + 2:]
 
 
+MID = "the disk fills part-way through a write (file-size limit)"
+
+
+@case("midwrite", f"segment to .nii.gz, {MID}", "exit 2", out_file, fsize_limit=300)
+def _(w):
+    big = write(ct_array((40, 96, 96)), w / "in" / "big.nii.gz")
+    return seg(str(big), "-o", str(w / "out" / "seg.nii.gz"))
+
+
+@case("midwrite", f"segment to .seg.nrrd, {MID}", "exit 2", lambda w: [w / "out" / "seg.seg.nrrd"],
+      fsize_limit=300)
+def _(w):
+    big = write(ct_array((40, 96, 96)), w / "in" / "big.nii.gz")
+    return seg(str(big), "-o", str(w / "out" / "seg.seg.nrrd"))
+
+
+@case("midwrite", f"prepare, {MID}", "exit 2", lambda w: [w / "cache" / "dataset.json"], fsize_limit=20_000)
+def _(w):
+    return ["prepare", str(tiny_dataset(w)), "-o", str(w / "cache"), "--workers", "1"]
+
+
+@case("midwrite", f"train, {MID}", "exit 2", lambda w: [w / "run" / "checkpoints" / "best.safetensors"],
+      fsize_limit=30_000)
+def _(w):
+    return ["train", "--data", str(tiny_cache(w)), "--out", str(w / "run"), *TRAIN]
+
+
+@case("midwrite", f"export, {MID}", "exit 2", lambda w: [w / "model" / "model.json"], fsize_limit=20_000)
+def _(w):
+    c = tiny_cache(w)
+    assert main(["-q", "--progress", "none", "train", "--data", str(c), "--out", str(w / "run"), *TRAIN]) == 0
+    return ["export", str(w / "run"), "-o", str(w / "model")]
+
+
 def _eval_pair(w: Path, pred: np.ndarray, ref_values=(0, 1, 2, 3), suffix: str = ".nii.gz") -> List[str]:
     ref = np.zeros((12, 24, 24), np.uint8)
     for i, v in enumerate(ref_values[1:]):
@@ -642,6 +677,25 @@ def _(w):
 
 
 # ----------------------------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def file_size_limit(limit: Optional[int]):
+    """Lower this process's soft RLIMIT_FSIZE (writes beyond it fail with EFBIG, like a full disk) and restore it."""
+    if limit is None:
+        yield
+        return
+    import resource
+    import signal
+
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
 def run_case(c: Case, scratch: Path) -> dict:
     w = scratch / f"{len(list(scratch.iterdir())):02d}"
     w.mkdir()
@@ -652,7 +706,7 @@ def run_case(c: Case, scratch: Path) -> dict:
     except Exception:  # noqa: BLE001 - a broken case builder is reported, not hidden
         return {"rc": "builder failed", "line": traceback.format_exc().splitlines()[-1], "json": False,
                 "written": [], "seconds": 0.0, "note": ""}
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), file_size_limit(c.fsize_limit):
         try:
             rc = main(["-q", "--progress", "json", *argv])
         except SystemExit as exc:
