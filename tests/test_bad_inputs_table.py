@@ -44,7 +44,7 @@ def test_table_has_the_issue_cases(tool):
     assert all(f"| {c.name} |" in committed for c in tool.CASES), "docs/bad_inputs.md is stale: rerun the tool"
 
 
-@pytest.mark.parametrize("area", ["image", "intensity", "model", "output", "cache"])
+@pytest.mark.parametrize("area", ["image", "intensity", "model", "output", "cache", "memory"])
 def test_cases_end_as_the_table_says(tool, area, tmp_path):
     cases = [c for c in tool.CASES if c.category == area]
     results = [(c, tool.run_case(c, tmp_path)) for c in cases]
