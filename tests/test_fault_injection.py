@@ -361,3 +361,20 @@ def test_kill_9_at_random_points(work, tiny_cache, trained_run, ct, capsys):
     assert main(["-q", "export", str(trained_run), "-o", str(model), "--overwrite"]) == 0
     for folder in (cache, run, segs, model):
         assert assert_no_corrupt_finals(folder) > 0
+
+
+def test_stale_temporaries_of_killed_runs_are_cleaned(tmp_path, ct, capsys):
+    """A kill -9 mid-write leaves a hidden temporary; the next command into that folder removes it once it is
+    stale (an hour untouched: no live writer leaves its file alone that long), never a fresh one."""
+    out = tmp_path / "segs"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / ".ct.k9x2ab7q.tmp.nii.gz", out / "sub" / ".last.u5v6w7x8.tmp.safetensors"]
+    fresh = out / ".ct.fresh123.tmp.nii.gz"
+    for p in stale + [fresh]:
+        p.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    for p in stale:
+        os.utime(p, (old, old))
+    assert main(["-q", "segment", str(ct), "-o", str(out), "--model", "phantom_demo", "--device", "cpu"]) == 0
+    assert not any(p.exists() for p in stale) and fresh.exists()
+    assert (out / "tiny.nii.gz").is_file()

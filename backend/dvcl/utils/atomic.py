@@ -21,10 +21,12 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 from dvcl.errors import DVCLError, OutputWriteError
 
@@ -188,6 +190,32 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+#: Name of the temporary files :func:`atomic_path` makes (``.<stem>.<8 random>.tmp<suffix>``).
+_TEMP_RE = re.compile(r"^\.[^.]*\.[A-Za-z0-9_]{8}\.tmp(\.|$)")
+#: A temporary file untouched this long belongs to a killed process (a live writer keeps touching it).
+STALE_TEMP_SECONDS = 3600.0
+
+
+def clean_stale_temps(folder: PathLike, max_age: float = STALE_TEMP_SECONDS) -> List[Path]:
+    """Remove temporary files of :func:`atomic_path` left by killed processes in ``folder`` and its subfolders
+    (one level), those untouched for ``max_age`` seconds. Returns what was removed."""
+    removed: List[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    dirs = [folder] + [d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()]
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(d):
+                if _TEMP_RE.match(entry.name) and entry.is_file(follow_symlinks=False) \
+                        and now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+    return removed
+
+
 def check_writable(folder: PathLike, need_bytes: int = 0, what: str = "output") -> None:
     """Fail fast, before long work, when ``folder`` cannot receive about ``need_bytes`` of output.
 
@@ -195,10 +223,13 @@ def check_writable(folder: PathLike, need_bytes: int = 0, what: str = "output") 
     Writability is tested by creating and removing a temporary file, which also catches read-only mounts
     and ACLs that :func:`os.access` misses (and works for root, for whom permission bits do not apply).
 
+    Temporary files a killed run left in ``folder`` (older than an hour) are removed on the way.
+
     Raises:
         OutputWriteError: not a folder, not writable, or less free space than ``need_bytes`` plus a margin.
     """
     folder = Path(folder)
+    clean_stale_temps(folder)
     base = _existing_ancestor(folder)
     if not base.is_dir():
         raise OutputWriteError(f"{what} location {folder}: {base} is not a folder")
