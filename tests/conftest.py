@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from dvcl_test_cases import write_tiny_case as _write_case
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -68,28 +68,6 @@ def abdomen_simple_layout(tmp_path, abdomen_image, abdomen_label) -> Path:
 
 
 # --------------------------------------------------------------------------- a tiny real cache for training tests
-def _write_case(folder: Path, name: str, rng: np.random.Generator, with_label: bool) -> None:
-    """A 24 x 24 x 12 CT-like volume (fat, a bright box = class 1, a dark sphere = class 2), real NIfTI."""
-    img = np.full((12, 24, 24), -100.0, dtype=np.float32)
-    lab = np.zeros(img.shape, dtype=np.uint8)
-    z0, y0, x0 = rng.integers(1, 4), rng.integers(2, 8), rng.integers(2, 8)
-    img[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 60.0
-    lab[z0:z0 + 6, y0:y0 + 8, x0:x0 + 8] = 1
-    zz, yy, xx = np.mgrid[:12, :24, :24]
-    ball = (zz - 6) ** 2 + (yy - 17) ** 2 + (xx - 17) ** 2 <= 9
-    img[ball] = -300.0
-    lab[ball] = 2
-    img += rng.normal(0, 10, img.shape).astype(np.float32)
-    for arr, sub in ((img, "images"), (lab, "labels")):
-        if sub == "labels" and not with_label:
-            continue
-        im = sitk.GetImageFromArray(arr)
-        im.SetSpacing((1.25, 1.25, 2.5))
-        path = folder / sub / f"{name}.nii.gz" if with_label else folder / f"{name}.nii.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(im, str(path))
-
-
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """A prepared cache of 5 labeled + 1 unlabeled tiny volumes (2 classes): real files, seconds to train on."""

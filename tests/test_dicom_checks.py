@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from dvcl.cli.main import main
 from dvcl.errors import DicomSeriesError, ImageReadError
 from dvcl.io.dicom import analyse_series, read_slice_infos
-from dvcl.io.images import list_dicom_series, read_image
+from dvcl.io.images import keep_locale, list_dicom_series, read_image
 
 SIZE = 16
 PIXEL = 0.8
@@ -53,7 +53,8 @@ def write_series(folder: Path, positions: Sequence[Tuple[float, float, float]], 
         for k, v in tags.items():
             img.SetMetaData(k, v)
         writer.SetFileName(str(folder / f"{uid.rsplit('.', 1)[-1]}_{i:03d}.dcm"))
-        writer.Execute(img)
+        with keep_locale():  # GDCM's writer switches the process to the C locale as its reader does
+            writer.Execute(img)
     return folder
 
 

@@ -117,7 +117,7 @@ def model_with(w: Path, section: str, key: Optional[str], value) -> Path:
 
 
 def tiny_dataset(w: Path, n: int = 3) -> Path:
-    from conftest import _write_case
+    from dvcl_test_cases import write_tiny_case as _write_case
 
     rng = np.random.default_rng(0)
     root = w / "data"

@@ -130,10 +130,12 @@ def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonunifo
             raise ImageReadError(f"{p}: not a supported image file (use NIfTI, NRRD, MHA/MHD or a DICOM folder)")
         if image_suffix(p) in (".nii", ".nii.gz"):
             check_nifti_header(p)
-        header = read_header(p)
+        with keep_locale():  # a single DICOM file goes through GDCM too
+            header = read_header(p)
         check_header(header, p)
         try:
-            img = sitk.ReadImage(str(p))
+            with keep_locale():
+                img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
             raise ImageReadError(f"{p}: cannot read image ({_first_line(exc)})") from exc
         except MemoryError as exc:
