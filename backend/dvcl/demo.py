@@ -28,11 +28,11 @@ from dvcl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Minutes the default demo takes on an idle 2-core CPU: its measured CPU time. Measured with
-#: ``nice -n 5 bash scripts/demo.sh`` into a fresh folder on the project's 2-core machine (1 torch thread, the
-#: choice of dvcl.utils.threads there): user + system time 8.6 min (phantoms 86 s wall, prepare 9 s, training
-#: 160 iterations, export, segmenting 2 phantoms 20 s, evaluation 5 s).
-EXPECTED_MINUTES = 10
+#: Minutes the default demo takes on an idle 2-core CPU, measured: ``bash scripts/demo.sh`` into a fresh folder
+#: on the project's idle 2-core machine (load average 0.3 at the start; dvcl.utils.threads chose 2 threads)
+#: took 5 min 33 s wall time (185 % CPU), 316 s of it inside ``dvcl demo``: phantoms 13.5 s, prepare 0.6 s,
+#: training 160 iterations 297.7 s, export 0.1 s, segmenting 2 phantoms 3.1 s, evaluation 1.3 s (2026-11-26).
+EXPECTED_MINUTES = 6
 #: Minutes it took in wall time in that same run, while about nine other processes shared the two cores (load
 #: average 9-11, the demo got 21 % of a CPU): 40.4 min for scripts/demo.sh, 39.2 min inside `dvcl demo`.
 #: An upper bound for a busy 2-core machine.
