@@ -106,18 +106,22 @@ def read_labelmap(path: PathLike):
 
     Returns ``(scratch_scene, labelmap_node)``; keep the scene referenced while the node is used.
     """
+    return _read_into_scratch_scene(path, slicer.vtkMRMLLabelMapVolumeNode(), "label image")
+
+
+def _read_into_scratch_scene(path: PathLike, node, what: str):
+    """Read ``path`` into ``node`` inside a new private scratch scene; ``(scene, node)``."""
     path = Path(path)
     if not path.is_file():
         raise SceneInputError(f"{path}: result file not found")
     scene = _new_scratch_scene()
-    node = slicer.vtkMRMLLabelMapVolumeNode()
     scene.AddNode(node)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene.AddNode(storage)
     storage.SetFileName(str(path))
     storage.SetSingleFile(1)
     if not storage.ReadData(node) or node.GetImageData() is None:
-        raise SceneInputError(f"{path}: could not read the label image")
+        raise SceneInputError(f"{path}: could not read the {what}")
     return scene, node
 
 
@@ -333,19 +337,7 @@ def load_uncertainty_volume(path: PathLike, reference_volume, quantity: str, vol
 
 def read_labelmap_as_scalar(path: PathLike):
     """Read a float image into a ``vtkMRMLScalarVolumeNode`` of a private scratch scene."""
-    path = Path(path)
-    if not path.is_file():
-        raise SceneInputError(f"{path}: result file not found")
-    scene = _new_scratch_scene()
-    node = slicer.vtkMRMLScalarVolumeNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    storage.SetSingleFile(1)
-    if not storage.ReadData(node) or node.GetImageData() is None:
-        raise SceneInputError(f"{path}: could not read the image")
-    return scene, node
+    return _read_into_scratch_scene(path, slicer.vtkMRMLScalarVolumeNode(), "image")
 
 
 def structure_statistics(label_path: PathLike, labels: Sequence[LabelInfo],
