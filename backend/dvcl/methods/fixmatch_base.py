@@ -20,16 +20,15 @@ view, the weak view (and, for CCL, the strong view).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from dvcl.losses.sampling import rand, randint
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch
-from dvcl.methods.ema import TeacherStudentMethod, make_teacher
+from dvcl.methods.ema import TeacherStudentMethod
 from dvcl.methods.params import SupervisedWeights, TeacherParams, param
 
 
@@ -88,12 +87,7 @@ def strong_augment(x: Tensor, contrast: float, brightness: float, noise_std: flo
 class FixMatchSegMethod(TeacherStudentMethod):
     """FixMatch's student / EMA pair with the supervised and pseudo-label terms; subclasses add theirs."""
 
-    params_class = FixMatchParams
-
-    def build_models(self) -> Dict[str, nn.Module]:
-        self.sup_loss = SupervisedLoss(self.params.ce_weight, self.params.dice_weight)
-        student = self.new_network()
-        return {"student": student, "teacher": make_teacher(student)}
+    params_class = FixMatchParams  # models: TeacherStudentMethod's student and EMA teacher
 
     def views(self, batch_l: Batch, batch_u: Optional[Batch]) -> Views:
         """One student pass over the labeled patches and both views of the unlabeled ones."""
