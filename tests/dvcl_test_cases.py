@@ -32,3 +32,20 @@ def write_tiny_case(folder: Path, name: str, rng: np.random.Generator, with_labe
         path = folder / sub / f"{name}.nii.gz" if with_label else folder / f"{name}.nii.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(im, str(path))
+
+
+def two_box_batches(seed: int = 0):
+    """Two labeled + two unlabeled 8x16x16 patches (torch): two boxes (classes 1, 2) brighter than background.
+
+    The DVCL method and option tests share it, so their losses are computed on the same small case."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros(4, 1, 8, 16, 16, dtype=torch.long)
+    for b in range(4):
+        z, y = torch.randint(0, 3, (2,), generator=g).tolist()
+        label[b, 0, z:z + 4, y:y + 6, 2:7] = 1
+        label[b, 0, z + 1:z + 5, y + 4:y + 10, 9:14] = 2
+    image = label.float() * 0.8 + 0.3 * torch.randn(label.shape, generator=g)
+    return ({"image": image[:2], "label": label[:2], "case": ["l0", "l1"]},
+            {"image": image[2:], "case": ["u0", "u1"]})

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from dvcl_test_cases import two_box_batches
 
 from dvcl.errors import ConfigError
 from dvcl.losses import dvcl_loss, reliable_split
@@ -36,16 +37,6 @@ def _method(name: str, **params):
     return method
 
 
-def _batches(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(4, 1, 8, 16, 16, dtype=torch.long)
-    for b in range(4):
-        z, y = torch.randint(0, 3, (2,), generator=g).tolist()
-        label[b, 0, z:z + 4, y:y + 6, 2:7] = 1
-        label[b, 0, z + 1:z + 5, y + 4:y + 10, 9:14] = 2
-    image = label.float() * 0.8 + 0.3 * torch.randn(label.shape, generator=g)
-    return ({"image": image[:2], "label": label[:2], "case": ["l0", "l1"]},
-            {"image": image[2:], "case": ["u0", "u1"]})
 
 
 # ------------------------------------------------------------------------------------------- lambda_c schedule
@@ -65,7 +56,7 @@ def test_lambda_c_delay_and_ramp_by_hand():
 
 def test_lambda_c_delay_skips_the_contrastive_terms_then_adds_them():
     method = _method("dvcl", lambda_c_delay_fraction=0.5, lambda_c_rampup_fraction=0.0, **SMALL)
-    batch_l, batch_u = _batches()
+    batch_l, batch_u = two_box_batches()
     loss, terms = method.compute_loss(batch_l, batch_u, 4)
     assert terms["contra_weight"] == 0.0 and terms["contra"] == 0.0 and terms["cps"] > 0
     assert loss.item() == pytest.approx(terms["sup"] + terms["cps_weight"] * terms["cps"], rel=1e-6)
@@ -109,7 +100,7 @@ def test_neighbour_space_features_or_probabilities_by_hand():
 
 def test_dvcl_method_runs_in_probability_space():
     method = _method("dvcl", neighbour_space="probabilities", **SMALL)
-    loss, terms = method.compute_loss(*_batches(), 5)
+    loss, terms = method.compute_loss(*two_box_batches(), 5)
     assert torch.isfinite(loss) and terms["dvcl"] != 0.0
     loss.backward()
 
@@ -125,7 +116,7 @@ def test_outsider_weight_and_aad_decay_by_hand():
 
 
 def test_outsider_decay_changes_the_method_loss():
-    batch_l, batch_u = _batches()
+    batch_l, batch_u = two_box_batches()
     _, plain = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 9)
     _, decayed = _method("dvcl", outsider_decay=5.0, **SMALL).compute_loss(batch_l, batch_u, 9)
     assert decayed["dvcl"] < plain["dvcl"]  # less repulsion (a positive sum) at the end of the run
@@ -146,7 +137,7 @@ def test_reliable_split_per_image_or_per_batch_by_hand():
 
 
 def test_split_scope_image_changes_the_method_loss():
-    batch_l, batch_u = _batches()
+    batch_l, batch_u = two_box_batches()
     batch_u["image"][1] = batch_u["image"][1] * 3.0 + 1.0  # one unlabeled patch unlike the other
     _, batch = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 5)
     _, image = _method("dvcl", split_scope="image", **SMALL).compute_loss(batch_l, batch_u, 5)
@@ -170,7 +161,7 @@ def test_hqcl_anchor_source_own_or_other_by_hand():
 
 
 def test_hqcl_anchor_source_changes_the_method_loss():
-    batch_l, batch_u = _batches()
+    batch_l, batch_u = two_box_batches()
     _, own = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 5)
     _, other = _method("dvcl", hqcl_pseudo_source="other", **SMALL).compute_loss(batch_l, batch_u, 5)
     assert other["hqcl_A"] != own["hqcl_A"] and other["cps"] == own["cps"]
@@ -178,7 +169,7 @@ def test_hqcl_anchor_source_changes_the_method_loss():
 
 # ------------------------------------------------------------------------------------------- CPS == DVCL(0)
 def test_cps_equals_dvcl_with_lambda_c_zero_on_the_same_code_path():
-    batch_l, batch_u = _batches(3)
+    batch_l, batch_u = two_box_batches(3)
     results = []
     for name, params in (("cps", {}), ("dvcl", {"lambda_c": 0.0})):
         method = _method(name, **params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dvcl_test_cases import two_box_batches
 
 from dvcl.errors import ConfigError
 from dvcl.methods import get_method_class
@@ -20,17 +21,6 @@ def _cfg(method: str, **params) -> TrainConfig:
     return TrainConfig(method=method, iterations=10, network=net, method_params=params)
 
 
-def _batches(seed: int):
-    """Two labeled + two unlabeled 8x16x16 patches: two boxes (classes 1, 2) brighter than background."""
-    g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(4, 1, 8, 16, 16, dtype=torch.long)
-    for b in range(4):
-        z, y = torch.randint(0, 3, (2,), generator=g).tolist()
-        label[b, 0, z:z + 4, y:y + 6, 2:7] = 1
-        label[b, 0, z + 1:z + 5, y + 4:y + 10, 9:14] = 2
-    image = label.float() * 0.8 + 0.3 * torch.randn(label.shape, generator=g)
-    return ({"image": image[:2], "label": label[:2], "case": ["l0", "l1"]},
-            {"image": image[2:], "case": ["u0", "u1"]})
 
 
 def _method(name: str, **params):
@@ -53,7 +43,7 @@ def test_dvcl_two_training_iterations():
     opt = torch.optim.SGD(list(method.trainable_parameters()), lr=0.01, momentum=0.9)
     keys = None
     for it in range(2):
-        batch_l, batch_u = _batches(it)
+        batch_l, batch_u = two_box_batches(it)
         method.train()
         opt.zero_grad()
         loss, terms = method.compute_loss(batch_l, batch_u, it)
@@ -84,7 +74,7 @@ def test_dvcl_terms_are_reproducible_under_a_seed():
     for _ in range(2):
         method = _method("dvcl", **SMALL)
         torch.manual_seed(5)
-        results.append(method.compute_loss(*_batches(0), 3)[1])
+        results.append(method.compute_loss(*two_box_batches(0), 3)[1])
     assert results[0] == results[1]
 
 
@@ -92,7 +82,7 @@ def test_dvcl_options_memory_bank_threshold_random_outsiders():
     params = dict(SMALL, memory_bank=True, memory_bank_size=64, anchor_threshold=0.3, outsider_mode="random",
                   cps_entropy_weighting=True, qds=False)
     method = _method("dvcl", **params)
-    loss, _ = method.compute_loss(*_batches(1), 0)
+    loss, _ = method.compute_loss(*two_box_batches(1), 0)
     assert torch.isfinite(loss)
     loss.backward()
     state = method.extra_state()
@@ -106,7 +96,7 @@ def test_dvcl_options_memory_bank_threshold_random_outsiders():
 
 def test_dvcl_without_unlabeled_batch_and_bad_feature_dim():
     method = _method("dvcl", **SMALL)
-    loss, terms = method.compute_loss(_batches(0)[0], None, 0)
+    loss, terms = method.compute_loss(two_box_batches(0)[0], None, 0)
     assert torch.isfinite(loss) and terms["cps"] == 0.0 and terms["dvcl"] == 0.0
     loss.backward()
     with pytest.raises(ConfigError, match="feature_dim"):
@@ -121,7 +111,7 @@ def test_cps_is_co_training_without_contrastive_terms():
     assert set(cls.default_params()) == {"lambda_cps", "cps_rampup_fraction", "warmup_fraction",
                                          "cps_entropy_weighting"}
     method = _method("cps")
-    loss, terms = method.compute_loss(*_batches(0), 5)
+    loss, terms = method.compute_loss(*two_box_batches(0), 5)
     assert not any(k.startswith(("hqcl", "dvcl", "contra")) for k in terms)
     assert terms["loss"] == pytest.approx(terms["sup"] + terms["cps_weight"] * terms["cps"], rel=1e-6)
     assert terms["cps"] > 0
@@ -159,7 +149,7 @@ def test_dvcl_through_the_trainer_on_real_ct(tmp_path, abdomen_simple_layout):
 def test_warmup_trains_supervised_only_then_co_trains():
     """warmup_fraction=0.5 of 10 iterations: iterations 0-4 carry only L_sup, iteration 5 the full loss."""
     method = _method("dvcl", warmup_fraction=0.5, **SMALL)
-    batch_l, batch_u = _batches(0)
+    batch_l, batch_u = two_box_batches(0)
     loss, terms = method.compute_loss(batch_l, batch_u, 4)
     assert terms["cps_weight"] == 0.0 and terms["cps"] == 0.0 and terms["contra"] == 0.0
     assert loss.item() == pytest.approx(terms["sup"], rel=1e-6)
@@ -174,7 +164,7 @@ def test_warmup_trains_supervised_only_then_co_trains():
 
 def test_hqcl_weight_ablates_the_hqcl_term():
     """contra = hqcl_weight * L_hqcl + beta * L_dvcl; with hqcl_weight=0 only the DVCL term is left."""
-    batch_l, batch_u = _batches(0)
+    batch_l, batch_u = two_box_batches(0)
     _, full = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 5)
     assert full["contra"] == pytest.approx(full["hqcl"] + 0.3 * full["dvcl"], rel=1e-5, abs=1e-6)
     _, ablated = _method("dvcl", hqcl_weight=0.0, **SMALL).compute_loss(batch_l, batch_u, 5)
