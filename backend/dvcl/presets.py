@@ -6,12 +6,12 @@ A custom preset comes from an nnU-Net v2 style ``dataset.json`` (``labels`` name
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dvcl.errors import PresetError
+from dvcl.utils.json_files import read_json_object
 
 # Colors follow Slicer's GenericAnatomyColors where an entry exists, so results look familiar in Slicer.
 _COLORS: Dict[str, Tuple[int, int, int]] = {
@@ -203,12 +203,7 @@ def preset_from_dataset_json(path: Path) -> Preset:
     path = Path(path)
     if not path.is_file():
         raise PresetError(f"{path}: dataset.json not found")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise PresetError(f"{path}: must hold a JSON object, got a {type(meta).__name__}")
+    meta = read_json_object(path, PresetError)
     labels = meta.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise PresetError(f"{path}: 'labels' must map structure names to integer ids")

@@ -37,6 +37,7 @@ from dvcl.io.segmentation import SegmentInfo, segments_from_labels
 from dvcl.networks.config import NetworkConfig
 from dvcl.preprocessing.pipeline import PreprocessConfig
 from dvcl.utils.atomic import atomic_path, write_json_atomic
+from dvcl.utils.json_files import read_json_object
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -199,12 +200,7 @@ def read_model_json(model_dir: PathLike) -> dict:
     path = model_dir / MODEL_JSON
     if not path.is_file():
         raise ModelError(f"{path}: missing (not a dvcl model package)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ModelError(f"{path}: must hold a JSON object")
+    meta = read_json_object(path, ModelError)
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise ModelError(f"{path}: unsupported format {fmt!r} (this dvcl reads {FORMAT!r})")

@@ -20,7 +20,6 @@ A labeled folder may also be flat, pairing ``<case>.nii.gz`` with ``<case>_label
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from dvcl.errors import DatasetError
 from dvcl.io.images import image_suffix, is_dicom_dir, strip_suffix
+from dvcl.utils.json_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ class DatasetSpec:
 
 def read_dataset_json(path: Path) -> Dict:
     """A data set's ``dataset.json`` as a dict; :class:`DatasetError` when it is not JSON or not an object."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: must hold a JSON object, got a {type(meta).__name__}")
-    return meta
+    return read_json_object(path, DatasetError)
 
 
 def _image_entries(folder: Path) -> List[Path]:
