@@ -49,3 +49,18 @@ def two_box_batches(seed: int = 0):
     image = label.float() * 0.8 + 0.3 * torch.randn(label.shape, generator=g)
     return ({"image": image[:2], "label": label[:2], "case": ["l0", "l1"]},
             {"image": image[2:], "case": ["u0", "u1"]})
+
+
+def tiny_ab_package(folder: Path, name: str, seed: int, labels: dict) -> Path:
+    """A model package of two random tiny U-Nets A and B (4 classes, differently initialised, so they
+    disagree) on a coarse 6 mm grid with a small window: segmentation tests stay fast on a CPU."""
+    import torch
+
+    from dvcl.inference.model_package import save_model_package
+    from dvcl.networks import NetworkConfig, build_network
+
+    cfg = NetworkConfig(num_classes=4, channels=(4, 8), feature_dim=8)
+    torch.manual_seed(seed)
+    nets = {"A": build_network(cfg), "B": build_network(cfg)}
+    return save_model_package(nets, cfg, labels, folder / name, name=name, preset="flare22",
+                              preprocessing={"spacing": [6.0, 6.0, 6.0]}, roi=(32, 64, 64), stride=(16, 32, 32))

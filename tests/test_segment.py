@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from dvcl_test_cases import tiny_ab_package
 from torch import nn
 
 from dvcl.cli.main import main
 from dvcl.errors import ConfigError, DimensionError, ImageReadError, ModelError, OutputExistsError
-from dvcl.inference import load_model_package, save_model_package, segment_files, segment_image
+from dvcl.inference import load_model_package, segment_files, segment_image
 from dvcl.inference.model_package import ModelPackage
 from dvcl.inference.predictor import Predictor, count_windows, overlap_for_stride
 from dvcl.io.images import read_image
 from dvcl.io.segmentation import SegmentInfo, read_segmentation, write_seg_nrrd
-from dvcl.networks import NetworkConfig, build_network
+from dvcl.networks import NetworkConfig
 from dvcl.preprocessing import Grid
 
 LABELS = {1: "liver", 2: "right kidney", 3: "spleen"}
@@ -31,12 +32,7 @@ COLORS = {1: (221, 130, 101), 2: (185, 102, 83), 3: (157, 108, 162)}
 @pytest.fixture(scope="module")
 def tiny_package(tmp_path_factory) -> Path:
     """Random tiny A+B U-Nets (4 classes), coarse 6 mm grid and a small window so CPU tests stay fast."""
-    cfg = NetworkConfig(num_classes=4, channels=(4, 8), feature_dim=8)
-    torch.manual_seed(0)
-    nets = {"A": build_network(cfg), "B": build_network(cfg)}
-    return save_model_package(nets, cfg, LABELS, tmp_path_factory.mktemp("models") / "tiny", name="tiny",
-                              preset="flare22", preprocessing={"spacing": [6.0, 6.0, 6.0]},
-                              roi=(32, 64, 64), stride=(16, 32, 32))
+    return tiny_ab_package(tmp_path_factory.mktemp("models"), "tiny", 0, LABELS)
 
 
 class ThresholdNet(nn.Module):

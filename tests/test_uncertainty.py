@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from dvcl_test_cases import tiny_ab_package
 
 from dvcl.cli.main import main
-from dvcl.inference.model_package import default_model_dir, load_model_package, save_model_package
+from dvcl.inference.model_package import default_model_dir, load_model_package
 from dvcl.inference.predictor import Predictor
 from dvcl.inference.segment import segment_image
 from dvcl.inference.uncertainty import (
@@ -25,7 +26,6 @@ from dvcl.inference.uncertainty import (
     uncertainty_paths,
 )
 from dvcl.io.images import read_image
-from dvcl.networks import NetworkConfig, build_network
 from dvcl.phantoms import make_abdominal_phantom
 from dvcl.preprocessing import Grid, preprocess_image
 
@@ -35,12 +35,7 @@ LABELS = {1: "liver", 2: "right kidney", 3: "spleen"}
 @pytest.fixture(scope="module")
 def pair_package(tmp_path_factory) -> Path:
     """Two differently initialised tiny U-Nets (A, B): they disagree."""
-    cfg = NetworkConfig(num_classes=4, channels=(4, 8), feature_dim=8)
-    torch.manual_seed(1)
-    nets = {"A": build_network(cfg), "B": build_network(cfg)}
-    return save_model_package(nets, cfg, LABELS, tmp_path_factory.mktemp("models") / "pair", name="pair",
-                              preset="flare22", preprocessing={"spacing": [6.0, 6.0, 6.0]},
-                              roi=(32, 64, 64), stride=(16, 32, 32))
+    return tiny_ab_package(tmp_path_factory.mktemp("models"), "pair", 1, LABELS)
 
 
 @pytest.fixture(scope="module")
