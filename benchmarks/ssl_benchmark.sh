@@ -14,20 +14,20 @@
 #
 # Environment (defaults in brackets):
 #   ITERATIONS [size/cpu 500, gpu 3000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [cpu 1, gpu 16]   DEVICE [cpu / cuda]
-#   METHODS    [cpu: supervised,cps,dvcl,fully; gpu: the catalog]     WORKERS [1]   DVCL [python -m dvcl]
+#   METHODS    [cpu: supervised,cps,dvcl,fully; gpu: the catalog]     WORKERS [1]   DVCL [python3 -m dvcl]
 # Resumable: run the same command again and finished runs are skipped, interrupted ones resume from their last
 # checkpoint (dvcl experiment). The table is WORK/grid_<variant>/results.md (+ results.csv, runs.csv).
 set -euo pipefail
 VARIANT=${1:?usage: ssl_benchmark.sh size|cpu|gpu WORK [dvcl experiment args]}
 WORK=${2:?usage: ssl_benchmark.sh size|cpu|gpu WORK [dvcl experiment args]}
 shift 2
-DVCL=${DVCL:-python -m dvcl}
+DVCL=${DVCL:-python3 -m dvcl}
 case "$VARIANT" in
   size) METHODS=${METHODS:-supervised,fully}; ITERATIONS=${ITERATIONS:-500}; JOBS=${JOBS:-1}
        DEVICE=${DEVICE:-cpu}; SEEDS=${SEEDS:-0} ;;
   cpu) METHODS=${METHODS:-supervised,cps,dvcl,fully}; ITERATIONS=${ITERATIONS:-500}; JOBS=${JOBS:-1}
        DEVICE=${DEVICE:-cpu} ;;
-  gpu) METHODS=${METHODS:-$(python -c 'from dvcl.methods.catalog import method_names; print(",".join(method_names()))')}
+  gpu) METHODS=${METHODS:-$(python3 -c 'from dvcl.methods.catalog import method_names; print(",".join(method_names()))')}
        ITERATIONS=${ITERATIONS:-3000}; JOBS=${JOBS:-16}; DEVICE=${DEVICE:-cuda} ;;
   *) echo "ssl_benchmark.sh: variant must be size, cpu or gpu, got '$VARIANT'" >&2; exit 2 ;;
 esac
@@ -46,7 +46,7 @@ $DVCL --progress none experiment --data "$WORK/cache" --methods "$METHODS" --fra
 if [ "$VARIANT" = size ]; then
   # the benchmark's two criteria on this budget, judged on the VALIDATION split (each run's best validation Dice),
   # so that choosing ITERATIONS never looks at the test split
-  python - "$WORK/grid_${VARIANT}_i${ITERATIONS}" <<'PY'
+  python3 - "$WORK/grid_${VARIANT}_i${ITERATIONS}" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 val = {}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Everything a short GPU lease should measure, in one call (issues 12 and 17), sized to BUDGET seconds.
+#
+#   OUT=/tmp/gpu BUDGET=560 bash benchmarks/gpu_lease.sh
+#
+# 1. Co-training step, DVCL vs CPS, interleaved (bench_cotrain_step.py): quick and paper profile on CUDA.
+# 2. Segmentation of a 512 x 512 x 300 CT on the GPU (bench_segment_speed.py --cases big, one round).
+# 3. Until the budget runs out, at the same time on the one GPU:
+#    - the benchmark's four-method table (labeled-only, CPS, DVCL, fully supervised; 3 seeds, quick profile,
+#      ITERATIONS_GRID iterations, METHODS to change the list) and a longer sizing run (fully supervised and
+#      labeled-only, seed 0, ITERATIONS_SIZE iterations: where does each saturate on validation?);
+#    - the paper profile (patch 64x128x128, U-Net 16..256, SGD lr 0.1, batch 4+4) for labeled-only, CPS, DVCL
+#      and fully supervised, seed 0, on the same phantoms prepared at 1 mm, as far as the time allows
+#      (validation Dice every VAL_EVERY iterations in each run's metrics.csv).
+# Run folders come back as OUT/runs.tgz without checkpoints; `dvcl experiment` with the same arguments on
+# that folder rewrites the tables from the finished runs (finished runs are skipped).
+#
+# The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README).
+set -uo pipefail
+START=$(date +%s)
+BUDGET=${BUDGET:-560}
+OUT=${OUT:?set OUT}
+W=${WORK:-/tmp/b12}
+ITERATIONS_GRID=${ITERATIONS_GRID:-1500}
+ITERATIONS_SIZE=${ITERATIONS_SIZE:-3000}
+PAPER_ITERATIONS=${PAPER_ITERATIONS:-10000}
+VAL_EVERY=${VAL_EVERY:-250}
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+mkdir -p "$OUT" "$W"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/backend${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+DVCL="python3 -m dvcl"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch, monai; print("torch", torch.__version__, "monai", monai.__version__)'
+
+echo "== data ($(left) s left)"
+$DVCL --progress none phantom "$W/phantoms" --kind cardiac --labeled 20 --unlabeled 0 --seed 0 --raw-values
+# `wait` with no PIDs would also wait for the `tee` of the process substitution above, which never ends
+$DVCL --progress none prepare "$W/phantoms" -o "$W/cache" --spacing 2.0 2.0 2.0 --workers 8 & p1=$!
+$DVCL --progress none prepare "$W/phantoms" -o "$W/cache1mm" --spacing 1.0 1.0 1.0 --workers 8 & p2=$!
+wait "$p1" "$p2"
+
+echo "== co-training step ($(left) s left)"
+timeout 80 python3 benchmarks/bench_cotrain_step.py --device cuda --threads 0 --repeats 15 > "$OUT/step_quick.json"
+timeout 100 python3 benchmarks/bench_cotrain_step.py --device cuda --threads 0 --profile paper --repeats 15 \
+  > "$OUT/step_paper.json"
+cat "$OUT"/step_*.json
+
+echo "== segment 512x512x300 on the GPU ($(left) s left)"
+timeout 90 python3 benchmarks/bench_segment_speed.py --cases big --rounds 1 --json "$OUT/segment_gpu.json"
+
+echo "== grids ($(left) s left)"
+STOP_AT=$(($(left) - 25))
+DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-12} WORKERS=1 METHODS=${METHODS:-supervised,cps,dvcl,fully} \
+  setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh gpu "$W" > "$OUT/grid.log" 2>&1 & p1=$!
+DVCL="$DVCL" ITERATIONS=$ITERATIONS_SIZE JOBS=2 DEVICE=cuda \
+  setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh size "$W" > "$OUT/size.log" 2>&1 & p2=$!
+setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" \
+  --methods supervised,cps,dvcl,fully --seeds 0 --profile paper --iterations "$PAPER_ITERATIONS" \
+  --set batch_labeled=4 --set batch_unlabeled=4 --set lr=0.1 --set val_every="$VAL_EVERY" --set num_workers=2 \
+  --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
+wait "$p1" "$p2" "$p3"
+pkill -f "python3 -m dvcl" 2>/dev/null
+sleep 2
+echo "== pack ($(left) s left)"
+tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
+  -C "$W" "grid_gpu_i$ITERATIONS_GRID" "grid_size_i$ITERATIONS_SIZE" paper 2>/dev/null
+ls -la "$OUT"
