@@ -43,22 +43,23 @@ from dvcl.losses.hqcl import ClassMemoryBank
 from dvcl.losses.sampling import gather_voxels, sample_from_mask, sample_per_class
 from dvcl.methods.base import Batch
 from dvcl.methods.fixmatch_base import FixMatchParams, FixMatchSegMethod
-from dvcl.methods.params import param
+from dvcl.methods.params import ContrastParams, ContrastStart, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class BaConParams(FixMatchParams):
+class BaConParams(FixMatchParams, ContrastParams, ContrastStart):
     """BaCon hyper-parameters (released code) on top of FixMatch's."""
 
-    contrast_weight: float = param(1.0, ge=0)
-    contrast_start_fraction: float = param(1.0 / 3.0, ge=0, le=1)
+    contrast_weight: float = 1.0
+    contrast_start_fraction: float = 1.0 / 3.0
     """The contrastive term starts after this fraction of the run (released: 100,000 of 300,000)."""
     select_threshold: float = param(0.98, ge=0, le=1)
     """Confidence a voxel needs to be an anchor and to update its class centre."""
-    tau: float = param(0.1, gt=0)
+    temperature: float = 0.1
+    """tau, the base temperature of the balanced temperature adjustment (BTA)."""
     tau_delta: float = param(0.0005, ge=0)
-    """BTA: tau_k = tau - (1 - t)^2 * tau_delta * sqrt(freq_k / max freq)."""
+    """BTA: tau_k = temperature - (1 - t)^2 * tau_delta * sqrt(freq_k / max freq)."""
     tau_negative: float = param(0.1, gt=0)
     negative_scale: float = param(64.0, ge=0)
     """The mean negative similarity is scaled by this (the released batch size)."""
@@ -72,8 +73,8 @@ class BaConParams(FixMatchParams):
     """[decided] stored features per class for the class centres."""
 
     def check(self) -> None:
-        if self.tau_delta >= self.tau:
-            raise ConfigError("method parameters need 0 <= 'tau_delta' < 'tau'")
+        if self.tau_delta >= self.temperature:
+            raise ConfigError("method parameters need 0 <= 'tau_delta' < 'temperature'")
 
 
 @register_method("bacon")
@@ -133,7 +134,7 @@ class BaConMethod(FixMatchSegMethod):
             counts = torch.bincount(bank_cls, minlength=c)[:c]
             center_valid = counts > 0
             centers = centers / counts.clamp(min=1).unsqueeze(1)
-            tau = balanced_temperature(self.freq, self.progress(iteration), p.tau, p.tau_delta).to(self.device)
+            tau = balanced_temperature(self.freq, self.progress(iteration), p.temperature, p.tau_delta).to(self.device)
         anchors = net.project(gather_voxels(feats, anchor_idx)) if anchor_idx.numel() else None
         active = iteration >= p.contrast_start_fraction * int(self.cfg.iterations) and anchors is not None
         if active:

@@ -34,16 +34,16 @@ from dvcl.losses.complementary_contrast import ccl_loss, complementary_labels
 from dvcl.losses.sampling import gather_voxels, sample_from_mask, sample_per_class
 from dvcl.methods.base import Batch
 from dvcl.methods.fixmatch_base import FixMatchParams, FixMatchSegMethod, Views
-from dvcl.methods.params import param
+from dvcl.methods.params import ContrastParams, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class CCLParams(FixMatchParams):
+class CCLParams(FixMatchParams, ContrastParams):
     """CCL hyper-parameters (released code) on top of FixMatch's."""
 
-    contrast_weight: float = param(1.0, ge=0)
-    temperature: float = param(0.07, gt=0)
+    contrast_weight: float = 1.0
+    temperature: float = 0.07
     complementary_fraction: float = param(0.7, gt=0, lt=1)
     """k / C, the share of classes taken as complementary labels (released: k = 7 for 10 classes)."""
     high_per_class: int = param(64, ge=1)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from dvcl.utils.fields import Params, param
 
-__all__ = ["ConsistencyParams", "CrossSupervisionParams", "NoisyTeacherConsistency", "Params", "SDFParams",
-           "SupervisedWeights", "TeacherParams", "UncertaintyThreshold", "param"]
+__all__ = ["ConsistencyParams", "ContrastParams", "ContrastStart", "CrossSupervisionParams", "NoisyTeacherConsistency",
+           "Params", "SDFParams", "SupervisedWeights", "TeacherParams", "UncertaintyThreshold", "param"]
 
 
 @dataclass
@@ -84,3 +84,21 @@ class UncertaintyThreshold(Params):
 
     threshold_start: float = param(0.75, ge=0)
     threshold_end: float = param(1.0, ge=0)
+
+
+@dataclass
+class ContrastParams(Params):
+    """A contrastive term on projected voxel features next to the segmentation losses (U2PL, UGPCL, CCL)."""
+
+    contrast_weight: float = param(1.0, ge=0)
+    """Weight of the contrastive term in the total loss (the released configs' contrastive loss weight)."""
+    temperature: float = param(0.07, gt=0)
+    """tau of the InfoNCE-style contrastive loss."""
+
+
+@dataclass
+class ContrastStart(Params):
+    """A contrastive term that is off during the first part of the run (UGPCL, BaCon), while features are random."""
+
+    contrast_start_fraction: float = param(0.0, ge=0, le=1)
+    """The contrastive term starts after this fraction of the run (0: from the first iteration)."""

@@ -37,12 +37,12 @@ from dvcl.losses.u2pl_contrast import (
 )
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod, copy_weights, ema_update
-from dvcl.methods.params import param
+from dvcl.methods.params import ContrastParams, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class U2PLParams(EMAParams):
+class U2PLParams(EMAParams, ContrastParams):
     """U2PL hyper-parameters (``experiments/pascal/1464/ours/config.yaml`` unless marked [decided])."""
 
     inference_model: str = "teacher"
@@ -53,7 +53,7 @@ class U2PLParams(EMAParams):
     """Weight of the pseudo-label CE (``unsupervised.loss_weight``, default 1)."""
     drop_percent: float = param(80.0, ge=0, le=100)
     """``unsupervised.drop_percent``: (100 - drop_percent) % of the most uncertain voxels are dropped at t=0."""
-    contrast_weight: float = param(1.0, ge=0)
+    contrast_weight: float = 1.0
     """``contrastive.loss_weight`` (default 1)."""
     low_entropy_threshold: float = param(20.0, ge=0, le=50)
     """alpha_0 (%): reliable = lowest alpha_t % entropy, unreliable = highest alpha_t %."""
@@ -67,8 +67,8 @@ class U2PLParams(EMAParams):
     """Anchors per class."""
     num_negatives: int = param(50, ge=1)
     """Negatives per anchor."""
-    temperature: float = param(0.5, gt=0)
-    """tau of the InfoNCE loss."""
+    temperature: float = 0.5
+    """tau of the InfoNCE loss (``contrastive.temperature``)."""
     queue_size: int = param(30000, ge=1)
     """Memory-bank entries per organ class."""
     background_queue_size: int = param(50000, ge=1)

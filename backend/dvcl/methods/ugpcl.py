@@ -48,13 +48,20 @@ from dvcl.losses.pixel_contrast import SegmentQueue, certainty_labels, pixel_con
 from dvcl.losses.sampling import gather_voxels, randint, sample_from_mask
 from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
-from dvcl.methods.params import ConsistencyParams, SupervisedWeights, UncertaintyThreshold, param
+from dvcl.methods.params import (
+    ConsistencyParams,
+    ContrastParams,
+    ContrastStart,
+    SupervisedWeights,
+    UncertaintyThreshold,
+    param,
+)
 from dvcl.methods.registry import register_method
 from dvcl.networks.heads import AuxDecoder, EncoderTap, RotationHead
 
 
 @dataclass
-class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold):
+class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold, ContrastParams, ContrastStart):
     """UGPCL hyper-parameters (taovv/UGPCL ACDC comparison config: each decoder's supervised loss 0.5 CE +
     0.5 Dice, consistency ramped up over max_iter // 100 epochs of 100 iterations = the whole run)."""
 
@@ -63,10 +70,10 @@ class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold):
     """Weight of the auxiliary decoder's supervised loss (``tf_decoder_weight``)."""
     rotation_weight: float = param(0.1, ge=0)
     """Weight of the rotation classification (``cls_weight``); 0 turns the rotations off."""
-    contrast_weight: float = param(0.1, ge=0)
-    contrast_start_fraction: float = param(0.1, ge=0, le=1)
+    contrast_weight: float = 0.1
+    contrast_start_fraction: float = 0.1
     """The pixel contrast starts after this fraction of the run (released: step 1,000 of 10,000)."""
-    temperature: float = param(0.07, gt=0)
+    temperature: float = 0.07
     base_temperature: float = param(0.07, gt=0)
     max_samples: int = param(1024, ge=1)
     max_views: int = param(1, ge=1)
