@@ -284,8 +284,8 @@ def tiny_config(cache: Path, method: str, **overrides):
 @pytest.mark.parametrize("method,params,terms", [
     ("mean_teacher", {}, ["sup", "consistency"]),
     ("uamt", {"mc_samples": 2}, ["sup", "consistency", "certain_fraction"]),
-    ("u2pl", {"num_queries": 16, "num_negatives": 4, "negative_pool": 64, "queue_size": 128,
-              "background_queue_size": 128, "checkpoint_memory_bank": True}, ["sup", "unsup", "contrast"]),
+    ("u2pl", {"anchors_per_class": 16, "num_negatives": 4, "negative_pool": 64, "bank_size": 128,
+              "background_bank_size": 128, "checkpoint_memory_bank": True}, ["sup", "unsup", "contrast"]),
 ])
 def test_two_training_iterations_through_the_trainer(tiny_cache, tmp_path, method, params, terms):
     from dvcl.methods import get_method_class

@@ -412,7 +412,7 @@ TRAIN_CASES = [
     ("dhc", (8, 16, 16), {}, ["sup_A", "sup_B", "cps", "weight_fg_A"], ["A", "B"], []),
     ("magicnet", (8, 16, 16), {"cube_size": [4, 8, 8], "loc_hidden": 16}, ["sup", "loc", "consistency"],
      ["student"], ["teacher", "loc_head"]),
-    ("ugpcl", (8, 16, 16), {"contrast_start_fraction": 0.0, "memory_size": 8, "segment_samples": 16},
+    ("ugpcl", (8, 16, 16), {"contrast_start_fraction": 0.0, "bank_size": 8, "segment_samples": 16},
      ["sup", "consistency", "rotation", "contrast"], ["A"], ["aux", "rot"]),
     ("bacon", (8, 16, 16), {"contrast_start_fraction": 0.0, "select_threshold": 0.0, "anchors_per_class": 16,
                             "negative_pool": 32, "bank_size": 32}, ["sup", "unsup", "contrast"], ["teacher"],
@@ -463,3 +463,51 @@ def test_two_training_iterations_through_the_trainer(tiny_cache, tmp_path, metho
     fresh.load_extra_state(state.get("method_extra") or {})
     for key, value in (state.get("method_extra") or {}).items():
         assert torch.equal(fresh.extra_state()[key].cpu(), value.cpu()), key
+
+
+# ------------------------------------------------------------------------------------------ contrast start
+CONTRAST_CASES = {
+    "u2pl": {"anchors_per_class": 8, "num_negatives": 4, "negative_pool": 64, "bank_size": 64,
+             "background_bank_size": 64, "sup_only_fraction": 0.0, "anchor_threshold": 0.0},
+    "ugpcl": {"bank_size": 8, "segment_samples": 16},
+    "bacon": {"select_threshold": 0.0, "anchors_per_class": 16, "negative_pool": 32, "bank_size": 32},
+    "ccl": {"p_cutoff": 0.0, "high_per_class": 8, "low_samples": 16},
+}
+
+
+@pytest.mark.parametrize("method", sorted(CONTRAST_CASES))
+def test_contrast_start_fraction_switches_the_contrastive_term_of_every_contrastive_method(method):
+    """One switch (``ContrastParams.contrast_start_fraction``) for all four: off before it, on after it."""
+    from dvcl_test_cases import two_box_batches
+
+    from dvcl.methods import get_method_class
+    from dvcl.methods.params import ContrastParams
+    from dvcl.training.config import TrainConfig
+
+    cls = get_method_class(method)
+    assert issubclass(cls.params_class, ContrastParams)
+    batch_l, batch_u = two_box_batches(seed=3)
+    contrast = {}
+    for start in (0.0, 0.5):
+        cfg = TrainConfig(method=method, iterations=10, batch_labeled=2, batch_unlabeled=2, patch=(8, 16, 16),
+                          network=NetworkConfig(channels=(4, 8), feature_dim=16),
+                          method_params=dict(CONTRAST_CASES[method], contrast_start_fraction=start))
+        cfg.network.num_classes = 3
+        torch.manual_seed(0)
+        m = cls(cfg, 3, torch.device("cpu"))
+        m.setup()
+        m.train()
+        if method == "bacon":  # BaCon's class centres come from its bank: fill it once from a first step
+            m.compute_loss(batch_l, batch_u, 6)
+        contrast[start] = [m.compute_loss(batch_l, batch_u, it)[1]["contrast"] for it in (4, 6)]
+    assert contrast[0.0][0] != 0.0 and contrast[0.0][1] != 0.0  # on from the first iteration
+    assert contrast[0.5][0] == 0.0  # iteration 4 < 0.5 * 10: off
+    assert contrast[0.5][1] != 0.0  # iteration 6 >= 5: on
+
+
+def test_contrast_started_by_hand():
+    from dvcl.methods.params import ContrastParams
+
+    p = ContrastParams(contrast_start_fraction=0.25)
+    assert [p.contrast_started(i, 100) for i in (0, 24, 25, 99)] == [False, False, True, True]
+    assert ContrastParams().contrast_started(0, 100)

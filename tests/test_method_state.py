@@ -12,7 +12,7 @@ from dvcl.training.config import TrainConfig
 
 CASES = {
     "bacon": {"bank_size": 8},
-    "ugpcl": {"memory_size": 8},
+    "ugpcl": {"bank_size": 8},
     "dvcl": {"memory_bank": True, "memory_bank_size": 8, "feature_dim": 16},
 }
 

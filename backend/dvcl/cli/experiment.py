@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    f"(default: {default_text('iterations')})")
     p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
                    help="override an option for every run (a config field, network.X or a method parameter), or "
-                   "for one method's runs with METHOD:KEY=VALUE (e.g. u2pl:queue_size=10000); repeatable")
+                   "for one method's runs with METHOD:KEY=VALUE (e.g. u2pl:bank_size=10000); repeatable")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per stream")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, each in its own process "

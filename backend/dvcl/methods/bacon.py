@@ -43,12 +43,12 @@ from dvcl.losses.hqcl import ClassMemoryBank
 from dvcl.losses.sampling import gather_voxels, sample_from_mask, sample_per_class
 from dvcl.methods.base import Batch
 from dvcl.methods.fixmatch_base import FixMatchParams, FixMatchSegMethod
-from dvcl.methods.params import ContrastParams, ContrastStart, param
+from dvcl.methods.params import ContrastParams, ContrastSampling, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class BaConParams(FixMatchParams, ContrastParams, ContrastStart):
+class BaConParams(FixMatchParams, ContrastParams, ContrastSampling):
     """BaCon hyper-parameters (released code) on top of FixMatch's."""
 
     contrast_weight: float = 1.0
@@ -65,12 +65,6 @@ class BaConParams(FixMatchParams, ContrastParams, ContrastStart):
     """The mean negative similarity is scaled by this (the released batch size)."""
     negative_topk: int = param(3, ge=1)
     """Unlabeled negatives of class k must not have k among their top-k predicted classes."""
-    anchors_per_class: int = param(256, ge=1)
-    """[decided] confident voxels per class used as anchors in one iteration."""
-    negative_pool: int = param(2048, ge=1)
-    """[decided] voxels drawn as negative candidates in one iteration."""
-    bank_size: int = param(4096, ge=1)
-    """[decided] stored features per class for the class centres."""
 
     def check(self) -> None:
         if self.tau_delta >= self.temperature:
@@ -136,7 +130,7 @@ class BaConMethod(FixMatchSegMethod):
             centers = centers / counts.clamp(min=1).unsqueeze(1)
             tau = balanced_temperature(self.freq, self.progress(iteration), p.temperature, p.tau_delta).to(self.device)
         anchors = net.project(gather_voxels(feats, anchor_idx)) if anchor_idx.numel() else None
-        active = iteration >= p.contrast_start_fraction * int(self.cfg.iterations) and anchors is not None
+        active = p.contrast_started(iteration, self.cfg.iterations) and anchors is not None
         if active:
             negatives = net.project(gather_voxels(feats, neg_idx))
             loss = bacon_loss(anchors, anchor_cls, centers, center_valid, negatives, allowed, tau, p.tau_negative,

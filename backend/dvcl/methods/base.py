@@ -121,6 +121,14 @@ class Method:
 
         return build_network(self.cfg.network, self.num_classes).to(self.device)
 
+    def supervised_loss(self) -> nn.Module:
+        """L_sup = ce_weight * CE + dice_weight * soft Dice with this method's weights (METHOD.md 3.1: 0.5 and 0.5
+        when the method has no :class:`~dvcl.methods.params.SupervisedWeights`)."""
+        from dvcl.losses.supervised import SupervisedLoss
+
+        return SupervisedLoss(lambda_ce=float(getattr(self.params, "ce_weight", 0.5)),
+                              lambda_dice=float(getattr(self.params, "dice_weight", 0.5)))
+
     def build_models(self) -> Dict[str, nn.Module]:
         """Create the method's models (override). Called once by :meth:`setup`."""
         raise NotImplementedError

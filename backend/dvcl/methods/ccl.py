@@ -67,7 +67,10 @@ class CCLMethod(FixMatchSegMethod):
         y_l = batch_l["label"].to(self.device).long()
         v = self.views(batch_l, batch_u)
         sup, unsup, probs_w = self.fixmatch_terms(v, y_l)
-        contrast, low_fraction = self._contrast(v, y_l, probs_w)
+        if p.contrast_started(iteration, self.cfg.iterations):
+            contrast, low_fraction = self._contrast(v, y_l, probs_w)
+        else:
+            contrast, low_fraction = sup * 0.0, 0.0
         loss = sup + p.unsup_weight * unsup + p.contrast_weight * contrast
         return loss, {"sup": float(sup.detach()), "unsup": float(unsup.detach()), "contrast": float(contrast.detach()),
                       "low_fraction": low_fraction}

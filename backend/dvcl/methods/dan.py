@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
 from dvcl.losses.adversarial import DiscriminatorTrainer, generator_loss
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.params import SupervisedWeights, param
 from dvcl.methods.registry import register_method
@@ -94,7 +93,7 @@ class DANMethod(Method):
         if small:
             raise ConfigError(f"method '{self.name}': the discriminator needs patches of at least "
                               f"{MIN_DISCRIMINATOR_SIZE} voxels per axis, got {list(self.cfg.patch)}")
-        self.sup_loss = SupervisedLoss(lambda_ce=p.ce_weight, lambda_dice=p.dice_weight)
+        self.sup_loss = self.supervised_loss()
         models = self.build_segmentation_models()
         disc = FCDiscriminator3D(self.disc_map_channels(), self.cfg.network.in_channels, p.disc_channels,
                                  p.disc_dropout).to(self.device)

@@ -33,7 +33,6 @@ import torch
 from torch import Tensor, nn
 
 from dvcl.losses.sdf import dual_task_consistency, sdf_regression_loss
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.params import ConsistencyParams, SDFParams, SupervisedWeights, param
 from dvcl.methods.registry import register_method
@@ -60,8 +59,7 @@ class DTCMethod(Method):
     params_class = DTCParams
 
     def build_models(self) -> Dict[str, nn.Module]:
-        p = self.params
-        self.sup_loss = SupervisedLoss(lambda_ce=p.ce_weight, lambda_dice=p.dice_weight)
+        self.sup_loss = self.supervised_loss()
         net = self.new_network()
         return {"A": net, "sdf": SDFHead(net.feature_channels, self.num_classes).to(self.device)}
 

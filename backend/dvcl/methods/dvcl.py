@@ -48,7 +48,6 @@ from dvcl.losses.sampling import (
     sample_from_mask,
     sample_per_class,
 )
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.registry import register_method
 from dvcl.utils.rampup import rampup_weight
@@ -112,7 +111,7 @@ class DVCLMethod(Method):
         if p.lambda_c > 0 and net_dim != p.feature_dim:
             raise ConfigError(f"method parameter feature_dim={p.feature_dim} differs from network.feature_dim="
                               f"{net_dim}: set both to the same value")
-        self.sup_loss = SupervisedLoss(lambda_ce=0.5, lambda_dice=0.5)
+        self.sup_loss = self.supervised_loss()
         if p.lambda_c > 0 and p.memory_bank:
             self.bank = ClassMemoryBank(self.num_classes, p.memory_bank_size, p.feature_dim, device=self.device)
         # two calls draw two different initialisations from the (seeded) global RNG [given: "initialised

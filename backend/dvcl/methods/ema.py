@@ -79,9 +79,8 @@ class TeacherStudentMethod(Method):
     params_class = EMAParams
 
     def build_models(self) -> Dict[str, nn.Module]:
-        from dvcl.losses.supervised import SupervisedLoss
 
-        self.sup_loss = SupervisedLoss(self.params.ce_weight, self.params.dice_weight)
+        self.sup_loss = self.supervised_loss()
         student = self.new_network()
         return {"student": student, "teacher": make_teacher(student)}
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from dvcl.utils.fields import Params, param
 
-__all__ = ["ConsistencyParams", "ContrastParams", "ContrastStart", "CrossSupervisionParams", "NoisyTeacherConsistency",
-           "Params", "SDFParams", "SupervisedWeights", "TeacherParams", "UncertaintyThreshold", "param"]
+__all__ = ["ConsistencyParams", "ContrastParams", "ContrastSampling", "CrossSupervisionParams",
+           "NoisyTeacherConsistency", "Params", "SDFParams", "SupervisedWeights", "TeacherParams",
+           "UncertaintyThreshold", "param"]
 
 
 @dataclass
@@ -79,26 +80,44 @@ class CrossSupervisionParams(Params):
 
 
 @dataclass
-class UncertaintyThreshold(Params):
-    """An entropy threshold that ramps from ``threshold_start`` to ``threshold_end`` (fractions of ln C)."""
-
-    threshold_start: float = param(0.75, ge=0)
-    threshold_end: float = param(1.0, ge=0)
-
-
-@dataclass
 class ContrastParams(Params):
-    """A contrastive term on projected voxel features next to the segmentation losses (U2PL, UGPCL, CCL)."""
+    """A contrastive term on projected voxel features next to the segmentation losses (U2PL, UGPCL, CCL, BaCon).
+
+    UGPCL and BaCon start theirs late in the run, while the features are still random; U2PL and CCL from the
+    first iteration (``contrast_start_fraction`` 0), which the same switch can change for an ablation.
+    """
 
     contrast_weight: float = param(1.0, ge=0)
     """Weight of the contrastive term in the total loss (the released configs' contrastive loss weight)."""
     temperature: float = param(0.07, gt=0)
     """tau of the InfoNCE-style contrastive loss."""
+    contrast_start_fraction: float = param(0.0, ge=0, le=1)
+    """The contrastive term is off before this fraction of the run (0: on from the first iteration)."""
+
+    def contrast_started(self, iteration: int, iterations: int) -> bool:
+        """Whether the contrastive term is on at ``iteration`` of a run of ``iterations``."""
+        return iteration >= self.contrast_start_fraction * int(iterations)
 
 
 @dataclass
-class ContrastStart(Params):
-    """A contrastive term that is off during the first part of the run (UGPCL, BaCon), while features are random."""
+class ContrastSampling(Params):
+    """How many voxels a memory-bank contrastive term draws and keeps (U2PL, BaCon).
 
-    contrast_start_fraction: float = param(0.0, ge=0, le=1)
-    """The contrastive term starts after this fraction of the run (0: from the first iteration)."""
+    [decided] budgets: 3D patches hold far more voxels than the 2D images these methods were published on, so
+    anchors, negative candidates and bank entries are drawn at random up to these counts.
+    """
+
+    anchors_per_class: int = param(256, ge=1)
+    """Anchors drawn per class and step."""
+    negative_pool: int = param(2048, ge=1)
+    """Voxels drawn per step as negative candidates."""
+    bank_size: int = param(4096, ge=1)
+    """Features kept per class in the memory bank."""
+
+
+@dataclass
+class UncertaintyThreshold(Params):
+    """An entropy threshold that ramps from ``threshold_start`` to ``threshold_end`` (fractions of ln C)."""
+
+    threshold_start: float = param(0.75, ge=0)
+    threshold_end: float = param(1.0, ge=0)

@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.params import SupervisedWeights
 from dvcl.methods.registry import register_method
@@ -32,7 +31,7 @@ class SupervisedMethod(Method):
 
     def build_models(self) -> Dict[str, nn.Module]:
         # the same L_sup as DVCL/CPS, so the comparison differs only in what the SSL methods add
-        self.loss_fn = SupervisedLoss(lambda_ce=self.params.ce_weight, lambda_dice=self.params.dice_weight)
+        self.loss_fn = self.supervised_loss()
         return {"A": self.new_network()}
 
     def compute_loss(

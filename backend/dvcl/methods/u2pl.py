@@ -37,12 +37,12 @@ from dvcl.losses.u2pl_contrast import (
 )
 from dvcl.methods.base import Batch
 from dvcl.methods.ema import EMAParams, TeacherStudentMethod, copy_weights, ema_update
-from dvcl.methods.params import ContrastParams, param
+from dvcl.methods.params import ContrastParams, ContrastSampling, param
 from dvcl.methods.registry import register_method
 
 
 @dataclass
-class U2PLParams(EMAParams, ContrastParams):
+class U2PLParams(EMAParams, ContrastParams, ContrastSampling):
     """U2PL hyper-parameters (``experiments/pascal/1464/ours/config.yaml`` unless marked [decided])."""
 
     inference_model: str = "teacher"
@@ -63,19 +63,17 @@ class U2PLParams(EMAParams, ContrastParams):
     """r_h: an unreliable voxel is a negative for class c at rank r_l <= rank < r_h."""
     anchor_threshold: float = param(0.3, ge=0, lt=1)
     """delta_p: anchors of class c need teacher p_c above it."""
-    num_queries: int = param(256, ge=1)
-    """Anchors per class."""
     num_negatives: int = param(50, ge=1)
     """Negatives per anchor."""
     temperature: float = 0.5
     """tau of the InfoNCE loss (``contrastive.temperature``)."""
-    queue_size: int = param(30000, ge=1)
-    """Memory-bank entries per organ class."""
-    background_queue_size: int = param(50000, ge=1)
+    bank_size: int = 30000
+    """Memory-bank entries per organ class (``queue_len``)."""
+    background_bank_size: int = param(50000, ge=1)
     """Memory-bank entries for the background class."""
     prototype_samples: int = param(2048, ge=1)
     """[decided] prototypes are means over at most this many voxels (keeps the projection sparse in 3D)."""
-    negative_pool: int = param(4096, ge=1)
+    negative_pool: int = 4096
     """[decided] labeled and unreliable unlabeled voxels drawn per step as negative candidates (each)."""
     checkpoint_memory_bank: bool = False
     """[decided] save the memory banks with the checkpoint (up to ~0.4 GB for 14 classes); a resumed run
@@ -96,10 +94,10 @@ class U2PLMethod(TeacherStudentMethod):
         models = super().build_models()
         p = self.params
         self.contrast = U2PLContrast(
-            self.num_classes, self.cfg.network.feature_dim, self.device, num_queries=p.num_queries,
+            self.num_classes, self.cfg.network.feature_dim, self.device, num_queries=p.anchors_per_class,
             num_negatives=p.num_negatives, temperature=p.temperature, anchor_threshold=p.anchor_threshold,
-            low_rank=p.low_rank, high_rank=p.high_rank, queue_size=p.queue_size,
-            background_queue_size=p.background_queue_size, prototype_samples=p.prototype_samples,
+            low_rank=p.low_rank, high_rank=p.high_rank, queue_size=p.bank_size,
+            background_queue_size=p.background_bank_size, prototype_samples=p.prototype_samples,
             negative_pool=p.negative_pool)
         return models
 
@@ -138,7 +136,10 @@ class U2PLMethod(TeacherStudentMethod):
                 reliable=torch.cat([labeled_true, reliable_u], dim=0),
                 unreliable=torch.cat([labeled_true, unreliable_u], dim=0), num_labeled=n_l)
         unsup = unsupervised_ce(logits[n_l:], pseudo_u, keep)
-        contrast, counts = self.contrast(inputs, student.project, teacher.project)
+        if p.contrast_started(iteration, self.cfg.iterations):
+            contrast, counts = self.contrast(inputs, student.project, teacher.project)
+        else:
+            contrast, counts = logits.sum() * 0.0, {"contrast_classes": 0.0}
         loss = sup + p.unsup_weight * unsup + p.contrast_weight * contrast
         terms.update(unsup=float(unsup.detach()), contrast=float(contrast.detach()),
                      dropped_percent=100.0 * (1.0 - float(keep.float().mean())),

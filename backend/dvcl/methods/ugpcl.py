@@ -46,12 +46,10 @@ from torch import Tensor, nn
 
 from dvcl.losses.pixel_contrast import SegmentQueue, certainty_labels, pixel_contrast_loss, sample_anchors
 from dvcl.losses.sampling import gather_voxels, randint, sample_from_mask
-from dvcl.losses.supervised import SupervisedLoss
 from dvcl.methods.base import Batch, Method
 from dvcl.methods.params import (
     ConsistencyParams,
     ContrastParams,
-    ContrastStart,
     SupervisedWeights,
     UncertaintyThreshold,
     param,
@@ -61,7 +59,7 @@ from dvcl.networks.heads import AuxDecoder, EncoderTap, RotationHead
 
 
 @dataclass
-class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold, ContrastParams, ContrastStart):
+class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold, ContrastParams):
     """UGPCL hyper-parameters (taovv/UGPCL ACDC comparison config: each decoder's supervised loss 0.5 CE +
     0.5 Dice, consistency ramped up over max_iter // 100 epochs of 100 iterations = the whole run)."""
 
@@ -77,8 +75,8 @@ class UGPCLParams(SupervisedWeights, ConsistencyParams, UncertaintyThreshold, Co
     base_temperature: float = param(0.07, gt=0)
     max_samples: int = param(1024, ge=1)
     max_views: int = param(1, ge=1)
-    memory_size: int = param(500, ge=1)
-    """Segment embeddings kept per class."""
+    bank_size: int = param(500, ge=1)
+    """Segment embeddings kept per class (``memory_size``)."""
     segment_samples: int = param(512, ge=1)
     """Voxels averaged for one segment embedding [decided]."""
 
@@ -91,10 +89,10 @@ class UGPCLMethod(Method):
 
     def build_models(self) -> Dict[str, nn.Module]:
         p = self.params
-        self.sup_loss = SupervisedLoss(lambda_ce=p.ce_weight, lambda_dice=p.dice_weight)
+        self.sup_loss = self.supervised_loss()
         net = self.new_network()
         net_cfg = net.cfg
-        self.queue = SegmentQueue(self.num_classes, p.memory_size, net_cfg.feature_dim, device=self.device)
+        self.queue = SegmentQueue(self.num_classes, p.bank_size, net_cfg.feature_dim, device=self.device)
         return {"A": net, "aux": AuxDecoder(net_cfg, self.num_classes).to(self.device),
                 "rot": RotationHead(net_cfg.channels[-1], 4).to(self.device)}
 
@@ -134,7 +132,7 @@ class UGPCLMethod(Method):
         probs_aux = torch.softmax(aux_logits.float(), dim=1)
         cons = torch.mean((probs[n_l:] - probs_aux[n_l:]) ** 2) if has_u else sup * 0.0
 
-        active = p.contrast_weight > 0 and iteration >= p.contrast_start_fraction * int(self.cfg.iterations)
+        active = p.contrast_weight > 0 and p.contrast_started(iteration, self.cfg.iterations)
         contrast, certain = (self._contrast(net, feats, probs, probs_aux, y_l, iteration) if active
                              else (sup * 0.0, 0.0))
         w_cons = self.weight(p.consistency, iteration)
