@@ -31,6 +31,7 @@ COMMANDS = {
     "train": "dvcl.cli.train",
     "experiment": "dvcl.cli.experiment",
     "export": "dvcl.cli.export",
+    "adapt": "dvcl.cli.adapt",
     "segment": "dvcl.cli.segment",
     "evaluate": "dvcl.cli.evaluate",
     "info": "dvcl.cli.info",

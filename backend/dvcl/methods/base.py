@@ -18,6 +18,8 @@ Contract (docs/architecture.md, "Methods"):
   unlabeled batch has no ``"label"`` and is ``None`` when ``uses_unlabeled`` is False. Ignore unknown keys.
 * ``after_step(iteration)`` runs after the optimiser step (EMA teacher updates, memory-bank pushes).
 * ``inference_models()`` names the models whose softmax is averaged at validation and inference.
+* ``init_model_sources(package_models)`` maps the method's U-Nets to the networks of a model package when a run
+  starts from one (``TrainConfig.init_model``: fine-tuning, ``dvcl adapt``).
 * ``extra_state()`` / ``load_extra_state()`` carry non-parameter tensors (memory banks, counters) through
   checkpoints (stored in ``last_state.pt``, read with ``torch.load(weights_only=True)``).
 * Hyper-parameters live in a dataclass named by ``params_class``; ``cfg.method_params`` (a dict from YAML or
@@ -200,6 +202,22 @@ class Method:
     def inference_models(self) -> List[str]:
         """Models averaged (mean softmax) at validation and inference; default: all."""
         return list(self.models)
+
+    def init_model_sources(self, package_models: List[str]) -> Dict[str, str]:
+        """Which network of a model package initialises which of this method's models (``cfg.init_model``).
+
+        Default: every U-Net (:class:`~dvcl.networks.SegNet`) takes the package network of the same name (DVCL
+        and CPS from an A+B package: A<-A, B<-B), else the package's first network (B<-A from a one-network
+        package; a student and its EMA teacher both <-A, so the teacher starts equal to the student as
+        :func:`dvcl.methods.ema.make_teacher` makes it). Other models (SDF heads, discriminators) are not in a
+        package and keep their fresh initialisation. Override where a method pairs models differently.
+        """
+        from dvcl.networks.unet import SegNet
+
+        if not package_models:
+            return {}
+        return {name: name if name in package_models else package_models[0]
+                for name, model in self.models.items() if isinstance(model, SegNet)}
 
     def state_modules(self) -> Dict[str, Union[nn.Module, torch.Tensor]]:
         """Training-only state the checkpoints carry (override): memory banks and queues as modules (every

@@ -65,6 +65,12 @@ class TrainConfig:
         method_params: the method's hyper-parameters (its ``params_class``), resolved to the full set.
         profile: which profile seeded the values (informational).
         device: device the run was started on (informational; ``--device`` decides).
+        init_model: a model package (folder or installed model name) whose networks initialise a fresh run
+            instead of random weights: fine-tuning and site adaptation (``dvcl adapt``). The run's ``network``
+            section is taken from the package (it is recorded resolved in config.yaml, so nobody repeats it),
+            its label set must equal the data's, and each of the method's U-Nets takes the package network of
+            the same name, else the package's first one (:meth:`dvcl.methods.base.Method.init_model_sources`).
+            Ignored by ``--resume``, which restores the run's own checkpoint. ``None``: random initialisation.
     """
 
     preset: str = ""
@@ -100,6 +106,7 @@ class TrainConfig:
     method_params: Dict[str, Any] = field(default_factory=dict)
     profile: str = "paper"
     device: str = "auto"
+    init_model: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.network, dict):

@@ -36,7 +36,7 @@ import torch
 from dvcl import __version__
 from dvcl.data.cache import Cache
 from dvcl.data.splits import labeled_subset
-from dvcl.errors import ConfigError, DatasetError, OutputExistsError
+from dvcl.errors import ConfigError, DatasetError, ModelError, OutputExistsError
 from dvcl.methods import Method, get_method_class
 from dvcl.presets import PRESETS
 from dvcl.training import checkpoint as ckpt
@@ -243,6 +243,8 @@ class Trainer:
             )
         cfg.preset = cache_preset.name
         self.num_classes = self.cache.num_classes
+        if cfg.init_model and not self.resume:  # a resumed run's config.yaml already holds the package's network
+            take_init_network(cfg, self.cache.labels)
         cfg.network.num_classes = self.num_classes
         cfg.network.validate()
         self.method_cls = get_method_class(cfg.method)
@@ -305,6 +307,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.method: Method = self.method_cls(cfg, self.num_classes, self.device)
         self.method.setup()
+        if cfg.init_model and self.state is None:  # a resume restores its own checkpoint instead
+            init_from_model_package(self.method, cfg.init_model)
         if self.method.needs_class_counts:
             # class-balancing methods (CLD, DHC) weight classes by their frequency in the labeled set, as the
             # released code does; only the labeled training cases of this run are counted
@@ -700,6 +704,80 @@ def _tensorboard_writer(path: Path, purge_step: Optional[int]) -> Any:
                     "has every value")
         return _NoTensorBoard()
     return SummaryWriter(str(path), purge_step=purge_step)
+
+
+# ------------------------------------------------------------------------------------ starting from a package
+#: the NetworkConfig fields that decide the weights' shapes and meaning (dropout does not)
+_STRUCTURE_FIELDS = ("in_channels", "num_classes", "channels", "strides", "feature_dim", "norm", "upsample")
+
+
+def take_init_network(cfg: TrainConfig, data_labels: Dict[int, str]) -> None:
+    """Check ``cfg.init_model`` against the data and take its network config (fine-tuning, ``dvcl adapt``).
+
+    Why taken rather than compared: the package fixes the architecture its weights fit, so asking the user to
+    repeat channels/strides/feature_dim could only produce mismatches. Reads ``model.json`` only (torch-free);
+    ``cfg.init_model`` becomes the resolved folder, so config.yaml records which package the run started from.
+
+    Raises:
+        ModelError: the package is missing or invalid, or its label set (class ids and names) differs from the
+            data's: the output channels would mean other structures.
+    """
+    from dvcl.inference.model_package import read_model_json, resolve_model
+    from dvcl.networks.config import NetworkConfig
+
+    folder = resolve_model(cfg.init_model)
+    meta = read_model_json(folder)
+    pkg_labels = {int(k): str(v["name"]) for k, v in meta["labels"].items()}
+    run_labels = {int(k): str(v) for k, v in data_labels.items() if int(k) != 0}
+    if {k: v.lower() for k, v in pkg_labels.items()} != {k: v.lower() for k, v in run_labels.items()}:
+        diff = sorted(set(pkg_labels) | set(run_labels))
+        shown = [f"{k}: {pkg_labels.get(k, '-')!r} vs {run_labels.get(k, '-')!r}" for k in diff
+                 if pkg_labels.get(k, "").lower() != run_labels.get(k, "").lower()]
+        raise ModelError(f"{folder}: init model's labels do not match the data's (package vs data: "
+                         f"{'; '.join(shown[:5])}{' ...' if len(shown) > 5 else ''})")
+    net = NetworkConfig.from_dict(meta["network"])
+    before, after = cfg.network.to_dict(), net.to_dict()
+    changed = [k for k in _STRUCTURE_FIELDS if k != "num_classes" and before.get(k) != after.get(k)]
+    if changed:
+        log.info("network taken from init model %s: %s", folder.name,
+                 ", ".join(f"{k} {after[k]}" for k in changed))
+    cfg.network = net
+    cfg.init_model = str(folder.resolve())
+
+
+def init_from_model_package(method: Method, model_dir: PathLike) -> Dict[str, str]:
+    """Load a model package's networks into ``method``'s models (a fresh run with ``cfg.init_model``).
+
+    The mapping is the method's (:meth:`Method.init_model_sources`). Weights are read by
+    :func:`dvcl.inference.model_package.load_model_package`: safetensors only (nothing unpickled), checked
+    against the package's own network config. Returns ``{model: package network}``.
+
+    Raises:
+        ModelError: no model of the method can take a package network, or a model's network config
+            (channels, strides, classes, feature size ...) differs from the package's.
+    """
+    from dvcl.inference.model_package import load_model_package, resolve_model
+
+    folder = resolve_model(model_dir)
+    pkg = load_model_package(folder)
+    sources = method.init_model_sources(pkg.model_names)
+    if not sources:
+        raise ModelError(f"{folder}: method '{method.name}' has no U-Net that a model package can initialise")
+    want = pkg.network_config.to_dict()
+    for target, source in sources.items():
+        net = method.models[target]
+        have = net.cfg.to_dict() if hasattr(net, "cfg") else {}
+        diff = [f"{k} {have.get(k)} (package: {want.get(k)})" for k in _STRUCTURE_FIELDS if have.get(k) != want.get(k)]
+        if diff:
+            raise ModelError(f"{folder}: network of model '{target}' does not match the init model's: "
+                             + ", ".join(diff))
+        try:
+            net.load_state_dict(pkg.models[source].state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{folder}: weights of '{source}' do not fit model '{target}' ({exc})") from exc
+    log.info("initialised %s from model '%s' (%s)", ", ".join(f"{t}<-{s}" for t, s in sources.items()),
+             pkg.name, folder)
+    return sources
 
 
 def build_optimizer(cfg: TrainConfig, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
