@@ -430,7 +430,8 @@ def _export(run_dir: Path, out: Path, meta: Mapping[str, Any], card: Dict, name:
         src = meta["name"]
         export_model(run_dir, staging, name=name, checkpoint=checkpoint,
                      description=f"{src} adapted (DVCL, {card['adaptation']['iterations']} iterations) to "
-                     f"{card['adaptation']['unlabeled_scans']['count']} unlabeled site scan(s). {TRANSDUCTIVE_LINE}.")
+                     f"{card['adaptation']['unlabeled_scans']['count']} unlabeled site scan(s); "
+                     f"{TRANSDUCTIVE_LINE}.")
         new = read_model_json(staging)
         new["inference"] = dict(meta["inference"])  # the same network on the same grid: the source's window
         if meta.get("mode"):
