@@ -27,6 +27,7 @@ from dvcl.utils.threads import configure_threads, thread_count
 COMMANDS = {
     "demo": "dvcl.cli.demo",
     "phantom": "dvcl.cli.phantom",
+    "synth": "dvcl.cli.synth",
     "prepare": "dvcl.cli.prepare",
     "train": "dvcl.cli.train",
     "experiment": "dvcl.cli.experiment",

@@ -58,6 +58,10 @@ def write_phantom_dataset(
     overwrite: bool = False,
     raw_values: bool = False,
     progress: Optional[Callable[[str], None]] = None,
+    generator: Optional[Callable[[int], Tuple[sitk.Image, sitk.Image]]] = None,
+    prefix: Optional[str] = None,
+    meta: Optional[dict] = None,
+    workers: int = 1,
 ) -> dict:
     """Write a phantom data set in the simple layout and return a summary.
 
@@ -70,6 +74,11 @@ def write_phantom_dataset(
             are removed too, so the folder holds exactly what dataset.json describes.
         raw_values: cardiac only: store the raw MM-WHS values 205..850 in the label files.
         progress: called with each case id once it is written (progress bars).
+        generator: makes one case from its seed instead of the kind's phantom (the synthetic CT of
+            :mod:`dvcl.synthesis`); must be picklable when ``workers > 1``.
+        prefix: case-name prefix instead of the kind's (``synth_abd``).
+        meta: extra keys merged into dataset.json (name, description, generator settings).
+        workers: processes generating cases in parallel (1: in this process).
 
     Returns:
         ``{"out_dir", "kind", "preset", "labeled": [...], "unlabeled": [...], "dataset_json", "seconds",
@@ -80,7 +89,6 @@ def write_phantom_dataset(
         OutputExistsError: a file to be written exists and ``overwrite`` is false (nothing is written then).
     """
     from dvcl import __version__
-    from dvcl.io.images import write_image
     from dvcl.presets import PRESETS
     from dvcl.utils.atomic import check_writable, write_json_atomic
 
@@ -94,8 +102,15 @@ def write_phantom_dataset(
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise OutputExistsError(f"{root}: exists and is not a folder")
-    preset_name, prefix, make = KINDS[kind]
+    preset_name, kind_prefix, make = KINDS[kind]
+    prefix = prefix or kind_prefix
+    make = generator or make
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     labeled, unlabeled = case_names(kind, n_labeled, n_unlabeled)
+    if prefix != kind_prefix:
+        labeled = [prefix + c[len(kind_prefix):] for c in labeled]
+        unlabeled = [prefix + c[len(kind_prefix):] for c in unlabeled]
     dirs = {"images": root / "labeled" / "images", "labels": root / "labeled" / "labels",
             "unlabeled": root / "unlabeled"}
     targets = [dirs["images"] / f"{c}.nii.gz" for c in labeled] + [dirs["labels"] / f"{c}.nii.gz" for c in labeled]
@@ -117,20 +132,26 @@ def write_phantom_dataset(
     start = time.perf_counter()
     gen_seconds = 0.0
     kwargs = {"raw_values": True} if raw_values else {}
-    for split, names in (("labeled", labeled), ("unlabeled", unlabeled)):
-        for i, name in enumerate(names):
-            t0 = time.perf_counter()
-            image, label = make(case_seed(seed, kind, split, i), **kwargs)
-            gen_seconds += time.perf_counter() - t0
-            if split == "labeled":
-                write_image(image, dirs["images"] / f"{name}.nii.gz", overwrite=True)
-                write_image(label, dirs["labels"] / f"{name}.nii.gz", overwrite=True)
-            else:
-                write_image(image, dirs["unlabeled"] / f"{name}.nii.gz", overwrite=True)
+    jobs = [(make, case_seed(seed, kind, split, i), kwargs,
+             [dirs["images"] / f"{name}.nii.gz", dirs["labels"] / f"{name}.nii.gz"] if split == "labeled"
+             else [dirs["unlabeled"] / f"{name}.nii.gz"], name)
+            for split, names in (("labeled", labeled), ("unlabeled", unlabeled)) for i, name in enumerate(names)]
+    if workers == 1:
+        for job in jobs:
+            gen_seconds += _write_case(*job)
             if progress is not None:
-                progress(name)
+                progress(job[-1])
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for job, secs in zip(jobs, pool.map(_write_case, *zip(*jobs))):
+                gen_seconds += secs
+                if progress is not None:
+                    progress(job[-1])
 
     preset = PRESETS[preset_name]
+    extra_meta = dict(meta or {})
     meta = {
         "name": f"phantom_{kind}",
         "description": f"synthetic {kind} CT phantoms written by dvcl {__version__} (seed {seed})",
@@ -142,6 +163,7 @@ def write_phantom_dataset(
         "file_ending": ".nii.gz",
         "phantom": {"kind": kind, "seed": seed, "dvcl_version": __version__},
     }
+    meta.update(extra_meta)
     if raw_values:
         meta["raw_values"] = {str(raw): cid for raw, cid in preset.raw_values.items()}
     write_json_atomic(root / "dataset.json", meta)
@@ -152,3 +174,18 @@ def write_phantom_dataset(
     return {"out_dir": str(root.resolve()), "kind": kind, "preset": preset_name, "labeled": labeled,
             "unlabeled": unlabeled, "dataset_json": str((root / "dataset.json").resolve()),
             "seconds": round(seconds, 3), "seconds_per_case": round(gen_seconds / n, 3)}
+
+
+def _write_case(make: Callable[..., Tuple[sitk.Image, sitk.Image]], seed: int, kwargs: dict, paths: List[Path],
+                name: str) -> float:
+    """Generate one case and write its image (and label, when two paths are given); returns generation seconds.
+    Module-level so that worker processes can run it."""
+    from dvcl.io.images import write_image
+
+    t0 = time.perf_counter()
+    image, label = make(seed, **kwargs)
+    seconds = time.perf_counter() - t0
+    write_image(image, paths[0], overwrite=True)
+    if len(paths) > 1:
+        write_image(label, paths[1], overwrite=True)
+    return seconds

@@ -16,6 +16,7 @@ position and rotation, partial-volume blur and correlated noise.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -31,6 +32,7 @@ from dvcl.phantoms.shapes import (
     Ellipsoid,
     Func,
     GridDraw,
+    PhantomGrid,
     Region,
     TorsoRanges,
     Tube,
@@ -83,6 +85,60 @@ TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.66, 0.82), 
                     texture_mm=6.0)
 
 
+@dataclass
+class AbdomenAnatomy:
+    """The painted, noise-free phantom before acquisition: what :func:`make_abdominal_phantom` blurs and adds
+    noise to, exposed so that :mod:`dvcl.synthesis` can re-draw every tissue's intensity."""
+
+    canvas: Canvas
+    grid: PhantomGrid
+    body: Body
+    hu: Dict[str, float]
+    """the HU drawn for each named tissue (after jitter), as painted"""
+    phase: str
+    rng: np.random.Generator
+    """the case's generator, positioned after the painting (the acquisition draws continue from here)"""
+    noise_draw: float
+
+
+def abdominal_anatomy(
+    seed: int,
+    size: Optional[Sequence[int]] = None,
+    spacing: Optional[Sequence[float]] = None,
+    direction: Optional[Union[str, Sequence[float]]] = None,
+    phase: Optional[str] = None,
+    record_strokes: bool = False,
+) -> AbdomenAnatomy:
+    """Paint one random abdomen (arguments as :func:`make_abdominal_phantom`); ``record_strokes`` keeps, per
+    voxel, which paint call wrote it (see :meth:`Canvas.record_strokes`). The random draws are the same with
+    and without it."""
+    rng = np.random.default_rng(seed)
+    draw = GridDraw(rng)
+    phase_draw = PHASES[int(rng.choice(3, p=[0.25, 0.35, 0.40]))]
+    phase = phase or phase_draw
+    if phase not in PHASES:
+        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
+    noise_draw = float(rng.uniform(8, 22))
+
+    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
+    if record_strokes:
+        canvas.record_strokes()
+
+    jitter = {"artery": {"native": 4, "arterial": 40, "portal": 20}[phase]}
+    hu = {k: v + rng.normal(0, jitter.get(k, 4)) for k, v in _HU[phase].items()}
+    hu["liver"] = float(np.clip(hu["liver"], 48, 88))
+    hu["fat"] = rng.uniform(-115, -85)
+    paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
+    zd = _paint_thorax(canvas, rng, body, hu)
+    _paint_back_muscles(canvas, rng, hu["muscle"])
+    paint_spine(canvas, rng, rng.uniform(38, 46), hu["muscle"])
+    _paint_organs(canvas, rng, body, hu, phase, zd)
+    _paint_bowel(canvas, rng, hu)
+    base = rng.uniform(-8, 8)  # ribs 12 (lowest, floating) up to 6; heads one vertebra (33 mm) apart
+    paint_ribs(canvas, rng, body, [(33.0 * (13 - k) + base, tb, tc) for k, tb, tc in _RIBS])
+    return AbdomenAnatomy(canvas, grid, body, hu, phase, rng, noise_draw)
+
+
 def make_abdominal_phantom(
     seed: int,
     size: Optional[Sequence[int]] = None,
@@ -104,35 +160,14 @@ def make_abdominal_phantom(
     Returns:
         ``(image, label)``: SimpleITK images with identical geometry.
     """
-    rng = np.random.default_rng(seed)
-    draw = GridDraw(rng)
-    phase_draw = PHASES[int(rng.choice(3, p=[0.25, 0.35, 0.40]))]
-    phase = phase or phase_draw
-    if phase not in PHASES:
-        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
-    noise_draw = float(rng.uniform(8, 22))
-    noise_sd = noise_draw if noise_sd is None else float(noise_sd)
-
-    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
-
-    jitter = {"artery": {"native": 4, "arterial": 40, "portal": 20}[phase]}
-    hu = {k: v + rng.normal(0, jitter.get(k, 4)) for k, v in _HU[phase].items()}
-    hu["liver"] = float(np.clip(hu["liver"], 48, 88))
-    hu["fat"] = rng.uniform(-115, -85)
-    paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
-    zd = _paint_thorax(canvas, rng, body, hu)
-    _paint_back_muscles(canvas, rng, hu["muscle"])
-    paint_spine(canvas, rng, rng.uniform(38, 46), hu["muscle"])
-    _paint_organs(canvas, rng, body, hu, phase, zd)
-    _paint_bowel(canvas, rng, hu)
-    base = rng.uniform(-8, 8)  # ribs 12 (lowest, floating) up to 6; heads one vertebra (33 mm) apart
-    paint_ribs(canvas, rng, body, [(33.0 * (13 - k) + base, tb, tc) for k, tb, tc in _RIBS])
-
+    anat = abdominal_anatomy(seed, size, spacing, direction, phase)
+    canvas, grid, rng = anat.canvas, anat.grid, anat.rng
+    noise_sd = anat.noise_draw if noise_sd is None else float(noise_sd)
     blur = (rng.uniform(0.45, 0.75) * grid.spacing[0], rng.uniform(0.3, 0.5) * grid.spacing[2])
     arr = finish_ct(canvas, rng, blur, noise_sd, noise_corr_mm=0.6 * grid.spacing[0])
     image = grid.to_image(arr)
     label = grid.to_image(canvas.lab)
-    log.debug("abdominal phantom seed=%d phase=%s size=%s spacing=%s", seed, phase, grid.size, grid.spacing)
+    log.debug("abdominal phantom seed=%d phase=%s size=%s spacing=%s", seed, anat.phase, grid.size, grid.spacing)
     return image, label
 
 

@@ -462,6 +462,17 @@ HUSpec = Union[float, Callable[["Region"], Array]]
 AIR, FREE, SOLID = 0, 1, 2
 
 
+@dataclass(frozen=True)
+class Stroke:
+    """One recorded ``Canvas.paint`` call: its scalar HU (None when computed by a function, then ``fn`` holds
+    that function's qualified name), its label argument and its tissue class."""
+
+    hu: Optional[float]
+    label: Optional[int]
+    tissue: int
+    fn: str
+
+
 @dataclass
 class Region:
     """The voxels of one painting step: their slices, anatomy coordinates, sdf values and mask."""
@@ -495,6 +506,16 @@ class Canvas:
         self.lab = np.zeros(grid.shape, label_dtype)
         self.tissue = np.zeros(grid.shape, np.uint8)
         self.tex: Optional[NoiseVolume] = None
+        #: optional record of which ``paint`` call wrote each voxel (-1: none), off unless ``record_strokes``
+        #: is called; :mod:`dvcl.synthesis` names tissues from it
+        self.strokes: Optional[Array] = None
+        self.stroke_log: list = []
+
+    def record_strokes(self) -> None:
+        """Remember, per voxel, the index of the last ``paint`` call that wrote it, and per call a
+        :class:`Stroke` (its HU argument, label and tissue class). Painting itself is unchanged."""
+        self.strokes = np.full(self.grid.shape, -1, np.int16)
+        self.stroke_log = []
 
     def displace(self, fx: FourierNoise, fy: FourierNoise, fz: FourierNoise) -> None:
         """Smoothly deform the reference coordinates (each organ gets bent a little, like a real patient)."""
@@ -550,6 +571,10 @@ class Canvas:
         if label is not None:
             self.lab[reg.sl][m] = label
         self.tissue[reg.sl][m] = tissue
+        if self.strokes is not None:
+            self.strokes[reg.sl][m] = len(self.stroke_log)
+            self.stroke_log.append(Stroke(None if callable(hu) else float(hu), label, tissue,
+                                          getattr(hu, "__qualname__", "") if callable(hu) else ""))
         return reg
 
 

@@ -1,0 +1,277 @@
+"""Anatomy of a synthetic case: the phantom's painted abdomen turned into two maps, FLARE22 labels and
+generation tissues, plus what the phantom lacks (organ absence, arms, a patient table, metal).
+
+Why generation tissues: FLARE22 labels only 13 organs; an image drawn from them alone would put the organs on a
+flat background, which transfers poorly to real CT (research note, section 4.4). SynthSeg keeps extra
+generation-only labels so each gets its own random intensity; here they are fat, muscle, bone, lung, bowel gas,
+wall and contents, vessels, table... (:data:`priors.TISSUES`), all mapped to label 0 in the output.
+
+How they are found: the phantom is painted once (portal phase) with stroke recording on
+(:meth:`dvcl.phantoms.shapes.Canvas.record_strokes`). Each paint call is named from its HU argument, which is
+one of the phantom's named tissue values (``AbdomenAnatomy.hu``) or a known constant, or from the function that
+computed it (bowel lumen, kidney, spine). Voxels written without a paint call (ribs, small-bowel loops) are
+told apart by value: ribs and costal cartilage carry one exact HU each, bowel contents a continuous field.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, AbdomenAnatomy, abdominal_anatomy
+from dvcl.phantoms.shapes import FREE
+from dvcl.synthesis.config import SynthesisConfig
+from dvcl.synthesis.priors import ABSENCE, T
+
+log = logging.getLogger(__name__)
+
+ESO = 10
+
+
+@dataclass
+class Anatomy:
+    """Label (FLARE22 0..13) and tissue (:data:`priors.TISSUES` index) maps, (Z, Y, X), on an isotropic grid
+    of ``spacing`` mm whose voxel (0, 0, 0) lies at ``origin`` (x, y, z; LPS, identity direction)."""
+
+    label: np.ndarray
+    tissue: np.ndarray
+    spacing: float
+    origin: np.ndarray
+    body_center: Tuple[float, float]
+    body_axes: Tuple[float, float]
+    """half-width and half-depth of the body outline (mm)"""
+    info: Dict[str, object]
+
+    def physical_xy(self) -> Tuple[np.ndarray, np.ndarray]:
+        """x (shape (1, X)) and y (shape (Y, 1)) physical coordinates of the grid columns and rows."""
+        nz, ny, nx = self.label.shape
+        x = self.origin[0] + self.spacing * np.arange(nx, dtype=np.float32)[None, :]
+        y = self.origin[1] + self.spacing * np.arange(ny, dtype=np.float32)[:, None]
+        return x, y
+
+
+def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig) -> Anatomy:
+    """The phantom abdomen of ``seed`` on a ``cfg.anatomy_mm`` grid, classified into tissues, then organ
+    absence, table, arms and metal drawn from ``rng``."""
+    g = float(cfg.anatomy_mm)
+    fov = float(rng.uniform(*cfg.body_fov_mm))
+    extent = float(rng.uniform(*cfg.z_extent_mm))
+    n_xy, n_z = max(int(round(fov / g)), 16), max(int(round(extent / g)), 8)
+    anat = abdominal_anatomy(seed, size=(n_xy, n_xy, n_z), spacing=(g, g, g), direction="LPS", phase="portal",
+                             record_strokes=True)
+    label = anat.canvas.lab.copy()
+    tissue = classify_tissues(anat)
+    scale = anat.canvas.scale
+    sx, sy = float(anat.body.rx * scale[0]), float(anat.body.ry * scale[1])
+    cx, cy = float(anat.grid.body_center[0]), float(anat.grid.body_center[1])
+    out = Anatomy(label, tissue, g, np.asarray(anat.grid.origin, float), (cx, cy), (sx, sy), {})
+    tissue[tissue == T["table"]] = T["air"]  # the phantom's own table: replaced by the one drawn below
+    # draws happen whatever the switches, so switching one off leaves the others' draws unchanged
+    u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
+    absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
+    out.info["absent"] = absent
+    _pad(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
+    table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
+    out.info["table"] = bool(cfg.table and u_table < cfg.table_p)
+    if out.info["table"]:
+        add_table(out, table_rng)
+    out.info["arms"] = bool(cfg.arms and u_arms < cfg.arms_p)
+    if out.info["arms"]:
+        add_arms(out, arms_rng)
+    out.info["metal"] = bool(cfg.streaks and u_metal < cfg.metal_p)
+    if out.info["metal"]:
+        add_metal(out, metal_rng, anat)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+def classify_tissues(anat: AbdomenAnatomy) -> np.ndarray:
+    """Generation tissue per voxel of a phantom painted in the portal phase with stroke recording on."""
+    canvas, hu = anat.canvas, anat.hu
+    if canvas.strokes is None:
+        raise ValueError("the phantom was painted without stroke recording")
+    strokes, H, lab = canvas.strokes, canvas.hu, canvas.lab
+    kind = np.full(len(canvas.stroke_log) + 1, T["muscle"], np.uint8)  # index 0: never painted
+    kind[0] = T["air"]
+    per_voxel: Dict[str, List[int]] = {"lumen": [], "kidney": [], "spine": [], "wall": [], "free": []}
+    fat = hu["fat"]
+    named = {T["fat"]: [fat, fat + 5, fat + 10, fat + 20], T["muscle"]: [hu["muscle"]], T["heart"]: [hu["heart"]],
+             T["vein"]: [hu["vein"]], T["portal_vein"]: [hu["portal"]], T["artery"]: [hu["artery"]],
+             T["liver"]: [hu["liver"]], T["spleen"]: [hu["spleen"]], T["pancreas"]: [hu["pancreas"]],
+             T["adrenal"]: [hu["adrenal"]], T["fluid"]: [25.0]}
+    for i, s in enumerate(canvas.stroke_log, start=1):  # kind[i] is stroke i - 1 (kind[0]: never painted)
+        if s.hu is None:
+            fn = s.fn
+            if "lumen_hu" in fn:
+                per_voxel["lumen"].append(i - 1)
+            elif "kid_hu" in fn:
+                per_voxel["kidney"].append(i - 1)
+            elif "paint_spine" in fn:
+                per_voxel["spine"].append(i - 1)
+            elif "ivc" in fn:
+                kind[i] = T["vein"]
+            else:
+                log.debug("unnamed phantom stroke %d (%s): soft tissue", i, fn)
+            continue
+        match = [t for t, values in named.items() if any(abs(s.hu - v) < 1e-4 for v in values)]
+        if s.label == GB:
+            kind[i] = T["bile"]
+        elif match:
+            kind[i] = match[0]
+            if match[0] == T["fat"]:
+                per_voxel["free" if s.tissue == FREE else "wall"].append(i - 1)
+            elif match[0] == T["muscle"]:
+                per_voxel["wall"].append(i - 1)
+        elif -920 <= s.hu <= -780:
+            kind[i] = T["lung"]
+        elif s.label is None and 0 <= s.hu <= 40:
+            kind[i] = T["liver_lesion"]  # painted only where the label is liver
+        elif s.label == 0 and -5 <= s.hu <= 25:
+            kind[i] = T["fluid"]  # renal pelvis
+        elif s.label is None and 40 <= s.hu <= 260:
+            kind[i] = T["table"]
+        else:
+            log.debug("phantom stroke %d (HU %.1f, label %s): soft tissue", i, s.hu, s.label)
+    tissue = kind[strokes.astype(np.int32) + 1]
+
+    # bowel lumens (stomach, duodenum, oesophagus, colon): gas, enhancing wall, then contents
+    for i in per_voxel["lumen"]:
+        m = strokes == i
+        v = H[m]
+        out = np.full(v.shape, T["food"], np.uint8)
+        wall = (np.abs(v - hu["wall"]) < 1e-3) | (np.abs(v - (hu["wall"] - 10)) < 1e-3)
+        if np.all(lab[m] == ESO):
+            wall |= v > -500
+        content = ~wall & (v > -500)
+        if content.any():
+            c = v[content]
+            kind_c = T["oral_contrast"] if np.median(c) > 100 else (T["food"] if c.std() > 15 else T["fluid"])
+            out[content] = kind_c
+        out[wall] = T["gi_wall"]
+        out[v <= -500] = T["gas"]
+        tissue[m] = out
+    # kidneys: cortex within 5 mm of the organ's surface, medulla inside
+    for i in per_voxel["kidney"]:
+        m = strokes == i
+        sl = ndimage.find_objects(m.astype(np.uint8))[0]
+        sub = m[sl]
+        dist = ndimage.distance_transform_edt(np.pad(sub, 1), sampling=canvas.grid.spacing[::-1])[1:-1, 1:-1, 1:-1]
+        t = np.where(dist <= 5.0, T["kidney_cortex"], T["kidney_medulla"]).astype(np.uint8)
+        tissue[sl][sub] = t[sub]
+    # spine: cortical and cancellous bone, discs, soft tissue between the processes
+    if per_voxel["spine"]:
+        m = np.isin(strokes, per_voxel["spine"])
+        v = H[m]
+        out = np.where(v >= 400, T["bone_cortical"], np.where(v >= 150, T["bone_cancellous"], T["muscle"]))
+        out[np.abs(v - 90.0) < 1e-3] = T["disc"]
+        tissue[m] = out.astype(np.uint8)
+    # ribs (one exact HU for bone, one for cartilage) in the body wall and fat; small bowel in the free fat
+    if per_voxel["wall"] or per_voxel["free"]:
+        m = np.isin(strokes, per_voxel["wall"] + per_voxel["free"])
+        v = H[m]
+        dense = v > 100
+        values, counts = np.unique(v[dense], return_counts=True)
+        rib_values = values[counts >= 8]
+        rib = dense & np.isin(v, rib_values)
+        t = tissue[m]
+        t[rib] = np.where(v[rib] >= 300, T["bone_cortical"], T["cartilage"])
+        free = np.isin(strokes[m], per_voxel["free"])
+        bowel = free & ~rib & (np.abs(v - fat) > 40)
+        t[bowel] = np.where(v[bowel] <= -500, T["gas"],
+                            np.where(np.abs(v[bowel] - hu["wall"]) < 1e-3, T["gi_wall"],
+                                     np.where(v[bowel] > 100, T["oral_contrast"], T["fluid"])))
+        tissue[m] = t
+    # inside the liver: hepatic veins and portal branches keep the liver label but not its intensity
+    in_liver = lab == LIVER
+    tissue[in_liver & ~np.isin(tissue, [T["vein"], T["portal_vein"], T["liver_lesion"]])] = T["liver"]
+    return tissue
+
+
+# --------------------------------------------------------------------------------------------------------------
+def remove_organs(a: Anatomy, rng: np.random.Generator, probs: Dict[str, float]) -> List[str]:
+    """Drop organs with the given probabilities (their voxels become fat, label 0); returns what was removed."""
+    u_gb, u_kid, u_side, u_spleen = rng.uniform(size=4)
+    removed = []
+    if u_gb < probs.get("gallbladder", 0.0):
+        removed.append(("gallbladder", GB))
+    if u_kid < probs.get("kidney", 0.0):
+        removed.append(("right kidney", RKID) if u_side < 0.5 else ("left kidney", LKID))
+    if u_spleen < probs.get("spleen", 0.0):
+        removed.append(("spleen", SPLEEN))
+    for _name, cid in removed:
+        m = a.label == cid
+        a.label[m] = 0
+        a.tissue[m] = T["fat"]
+    if removed:
+        log.debug("absent organs: %s", [n for n, _ in removed])
+    return [n for n, _ in removed]
+
+
+def _pad(a: Anatomy, side_mm: float, back_mm: float) -> None:
+    """Room beside (arms) and behind (table) the body, filled with air."""
+    px, py = int(np.ceil(side_mm / a.spacing)), int(np.ceil(back_mm / a.spacing))
+    if px == 0 and py == 0:
+        return
+    pad = ((0, 0), (0, py), (px, px))
+    a.label = np.pad(a.label, pad)
+    a.tissue = np.pad(a.tissue, pad)
+    a.origin = a.origin - np.array([px * a.spacing, 0.0, 0.0])
+
+
+def add_table(a: Anatomy, rng: np.random.Generator) -> None:
+    """A curved carbon-fibre table (a shell, slightly concave towards the patient) just behind the body."""
+    x, y = a.physical_xy()
+    cx, cy = a.body_center
+    y0 = cy + a.body_axes[1] + rng.uniform(2, 25)
+    half_w, thick, curve = rng.uniform(180, 250), rng.uniform(6, 14), rng.uniform(0.0, 0.0012)
+    top = y0 - curve * (x - cx) ** 2
+    shell = (y >= top) & (y <= top + thick) & (np.abs(x - cx) <= half_w)
+    _paint2d(a, shell, T["table"])
+
+
+def add_arms(a: Anatomy, rng: np.random.Generator) -> None:
+    """Arms down beside the body: skin fat, muscle, humerus (cortex around marrow), along the whole scan."""
+    x, y = a.physical_xy()
+    cx, cy = a.body_center
+    for side in (-1, 1):
+        r = rng.uniform(35, 50)
+        ax = cx + side * (a.body_axes[0] + rng.uniform(3, 40) + r)
+        ay = cy + rng.uniform(-0.3, 0.3) * a.body_axes[1]
+        d = np.sqrt(((x - ax) / r) ** 2 + ((y - ay) / (r * rng.uniform(0.8, 1.0))) ** 2) * r
+        rb = rng.uniform(9, 13)
+        bx, by = ax + rng.uniform(-0.3, 0.3) * r, ay + rng.uniform(-0.3, 0.3) * r
+        db = np.sqrt((x - bx) ** 2 + (y - by) ** 2)
+        _paint2d(a, d <= r, T["fat"])
+        _paint2d(a, d <= r - rng.uniform(4, 12), T["muscle"])
+        _paint2d(a, db <= rb, T["bone_cortical"])
+        _paint2d(a, db <= rb - rng.uniform(2.5, 4), T["bone_cancellous"])
+
+
+def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy) -> None:
+    """A pair of pedicle screws at a random vertebral level: dense enough to cause strong streaks."""
+    sc = anat.canvas.scale
+    cx, cy = a.body_center
+    spine_y = cy + 42.0 * sc[1]
+    nz = a.label.shape[0]
+    k0 = int(rng.integers(nz // 4, max(nz // 4 + 1, 3 * nz // 4)))
+    k1 = min(nz, k0 + max(1, int(round(rng.uniform(5, 8) / a.spacing))))
+    x, y = a.physical_xy()
+    for side in (-1, 1):
+        sx = cx + side * 12.0 * sc[0]
+        t = np.clip((y - (spine_y + 35)) / -45.0, 0, 1)  # from the lamina forwards into the vertebral body
+        px = sx - side * 6.0 * t
+        screw = (np.abs(x - px) <= 3.0) & (y >= spine_y - 10) & (y <= spine_y + 35)
+        a.tissue[k0:k1][:, screw] = T["metal"]
+
+
+def _paint2d(a: Anatomy, mask2d: np.ndarray, tissue: int) -> None:
+    """Paint a z-invariant cross-section on every slice, only where no organ label is (arms and table never
+    cover organs)."""
+    m = np.broadcast_to(mask2d, a.tissue.shape[1:])
+    for k in range(a.tissue.shape[0]):
+        t = a.tissue[k]
+        t[m & (a.label[k] == 0)] = tissue

@@ -1,0 +1,58 @@
+"""Intensities: a contrast phase, one HU mean per tissue from :data:`priors.HU`, and a smooth texture per tissue.
+
+Why ranges and not values: the network must not learn one scanner's look. Each case draws every tissue's
+mean uniformly from the range of its phase, so the organs' relative brightness changes with the phase the
+way real scans do (aorta far above the liver in the arterial phase, below it without contrast) while staying
+within what the literature reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from dvcl.synthesis.anatomy import Anatomy
+from dvcl.synthesis.config import SynthesisConfig
+from dvcl.synthesis.priors import DEFAULT_PHASE, HU, PHASE_WEIGHTS, PHASES, TEXTURE_SD, TISSUES
+from dvcl.synthesis.spatial import smooth_field
+
+log = logging.getLogger(__name__)
+
+
+def draw_phase(rng: np.random.Generator, cfg: SynthesisConfig, override: Optional[str] = None) -> str:
+    """The case's contrast phase (one draw always, so other draws do not depend on the switch)."""
+    p = np.array([PHASE_WEIGHTS[ph] for ph in PHASES], float)
+    drawn = PHASES[int(rng.choice(len(PHASES), p=p / p.sum()))]
+    if override is not None:
+        return override
+    return drawn if cfg.phase else DEFAULT_PHASE
+
+
+def draw_means(rng: np.random.Generator, phase: str) -> np.ndarray:
+    """One mean HU per tissue (index as :data:`priors.TISSUES`), uniform in the phase's range."""
+    u = rng.uniform(size=len(TISSUES))
+    lo = np.array([HU[t][phase][0] for t in TISSUES])
+    hi = np.array([HU[t][phase][1] for t in TISSUES])
+    return (lo + u * (hi - lo)).astype(np.float32)
+
+
+def tissue_image(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig,
+                 phase: str) -> Tuple[np.ndarray, Dict[str, object]]:
+    """HU image on the anatomy grid: tissue means plus (if ``cfg.texture``) two smooth texture fields mixed
+    with per-tissue weights. Returns the image and the drawn means by tissue name."""
+    means = draw_means(rng, phase)
+    sd = np.array([rng.uniform(*TEXTURE_SD[t]) for t in TISSUES], np.float32)
+    mix = rng.uniform(size=len(TISSUES)).astype(np.float32)
+    cells = rng.uniform(*cfg.texture_mm, size=2)
+    field_seed = int(rng.integers(2**32))
+    img = means[a.tissue]
+    if cfg.texture:
+        frng = np.random.default_rng(field_seed)
+        for k, w in enumerate((np.sqrt(mix), np.sqrt(1 - mix))):
+            f = smooth_field(frng, a.tissue.shape, cells[k] / a.spacing)
+            f /= max(float(f.std()), 1e-6)
+            img += (sd * w)[a.tissue] * f
+    info = {"phase": phase, "means": {t: round(float(m), 1) for t, m in zip(TISSUES, means)}}
+    return img, info

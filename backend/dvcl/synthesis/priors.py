@@ -1,0 +1,139 @@
+"""Every literature fact the synthesis uses, in one place: tissue list, HU per tissue and contrast phase, texture,
+phase frequencies and organ-absence probabilities.
+
+Why: SynthSeg-style training (Billot et al., MedIA 2023) only transfers to real scans when every tissue's
+intensity is drawn from a range wide enough to cover real scanners, and for CT those ranges are known in
+Hounsfield units. Each case draws one mean per tissue uniformly from the range of its contrast phase below.
+Sources as collected in ``/work/shared/research/synthesis.md`` (section 3.1); **(est.)** marks an engineering
+estimate with no source. No scan of ``tests/data`` was used to set or tune any value.
+
+=================  =============  ==============  ==============  ==============  ===============================
+tissue             native (NC)    arterial (LA)   portal (PV)     delayed         source
+=================  =============  ==============  ==============  ==============  ===============================
+air, bowel gas     -1000          =               =               =               physics
+lung               -910..-800     =               =               =               radclass (-850..-910), radgray
+fat                -120..-70      =               =               =               radclass (-50..-100), biologyinsights
+liver              45..70         65..100         90..140         70..110         radclass, seekhealthz, Boyce AJR
+                                                                                  (58.8+-10.8); LA = NC+20..30
+                                                                                  (Radiopaedia); PV, del (est.),
+                                                                                  PV > 80..90 (Pickhardt ARRS 2024)
+spleen             35..55         80..160         100..140        80..110         radclass; LA heterogeneous; (est.)
+kidney cortex      20..45         190..260        150..210        100..160        radclass; LA = NC+195..217
+                                                                                  (PubMed 17367973); PV, del (est.)
+kidney medulla     20..45         70..140         140..200        100..160        cortex-medulla gap 110..140 LA,
+                                                                                  < 30 PV (same study)
+pancreas           35..55         100..150        85..130         70..100         ppdoc (40..50, not verified);
+                                                                                  peak 40..70 s (Lu, Radiology
+                                                                                  1996); PV, del (est.)
+aorta, arteries    30..55         250..450        150..220        100..150        radgray (30..45), radclass
+                                                                                  (45..65); LA 290..360
+                                                                                  (Radiopaedia), 464+-58 peak
+                                                                                  (PLOS ONE); PV, del (est.)
+IVC, veins         30..55         40..120         120..180        100..150        NC as blood; LA, PV, del (est.)
+portal vein        30..55         120..170        150..220        100..150        LA 145+-20 (PLOS ONE); (est.)
+heart blood        30..55         150..350        130..200        100..150        as blood (est.)
+adrenal            10..40         50..90          50..90          40..70          soft tissue; <=10 HU lipid-rich
+                                                                                  adenoma (Park, KJR 2007); (est.)
+GI wall            30..55         60..110         60..100         50..80          wall 30..60; mucosa enhances (est.)
+bile               0..20          =               =               =               The Common Vein (1..5), use 0..20
+water, urine, CSF  -5..20         =               =               =               water 0
+food, stool        -40..60        =               =               =               (est.)
+oral contrast      150..600       =               =               =               "several hundred HU" (est.)
+muscle             40..60         45..70          50..75          50..70          Grainger 40..80, biologyinsights
+                                                                                  45..50; slight rise (est.)
+liver lesion       0..40          10..60          10..70          10..70          cyst/metastasis (est.)
+bone, cancellous   60..250        =               =               =               radgray (+50..200), radclass
+bone, cortical     350..1000      =               =               =               radgray (+250..1000)
+costal cartilage   80..200        =               =               =               (est.)
+disc               60..110        =               =               =               (est.)
+scanner table      50..400        =               =               =               (est.)
+metal              2000..3000     =               =               =               (est.), clipped at 3071
+=================  =============  ==============  ==============  ==============  ===============================
+
+Phase timing (radiodaddy, seekhealthz): late arterial 25-40 s, portal venous 60-70 s (50-90 s), delayed 3-5 min.
+Image noise of abdominal CT: 8 HU standard dose, 11.5 HU low dose (Husarik, Acad Radiol 2011); 30-38 HU on
+thin-slice FBP chest CT (Eur Radiol Exp 2018); it is spatially correlated (Kanal, AJR 2007).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+Range = Tuple[float, float]
+
+#: contrast phases, as the phantoms name them plus "delayed"
+PHASES: Tuple[str, ...] = ("native", "arterial", "portal", "delayed")
+#: how often each phase is drawn (est.: portal venous is the routine abdominal protocol)
+PHASE_WEIGHTS: Dict[str, float] = {"native": 0.2, "arterial": 0.25, "portal": 0.4, "delayed": 0.15}
+#: the phase used when phase randomisation is off
+DEFAULT_PHASE = "portal"
+
+#: generation tissues; index 0 must be the air outside the body (the fill value of every resampling)
+TISSUES: Tuple[str, ...] = (
+    "air", "gas", "lung", "fat", "muscle", "bone_cancellous", "bone_cortical", "cartilage", "disc", "fluid",
+    "bile", "food", "oral_contrast", "gi_wall", "liver", "liver_lesion", "spleen", "kidney_cortex",
+    "kidney_medulla", "pancreas", "adrenal", "artery", "vein", "portal_vein", "heart", "table", "metal",
+)
+T: Dict[str, int] = {name: i for i, name in enumerate(TISSUES)}
+
+
+def _same(lo: float, hi: float) -> Dict[str, Range]:
+    return {p: (lo, hi) for p in PHASES}
+
+
+def _phases(native: Range, arterial: Range, portal: Range, delayed: Range) -> Dict[str, Range]:
+    return {"native": native, "arterial": arterial, "portal": portal, "delayed": delayed}
+
+
+#: mean HU range per tissue and phase (the table in the module docstring)
+HU: Dict[str, Dict[str, Range]] = {
+    "air": _same(-1010, -990),
+    "gas": _same(-1010, -960),
+    "lung": _same(-910, -800),
+    "fat": _same(-120, -70),
+    "muscle": _phases((40, 60), (45, 70), (50, 75), (50, 70)),
+    "bone_cancellous": _same(60, 250),
+    "bone_cortical": _same(350, 1000),
+    "cartilage": _same(80, 200),
+    "disc": _same(60, 110),
+    "fluid": _same(-5, 20),
+    "bile": _same(0, 20),
+    "food": _same(-40, 60),
+    "oral_contrast": _same(150, 600),
+    "gi_wall": _phases((30, 55), (60, 110), (60, 100), (50, 80)),
+    "liver": _phases((45, 70), (65, 100), (90, 140), (70, 110)),
+    "liver_lesion": _phases((0, 40), (10, 60), (10, 70), (10, 70)),
+    "spleen": _phases((35, 55), (80, 160), (100, 140), (80, 110)),
+    "kidney_cortex": _phases((20, 45), (190, 260), (150, 210), (100, 160)),
+    "kidney_medulla": _phases((20, 45), (70, 140), (140, 200), (100, 160)),
+    "pancreas": _phases((35, 55), (100, 150), (85, 130), (70, 100)),
+    "adrenal": _phases((10, 40), (50, 90), (50, 90), (40, 70)),
+    "artery": _phases((30, 55), (250, 450), (150, 220), (100, 150)),
+    "vein": _phases((30, 55), (40, 120), (120, 180), (100, 150)),
+    "portal_vein": _phases((30, 55), (120, 170), (150, 220), (100, 150)),
+    "heart": _phases((30, 55), (150, 350), (130, 200), (100, 150)),
+    "table": _same(50, 400),
+    "metal": _same(2000, 3000),
+}
+
+#: standard deviation (HU) of each tissue's smooth texture, drawn per case (est.; organs are nearly homogeneous,
+#: lung, bone, bowel content and the arterial spleen are not)
+TEXTURE_SD: Dict[str, Range] = {name: (2.0, 8.0) for name in TISSUES}
+TEXTURE_SD.update({"air": (0.0, 2.0), "gas": (0.0, 10.0), "lung": (10.0, 40.0), "bone_cancellous": (10.0, 40.0),
+                   "bone_cortical": (20.0, 80.0), "food": (10.0, 40.0), "oral_contrast": (10.0, 60.0),
+                   "spleen": (2.0, 20.0), "metal": (0.0, 50.0), "table": (0.0, 20.0)})
+
+#: probability that an organ is absent (resected or congenitally missing): cholecystectomy is common, a missing
+#: kidney (nephrectomy, agenesis) rarer, splenectomy rare (est.); at most one kidney is removed
+ABSENCE: Dict[str, float] = {"gallbladder": 0.15, "kidney": 0.05, "spleen": 0.02}
+
+
+def check_tables() -> None:
+    """Fail loudly if the tables disagree (every tissue has a range for every phase, lo <= hi)."""
+    for name in TISSUES:
+        for phase in PHASES:
+            lo, hi = HU[name][phase]
+            assert lo <= hi, (name, phase)
+        lo, hi = TEXTURE_SD[name]
+        assert 0 <= lo <= hi, name
+    assert set(HU) == set(TISSUES) and T["air"] == 0

@@ -1,0 +1,176 @@
+"""Domain-randomised synthetic CT (dvcl.synthesis): seeds, labels, every switch, HU per phase against the
+literature table, spacing ranges, and a written folder that `dvcl prepare` accepts. Small grids: each test
+takes a few seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from dvcl.errors import ConfigError
+from dvcl.synthesis import HU, PHASES, SWITCHES, TISSUES, SynthesisConfig, synthesize, write_synthetic_dataset
+from dvcl.synthesis.acquisition import draw_acquisition
+from dvcl.synthesis.anatomy import Anatomy
+from dvcl.synthesis.priors import T, check_tables
+
+FLARE = {"liver": 1, "right kidney": 2, "spleen": 3, "aorta": 5, "gallbladder": 9, "left kidney": 13}
+#: a coarse, small case: 5 mm anatomy, 2.5-3.5 mm pixels, 3-6 mm slices (about 130 x 110 x 40 voxels)
+SMALL = SynthesisConfig(anatomy_mm=5.0, body_fov_mm=(300.0, 340.0), z_extent_mm=(150.0, 180.0),
+                        in_plane_mm=(2.5, 3.5), slice_mm=(3.0, 6.0), fixed_spacing=(3.0, 3.0, 5.0), matrix=160)
+#: everything that adds intensity variation inside a tissue turned off
+FLAT = SMALL.without("noise", "texture", "bias", "streaks")
+
+
+def arrays(case):
+    return sitk.GetArrayFromImage(case.image), sitk.GetArrayFromImage(case.label)
+
+
+def interior(case, tissue: str, label: int) -> np.ndarray:
+    """Voxels of ``tissue`` inside organ ``label``, away from any other tissue (no blur): two voxels, one
+    for the thin aorta and spleen."""
+    _, lab = arrays(case)
+    m = (case.tissue == T[tissue]) & (lab == label)
+    return ndimage.binary_erosion(m, structure=np.ones((5, 5, 5) if tissue == "liver" else (3, 3, 3), bool))
+
+
+def test_tables_are_consistent_and_switches_match_the_cli():
+    check_tables()
+    assert TISSUES[0] == "air" and set(PHASES) == {"native", "arterial", "portal", "delayed"}
+    from dvcl.cli.synth import SWITCH_HELP
+
+    assert tuple(SWITCH_HELP) == SWITCHES
+
+
+def test_same_seed_same_case_and_different_seeds_differ():
+    a, b, c = synthesize(3, SMALL), synthesize(3, SMALL), synthesize(4, SMALL)
+    (ia, la), (ib, lb), (ic, _) = arrays(a), arrays(b), arrays(c)
+    assert np.array_equal(ia, ib) and np.array_equal(la, lb)
+    assert a.image.GetSpacing() == b.image.GetSpacing() and a.image.GetOrigin() == b.image.GetOrigin()
+    assert ia.shape != ic.shape or not np.array_equal(ia, ic)
+    assert a.info["means"] != c.info["means"]
+
+
+def test_labels_are_exactly_flare22_and_images_are_ct():
+    case = synthesize(5, SMALL.without("absence", "fov"))
+    img, lab = arrays(case)
+    assert lab.dtype == np.uint8 and img.dtype == np.int16
+    assert set(np.unique(lab)) == set(range(14)), "all 13 organs and background"
+    assert img.min() <= -900 and img.max() >= 300  # air and bone
+    assert case.image.GetSize() == case.label.GetSize() and case.image.GetOrigin() == case.label.GetOrigin()
+    for name in ("fat", "muscle", "bone_cortical", "lung", "air"):  # generation-only tissues, all label 0
+        assert (case.tissue == T[name]).any(), name
+        assert np.all(lab[case.tissue == T[name]] == 0), name
+
+
+def test_noise_switch_governs_the_noise_in_a_flat_region():
+    quiet = synthesize(6, FLAT)
+    noisy = synthesize(6, SMALL.without("texture", "bias", "streaks"))
+    m = interior(quiet, "liver", 1)
+    assert m.sum() > 200
+    assert float(arrays(quiet)[0][m].std()) < 1.0
+    assert float(arrays(noisy)[0][m].std()) > 4.0
+    assert np.array_equal(arrays(quiet)[1], arrays(noisy)[1]), "noise must not change the labels"
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_organ_hu_lies_in_the_table_range_of_the_phase(phase):
+    case = synthesize(7, FLAT.without("absence", "blur"), phase=phase)
+    assert case.info["phase"] == phase
+    img, _ = arrays(case)
+    for tissue, label in (("liver", 1), ("spleen", 3), ("artery", 5), ("kidney_cortex", 2)):
+        m = interior(case, tissue, label) if tissue != "kidney_cortex" else (
+            (case.tissue == T[tissue]) & (arrays(case)[1] == label))
+        assert m.sum() > 3, tissue
+        lo, hi = HU[tissue][phase]
+        median = float(np.median(img[m]))
+        slack = 3.0 if tissue != "kidney_cortex" else 60.0  # the thin cortex is blurred with its neighbours
+        assert lo - slack <= median <= hi + slack, (tissue, phase, median, (lo, hi))
+
+
+def test_phase_reorders_aorta_and_liver_as_the_table_says():
+    native = synthesize(8, FLAT.without("blur"), phase="native")
+    arterial = synthesize(8, FLAT.without("blur"), phase="arterial")
+    med = {}
+    for name, case in (("native", native), ("arterial", arterial)):
+        img, _ = arrays(case)
+        med[name] = [float(np.median(img[interior(case, t, lab)])) for t, lab in (("artery", 5), ("liver", 1))]
+    assert med["arterial"][0] - med["arterial"][1] > HU["artery"]["arterial"][0] - HU["liver"]["arterial"][1] - 5
+    assert abs(med["native"][0] - med["native"][1]) < max(HU["liver"]["native"][1] - HU["artery"]["native"][0], 40)
+    assert np.array_equal(arrays(native)[1], arrays(arterial)[1]), "the phase must not change the anatomy"
+    off = [synthesize(s, SMALL.without("phase")).info["phase"] for s in (1, 2)]
+    assert off == ["portal", "portal"]
+
+
+def test_absence_can_drop_organs_and_is_off_when_switched_off():
+    forced = SMALL.without("fov")
+    gone = synthesize(9, SynthesisConfig(**{**forced.to_dict(), "absence_p": {"gallbladder": 1.0, "kidney": 1.0}}))
+    kept = synthesize(9, forced.without("absence"))
+    lab_gone, lab_kept = arrays(gone)[1], arrays(kept)[1]
+    assert FLARE["gallbladder"] in lab_kept and FLARE["gallbladder"] not in lab_gone
+    kidneys = {FLARE["right kidney"], FLARE["left kidney"]}
+    assert kidneys <= set(np.unique(lab_kept)) and len(kidneys & set(np.unique(lab_gone))) == 1
+    assert gone.info["absent"] and kept.info["absent"] == []
+
+
+def test_resolution_draws_spacing_in_range_and_is_fixed_when_off():
+    cfg = SynthesisConfig()
+    label = np.zeros((60, 200, 200), np.uint8)
+    tissue = np.zeros_like(label)
+    tissue[:, 20:180, 10:190] = T["fat"]  # a 320 x 360 mm body on a 2 mm grid
+    a = Anatomy(label, tissue, 2.0, np.zeros(3), (200.0, 200.0), (180.0, 160.0), {})
+    for seed in range(20):
+        acq = draw_acquisition(a, np.random.default_rng(seed), cfg)
+        sx, sy, sz = acq.spacing
+        assert 0.6 <= sx == sy <= 1.0 and 0.6 <= sz <= 5.0, acq.spacing
+        assert acq.thickness >= sz and max(acq.size[:2]) <= cfg.matrix
+        fixed = draw_acquisition(a, np.random.default_rng(seed), cfg.without("resolution"))
+        assert fixed.spacing == cfg.fixed_spacing
+    case = synthesize(10, SMALL)
+    sx, sy, sz = case.image.GetSpacing()
+    assert 2.5 <= sx <= 3.5 and 3.0 <= sz <= 6.0
+
+
+def test_switches_off_leave_the_anatomy_alone_and_turn_their_part_off():
+    base = synthesize(11, SMALL)
+    for switch in ("noise", "texture", "bias", "streaks", "blur", "phase"):
+        other = synthesize(11, SMALL.without(switch))
+        assert np.array_equal(arrays(base)[1], arrays(other)[1]), switch
+        assert not np.array_equal(arrays(base)[0], arrays(other)[0]) or switch in ("phase", "streaks"), switch
+    plain = synthesize(11, SMALL.without("arms", "table", "streaks"))
+    assert not plain.info["arms"] and not plain.info["table"] and not plain.info["metal"]
+    assert not (plain.tissue == T["table"]).any() and not (plain.tissue == T["metal"]).any()
+    rigid = synthesize(11, SMALL.without("affine", "elastic"))
+    assert rigid.info["scale"] == [1.0, 1.0, 1.0] and rigid.info["elastic_sd_mm"] == 0.0
+    assert synthesize(11, SMALL.without("fov")).info["fov_crop"] == []
+
+
+def test_bad_config_is_a_config_error():
+    with pytest.raises(ConfigError):
+        SynthesisConfig(noise_sd=(10.0, 5.0))
+    with pytest.raises(ConfigError):
+        SynthesisConfig(arms_p=1.5)
+    with pytest.raises(ConfigError):
+        SynthesisConfig().without("colour")
+    with pytest.raises(ConfigError):
+        synthesize(0, SMALL, phase="venous")
+    with pytest.raises(ConfigError):
+        SynthesisConfig(absence_p={"liver": 1.0})
+
+
+def test_written_folder_is_accepted_by_prepare(tmp_path):
+    from dvcl.data.cache import Cache, prepare_dataset
+
+    out = tmp_path / "synth"
+    result = write_synthetic_dataset(out, 2, seed=1, config=SMALL)
+    assert result["labeled"] == ["synth_abd_000", "synth_abd_001"] and result["seconds_per_case"] > 0
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["preset"] == "flare22" and meta["synthesis"]["config"]["anatomy_mm"] == 5.0
+    cache, counts = prepare_dataset(out, tmp_path / "cache", workers=1)
+    assert counts["processed"] == 2
+    cache = Cache(tmp_path / "cache")
+    seg = np.load(cache.label_path("synth_abd_000"))
+    assert seg.max() <= 13 and (seg == 1).any()
