@@ -21,7 +21,7 @@ SWITCH_HELP = {
     "resolution": "random spacing and slice thickness (off: 0.8 x 0.8 x 2.5 mm)",
     "fov": "truncated fields of view",
     "arms": "arms beside the body",
-    "table": "the patient table",
+    "table": "patient table",
 }
 
 

@@ -85,7 +85,7 @@ def draw_acquisition(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig)
     nz = max(4, int(np.floor(z_len / s_z)) + 1)
     if nx * ny * nz > cfg.max_voxels:
         s_z_fit = z_len / max(cfg.max_voxels // (nx * ny) - 1, 1)
-        s_z_new = min(max(s_z, s_z_fit), cfg.slice_mm[1] if cfg.resolution else s_z)
+        s_z_new = float(min(max(s_z, s_z_fit), cfg.slice_mm[1] if cfg.resolution else s_z))
         nz = max(4, min(int(np.floor(z_len / s_z_new)) + 1, cfg.max_voxels // (nx * ny)))
         log.info("synthetic scan over the voxel budget (%d): slice spacing %.2f -> %.2f mm, %d slices",
                  cfg.max_voxels, s_z, s_z_new, nz)

@@ -245,10 +245,11 @@ def add_arms(a: Anatomy, rng: np.random.Generator) -> None:
         rb = rng.uniform(9, 13)
         bx, by = ax + rng.uniform(-0.3, 0.3) * r, ay + rng.uniform(-0.3, 0.3) * r
         db = np.sqrt((x - bx) ** 2 + (y - by) ** 2)
+        arm = (T["fat"], T["muscle"], T["bone_cortical"])
         _paint2d(a, d <= r, T["fat"])
-        _paint2d(a, d <= r - rng.uniform(4, 12), T["muscle"])
-        _paint2d(a, db <= rb, T["bone_cortical"])
-        _paint2d(a, db <= rb - rng.uniform(2.5, 4), T["bone_cancellous"])
+        _paint2d(a, d <= r - rng.uniform(4, 12), T["muscle"], arm)
+        _paint2d(a, db <= rb, T["bone_cortical"], arm)
+        _paint2d(a, db <= rb - rng.uniform(2.5, 4), T["bone_cancellous"], arm)
 
 
 def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy) -> None:
@@ -268,10 +269,11 @@ def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy) -> Non
         a.tissue[k0:k1][:, screw] = T["metal"]
 
 
-def _paint2d(a: Anatomy, mask2d: np.ndarray, tissue: int) -> None:
-    """Paint a z-invariant cross-section on every slice, only where no organ label is (arms and table never
-    cover organs)."""
+def _paint2d(a: Anatomy, mask2d: np.ndarray, tissue: int, over: tuple = ()) -> None:
+    """Paint a z-invariant cross-section on every slice, only over air (and the tissues in ``over``: an arm's
+    muscle over its own fat), so the table and arms never cut into the body."""
     m = np.broadcast_to(mask2d, a.tissue.shape[1:])
+    allowed = np.array((T["air"],) + tuple(over), np.uint8)
     for k in range(a.tissue.shape[0]):
         t = a.tissue[k]
-        t[m & (a.label[k] == 0)] = tissue
+        t[m & np.isin(t, allowed) & (a.label[k] == 0)] = tissue
