@@ -169,8 +169,8 @@ def write_phantom_dataset(
     write_json_atomic(root / "dataset.json", meta)
     seconds = time.perf_counter() - start
     n = n_labeled + n_unlabeled
-    log.info("wrote %d %s phantoms to %s in %.1f s (generation %.2f s per case)", n, kind, root, seconds,
-             gen_seconds / n)
+    what = f"{kind} phantoms" if generator is None else f"{prefix} cases"
+    log.info("wrote %d %s to %s in %.1f s (generation %.2f s per case)", n, what, root, seconds, gen_seconds / n)
     return {"out_dir": str(root.resolve()), "kind": kind, "preset": preset_name, "labeled": labeled,
             "unlabeled": unlabeled, "dataset_json": str((root / "dataset.json").resolve()),
             "seconds": round(seconds, 3), "seconds_per_case": round(gen_seconds / n, 3)}
