@@ -119,6 +119,8 @@ class DVCLSegmentationTest(ScriptedLoadableModuleTest):
             tabs = panel.ui.tabWidget
             self.assertEqual([tabs.tabText(i) for i in range(tabs.count)], ["Segment", "Train", "Evaluate", "Setup"])
             self.assertGreater(panel.ui.methodComboBox.count, 0)
+            # the Train tab's adaptation lists the Segment tab's models
+            self.assertEqual(panel.ui.adaptModelComboBox.count, panel.ui.modelComboBox.count)
         finally:
             panel.cleanup()
         self.delayDisplay("Panel OK")

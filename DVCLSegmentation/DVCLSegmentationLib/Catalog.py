@@ -12,6 +12,7 @@ panel shows the real lists before anything is installed. There is no hand-writte
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import logging
@@ -165,3 +166,31 @@ def profile_defaults(profile: str, preset: str = "") -> Dict[str, Any]:
         if key in options:
             values[key] = tuple(options[key]) if key == "patch" else options[key]
     return values
+
+
+def adapt_default_iterations() -> int:
+    """``dvcl adapt``'s default number of iterations (``DEFAULT_ITERATIONS`` of the backend's ``adapt.py``).
+
+    Read from the file's syntax tree, not executed: ``adapt.py`` is torch-free at import but imports other
+    ``dvcl`` modules, which a backend that is bundled but not installed cannot provide.
+    """
+    package_dir = dvcl_package_dir()
+    if package_dir is None:
+        raise CatalogError("the dvcl backend was not found (neither installed nor bundled with the extension)")
+    path = package_dir / "adapt.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CatalogError(f"{path}: cannot read the backend's adaptation defaults ({exc})") from exc
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if any(isinstance(t, ast.Name) and t.id == "DEFAULT_ITERATIONS" for t in targets) and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                break
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return value
+            break
+    raise CatalogError(f"{path}: no DEFAULT_ITERATIONS = <positive integer> (this backend has no `dvcl adapt`?)")

@@ -17,6 +17,11 @@ from . import Catalog
 from .Backend import SEGMENTATION_FORMATS, DVCLModuleError
 
 DEVICES = ("auto", "cuda", "cpu")
+#: the trainer's stop-request file in a run folder (backend/dvcl/training/trainer.py STOP_FILE; a test checks it)
+STOP_FILE = "STOP"
+#: ``dvcl adapt``'s default work folder is ``<out>`` + this, next to the output (backend/dvcl/adapt.py WORK_SUFFIX;
+#: a test checks they match)
+ADAPT_WORK_SUFFIX = ".adapt-work"
 T = TypeVar("T", bound="_Serializable")
 
 
@@ -162,6 +167,110 @@ class TrainingParameters(_Serializable):
         for item in self.settings:
             args += ["--set", item]
         args += workers
+        if overwrite:
+            args.append("--overwrite")
+        return args
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _resolved(text: str) -> Path:
+    return Path(text).expanduser().resolve()
+
+
+@dataclass
+class AdaptParameters(_Serializable):
+    """``dvcl adapt`` options: fine-tune a model on the site's unlabeled scans into a new model package.
+
+    ``iterations`` None leaves the schedule to the backend (``DEFAULT_ITERATIONS`` in backend/dvcl/adapt.py; the
+    Train tab shows that number, read by :func:`Catalog.adapt_default_iterations`). Re-running the same command
+    resumes an adaptation that was stopped (the backend's work folder, :meth:`work_path`, holds the run).
+    """
+
+    model_dir: str = ""
+    labeled_dir: str = ""
+    unlabeled_dir: str = ""
+    out_dir: str = ""
+    iterations: Optional[int] = None
+    device: str = "auto"
+    #: cache and training run; "" = the backend's default ``<out>.adapt-work`` next to the output
+    work_dir: str = ""
+
+    def out_path(self) -> Path:
+        return Path(self.out_dir).expanduser()
+
+    def work_path(self) -> Path:
+        if self.work_dir.strip():
+            return Path(self.work_dir).expanduser()
+        out = self.out_path()
+        return out.parent / f"{out.name}{ADAPT_WORK_SUFFIX}"
+
+    def stop_file(self) -> Path:
+        """The stop request the adaptation's trainer polls: ``<work>/run/STOP``."""
+        return self.work_path() / "run" / STOP_FILE
+
+    def output_exists(self) -> bool:
+        """True when ``out_dir`` holds something (starting then needs ``overwrite``; an empty folder is fine)."""
+        if not self.out_dir.strip():
+            return False
+        out = self.out_path()
+        if out.is_dir():
+            return any(out.iterdir())
+        return out.exists()
+
+    def resumable(self) -> bool:
+        """True when the work folder holds an adaptation that has not written its model yet (Start resumes it)."""
+        return (bool(self.out_dir.strip()) and (self.work_path() / "adapt.json").is_file()
+                and not self.output_exists())
+
+    def validate(self, overwrite: bool = False) -> None:
+        if not self.model_dir.strip():
+            raise ParameterError("choose the model to adapt")
+        model = Path(self.model_dir).expanduser()
+        if not model.is_dir():
+            raise ParameterError(f"{self.model_dir}: model folder not found")
+        if not (model / "model.json").is_file():
+            raise ParameterError(f"{self.model_dir}: not a dvcl model package (model.json is missing)")
+        if not self.labeled_dir.strip():
+            raise ParameterError("choose the labeled data folder (labeled scans in the model's label set; "
+                                 "required for now)")
+        if not Path(self.labeled_dir).expanduser().is_dir():
+            raise ParameterError(f"{self.labeled_dir}: labeled data folder not found")
+        if not self.unlabeled_dir.strip():
+            raise ParameterError("choose the folder of your unlabeled scans")
+        if not Path(self.unlabeled_dir).expanduser().is_dir():
+            raise ParameterError(f"{self.unlabeled_dir}: unlabeled scans folder not found")
+        if not self.out_dir.strip():
+            raise ParameterError("choose an output folder for the adapted model")
+        out, model_path = _resolved(self.out_dir), model.resolve()
+        if _inside(out, model_path) or _inside(model_path, out):
+            raise ParameterError(f"{self.out_dir}: the output must not lie inside the model folder "
+                                 f"{self.model_dir} (nor hold it): choose another output folder")
+        for name, folder in (("unlabeled scans", self.unlabeled_dir), ("labeled data", self.labeled_dir)):
+            if _inside(out, _resolved(folder)):
+                raise ParameterError(f"{self.out_dir}: the output must not lie inside the {name} folder {folder}")
+        if self.out_path().exists() and not self.out_path().is_dir():
+            raise ParameterError(f"{self.out_dir}: exists and is not a folder")
+        if self.output_exists() and not overwrite:
+            raise ParameterError(f"{self.out_dir} already exists: confirm to replace it (the adaptation then "
+                                 "starts over), or choose another output folder")
+        if self.iterations is not None and int(self.iterations) < 1:
+            raise ParameterError("iterations must be at least 1")
+        _check_device(self.device)
+
+    def cli_args(self, overwrite: bool = False) -> List[str]:
+        """``dvcl adapt`` arguments; the same arguments again continue a stopped adaptation."""
+        self.validate(overwrite)
+        args = ["adapt", "--model", self.model_dir, "--unlabeled", self.unlabeled_dir, "--labeled", self.labeled_dir,
+                "-o", self.out_dir]
+        if self.iterations is not None:
+            args += ["--iterations", str(int(self.iterations))]
+        args += ["--device", self.device]
+        if self.work_dir.strip():
+            args += ["--work-dir", self.work_dir]
         if overwrite:
             args.append("--overwrite")
         return args

@@ -126,7 +126,7 @@ class ProgressEventParser:
     Signals (arguments):
         started(task: str, total: int | None)
         progress(ProgressInfo)
-        log(line: str)                          stderr lines and non-JSON stdout lines
+        log(line: str)                          stderr lines, non-JSON stdout lines, ``message`` events' text
         metrics(event: dict)                    {"iteration", "losses", "lr", "val_dice", ...}
         output(path: str, kind: str)
         error_occurred(message: str)            only for failures, not for a requested cancel
@@ -186,6 +186,8 @@ class ProgressEventParser:
             self.output.emit(*item)
         elif kind == "error":
             self._error_event = str(event.get("message", "")).strip()
+        elif kind == "message" and str(event.get("message") or "").strip():  # a line for the user (adapt, demo)
+            self.log.emit(str(event["message"]))
         elif kind == "done":
             self.log.emit(f"{event.get('task', 'task')} done in {_opt_float(event.get('seconds')) or 0:.1f} s")
         else:  # unknown events are shown, not dropped: the protocol may grow

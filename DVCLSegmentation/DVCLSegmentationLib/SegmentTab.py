@@ -16,6 +16,7 @@ from .ModelRegistry import ModelRegistry
 from .Parameter import SegmentationParameters
 from .Process import ProgressInfo
 from .SegmentationLogic import SegmentationLogic, attached_result
+from .Signal import Signal
 from .TabBase import PanelHost, Tab, prop, show_progress
 
 NO_BACKEND_TEXT = ("The DVCL backend is not installed yet: press Segment (or Install in the Setup tab) to install "
@@ -31,7 +32,11 @@ def result_volume(segmentation_node: Any) -> Any:
 
 
 class SegmentTab(Tab):
-    """Binds the Segment page to a :class:`SegmentationLogic` and the model list."""
+    """Binds the Segment page to a :class:`SegmentationLogic` and the model list.
+
+    Signals:
+        models_changed()   the model list was re-read (the Train tab's adaptation lists the same models)
+    """
 
     def __init__(self, ui: Any, host: PanelHost, logic: SegmentationLogic, models: ModelRegistry,
                  backend_ready=lambda: True) -> None:
@@ -39,6 +44,7 @@ class SegmentTab(Tab):
         self.logic = logic
         self.models = models
         self._backend_ready = backend_ready
+        self.models_changed = Signal("models_changed")
         ui.segmentButton.clicked.connect(self.on_segment)
         ui.cancelSegmentButton.clicked.connect(self.on_cancel)
         ui.addModelButton.clicked.connect(self.on_add_model)
@@ -67,6 +73,13 @@ class SegmentTab(Tab):
         finally:
             combo.blockSignals(was_blocked)
         self.on_model_changed()
+        self.models_changed.emit()
+
+    def add_model_package(self, info: Any) -> None:
+        """A model made by the panel (training, adaptation): remember its folder and select it."""
+        self.models.add(info.path)
+        self.host.set_settings_value("models", self.models.to_json())
+        self.refresh_models(str(info.path))
 
     def current_model_dir(self) -> str:
         combo = self.ui.modelComboBox

@@ -12,6 +12,9 @@ from typing import Callable, ClassVar, Optional
 from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
 from .Signal import Signal
 
+#: what Stop says while a training run (``dvcl train``, ``dvcl adapt``) finishes its iteration and saves
+STOPPING_MESSAGE = "Stopping: saving a checkpoint at the end of the current iteration (Force stop ends it now)"
+
 
 class BackendTask:
     """Base of the logic classes. Signals: progress(ProgressInfo), log(str), finished, error_occurred(str),

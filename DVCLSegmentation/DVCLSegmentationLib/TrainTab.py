@@ -4,6 +4,8 @@ Method, preset and profile lists come from the backend's catalogue (``Catalog.py
 installation. Choosing a profile shows its schedule (the preset's batch/iterations where the profile leaves
 them open). Before a paper-profile run the GPU is checked: the paper setting needs about 11 GiB of GPU memory
 and weeks on a CPU, so a smaller card or no GPU is said before the run starts, not after it fails.
+
+The page's "Adapt a model to your scans" section (``dvcl adapt``) is bound by ``AdaptSection.py``.
 """
 
 from __future__ import annotations

@@ -21,18 +21,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
-from .Parameter import TrainingParameters
+from .Parameter import STOP_FILE, TrainingParameters
 from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
 from .SceneBridge import TrainingCurves
 from .Signal import Signal
-from .Task import BackendTask
+from .Task import STOPPING_MESSAGE, BackendTask
 
 log = logging.getLogger(__name__)
 
 IDLE, TRAINING, STOPPING, EXPORTING = "idle", "training", "stopping", "exporting"
-#: the trainer's stop-request file name (backend/dvcl/training/trainer.py STOP_FILE; a test checks they match)
-STOP_FILE = "STOP"
-STOPPING_MESSAGE = "Stopping: saving a checkpoint at the end of the current iteration (Force stop ends it now)"
 
 
 class TrainingLogic(BackendTask):

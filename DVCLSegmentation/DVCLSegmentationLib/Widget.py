@@ -1,8 +1,8 @@
 """The module's panel: loads ``Resources/UI/DVCLSegmentation.ui``, builds one object per tab and hosts them.
 
-Thin on purpose: each tab's bindings live in its own file (``SegmentTab``, ``TrainTab``, ``EvaluateTab``,
-``SetupTab``) and every decision that can be tested without a GUI lives in the logic modules. This file is
-the :class:`~DVCLSegmentationLib.TabBase.PanelHost` the tabs talk to: dialogs, settings, slice views, the
+Thin on purpose: each tab's bindings live in its own file (``SegmentTab``, ``TrainTab`` with ``AdaptSection``,
+``EvaluateTab``, ``SetupTab``) and every decision that can be tested without a GUI lives in the logic modules. This
+file is the :class:`~DVCLSegmentationLib.TabBase.PanelHost` the tabs talk to: dialogs, settings, slice views, the
 shared log, and the refresh of every list after an installation.
 
 Options that belong to the scene (nodes, devices, numbers, check boxes) are kept in a
@@ -23,6 +23,8 @@ import qt
 import slicer
 
 from . import Catalog
+from .AdaptLogic import AdaptLogic
+from .AdaptSection import AdaptSection
 from .Backend import find_backend_dir, resource_path
 from .EvaluateTab import EvaluateTab
 from .EvaluationLogic import EvaluationLogic
@@ -81,6 +83,9 @@ PATH_SETTINGS = {
     "datasetJsonEdit": "datasetJson",
     "runFolderEdit": "runDir",
     "evalOutputFolderEdit": "evalOutDir",
+    "adaptLabeledFolderEdit": "adaptLabeledDir",
+    "adaptUnlabeledFolderEdit": "adaptUnlabeledDir",
+    "adaptOutputFolderEdit": "adaptOutDir",
 }
 
 
@@ -91,6 +96,7 @@ class Widget(qt.QWidget):
                  training_logic: Optional[TrainingLogic] = None,
                  evaluation_logic: Optional[EvaluationLogic] = None,
                  install_logic: Optional[InstallLogic] = None,
+                 adapt_logic: Optional[AdaptLogic] = None,
                  show_dialogs: bool = True, parent: Any = None) -> None:
         super().__init__(parent)
         if parameterNodeWrapper is None:
@@ -117,8 +123,11 @@ class Widget(qt.QWidget):
         self.segment_tab = SegmentTab(self.ui, self, segmentation_logic or SegmentationLogic(), models,
                                       backend_ready=install.is_ready)
         self.train_tab = TrainTab(self.ui, self, training_logic or TrainingLogic())
+        # the Train tab's "Adapt a model to your scans" section: the Segment tab's models, kept in step with it
+        self.adapt_section = AdaptSection(self.ui, self, adapt_logic or AdaptLogic(), models)
+        self.segment_tab.models_changed.connect(self.adapt_section.refresh_models)
         self.evaluate_tab = EvaluateTab(self.ui, self, evaluation_logic or EvaluationLogic())
-        self.tabs = [self.segment_tab, self.train_tab, self.evaluate_tab, self.setup_tab]
+        self.tabs = [self.segment_tab, self.train_tab, self.adapt_section, self.evaluate_tab, self.setup_tab]
 
         self._set_parameter_node()
         for tab in self.tabs:
@@ -187,11 +196,8 @@ class Widget(qt.QWidget):
         slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def model_added(self, info: Any) -> None:
-        models = self.segment_tab.models
-        models.add(info.path)
-        self.set_settings_value("models", models.to_json())
-        self.segment_tab.refresh_models(str(info.path))
-        self.inform(f"Training finished. Model '{info.name}' is ready in the Segment tab:\n{info.path}")
+        self.segment_tab.add_model_package(info)
+        self.inform(f"Model '{info.name}' is ready in the Segment tab:\n{info.path}")
 
     def refresh_after_install(self) -> None:
         """The backend was (re)installed: re-read the catalogue and the models, no restart needed."""

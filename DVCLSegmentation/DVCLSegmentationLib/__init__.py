@@ -12,13 +12,14 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
+    "AdaptLogic": "AdaptLogic",
     "DVCLModuleError": "Backend", "LabelInfo": "Backend", "ModelInfo": "Backend", "ModelPackageError": "Backend",
     "dvcl_command": "Backend", "installed_models": "Backend", "read_model_info": "Backend",
     "EvaluationLogic": "EvaluationLogic", "EvaluationReport": "EvaluationLogic",
     "InstallError": "InstallLogic", "InstallLogic": "InstallLogic",
     "ModelRegistry": "ModelRegistry",
-    "EvaluationParameters": "Parameter", "ParameterError": "Parameter", "SegmentationParameters": "Parameter",
-    "TrainingParameters": "Parameter",
+    "AdaptParameters": "Parameter", "EvaluationParameters": "Parameter", "ParameterError": "Parameter",
+    "SegmentationParameters": "Parameter", "TrainingParameters": "Parameter",
     "ProcessResult": "Process", "ProcessStartError": "Process", "ProgressInfo": "Process", "QtProcess": "Process",
     "SubprocessProcess": "Process", "default_process": "Process",
     "SceneInputError": "SceneBridge", "TrainingCurves": "SceneBridge",

@@ -8,7 +8,8 @@ parameterNodeWrapper in Slicer, a namespace here), folders through ``currentPath
 The backend stand-in (``write_backend_stand_in``) is a real child process started the way the module starts
 ``dvcl`` (``$DVCL_PYTHON -m dvcl.cli.main --progress json ...``); it speaks the progress protocol and writes
 files that follow the contracts (``dvcl segment``'s label file on the input grid and, with --uncertainty, the
-entropy and disagreement maps of contract 5; ``dvcl train`` that polls RUN_DIR/STOP each "iteration").
+entropy and disagreement maps of contract 5; ``dvcl train`` that polls RUN_DIR/STOP each "iteration"; ``dvcl adapt``
+that prepares, trains (polling WORK/run/STOP, resuming from WORK/run/iteration) and writes a model package).
 It stands in where the real backend would make a test slow (a network) or does not exist yet (--uncertainty).
 """
 
@@ -57,7 +58,8 @@ def load_ui() -> SimpleNamespace:
     file.close()
     widgets = {w.objectName(): w for w in form.findChildren(QtWidgets.QWidget) if w.objectName()}
     ui = SimpleNamespace(form=form, **widgets)
-    for name in ("dataFolderEdit", "unlabeledFolderEdit", "datasetJsonEdit", "runFolderEdit", "evalOutputFolderEdit"):
+    for name in ("dataFolderEdit", "unlabeledFolderEdit", "datasetJsonEdit", "runFolderEdit", "evalOutputFolderEdit",
+                 "adaptLabeledFolderEdit", "adaptUnlabeledFolderEdit", "adaptOutputFolderEdit"):
         getattr(ui, name).currentPath = ""
     for name in ("volumesTableView", "evaluationTableView"):
         view = getattr(ui, name)
@@ -182,6 +184,54 @@ STAND_IN = textwrap.dedent('''
                 time.sleep(0.5)  # "saving the checkpoint"
                 os.remove(os.path.join(run, "STOP"))
                 sys.exit(130)
+        sys.exit(0)
+    if command == "adapt":
+        if os.environ.get("DVCL_STAND_IN_IGNORE_SIGTERM"):  # like the PythonSlicer launcher: only a kill ends it
+            import signal
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        def opt(name, default=None):
+            return argv[argv.index(name) + 1] if name in argv else default
+        out, unlabeled = opt("-o"), opt("--unlabeled")
+        work = opt("--work-dir", out.rstrip("/") + ".adapt-work")
+        run = os.path.join(work, "run")
+        iterations = int(opt("--iterations", "300"))
+        scans = sorted(f for f in os.listdir(unlabeled) if not f.startswith("."))
+        if not scans:
+            sys.stderr.write(f"dvcl: error: {{unlabeled}}: no scan found (NIfTI, NRRD, MHA/MHD or DICOM folders)\\n")
+            sys.exit(2)
+        if os.path.isdir(out) and os.listdir(out) and "--overwrite" not in argv:
+            sys.stderr.write(f"dvcl: error: {{out}}: exists (use --overwrite to replace it)\\n")
+            sys.exit(2)
+        if "--overwrite" in argv:
+            shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(run, exist_ok=True)
+        open(os.path.join(work, "adapt.json"), "w").write(json.dumps({{"argv": argv}}))
+        ev(event="start", task="prepare", total=len(scans))
+        for i, _ in enumerate(scans, 1):
+            time.sleep(float(os.environ.get("DVCL_STAND_IN_PREPARE_S", "0")))
+            ev(event="progress", task="prepare", step=i, total=len(scans), message="preprocessing")
+        state = os.path.join(run, "iteration")
+        first = int(open(state).read()) + 1 if os.path.exists(state) else 1
+        ev(event="start", task="train", total=iterations)
+        for it in range(first, iterations + 1):
+            time.sleep(float(os.environ.get("DVCL_STAND_IN_ITERATION_S", "0.05")))
+            ev(event="progress", task="train", step=it, total=iterations)
+            ev(event="metrics", iteration=it, losses={{"sup": 1.0 / it}}, lr=0.1, val_dice=None)
+            open(state, "w").write(str(it))
+            if os.path.exists(os.path.join(run, "STOP")):
+                time.sleep(0.3)  # "saving the checkpoint"
+                os.remove(os.path.join(run, "STOP"))
+                sys.exit(130)
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        labels = {{"1": {{"name": "liver", "color": [200, 100, 50]}},
+                  "2": {{"name": "spleen", "color": [50, 100, 200]}}}}
+        name = os.path.basename(out.rstrip("/"))
+        json.dump({{"format": "dvcl-model/1", "name": name, "description": "adapted (stand-in)", "labels": labels,
+                   "card": {{"transductive": "scores on these scans are transductive"}}}},
+                  open(os.path.join(out, "model.json"), "w"))
+        open(os.path.join(out, "weights.safetensors"), "wb").write(b"x")
+        ev(event="done", task="adapt", model=os.path.abspath(out))
         sys.exit(0)
     sys.stderr.write(f"dvcl: error: the stand-in has no '{{command}}'\\n")
     sys.exit(2)

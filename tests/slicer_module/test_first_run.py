@@ -79,6 +79,8 @@ PANEL_SCRIPT = textwrap.dedent("""
     sys.modules["qt"] = _Qt("qt")
     import slicer
     from DVCLSegmentationLib import Widget  # the panel module and, through it, every tab
+    from DVCLSegmentationLib.AdaptLogic import AdaptLogic
+    from DVCLSegmentationLib.AdaptSection import AdaptSection
     from DVCLSegmentationLib.EvaluateTab import EvaluateTab
     from DVCLSegmentationLib.EvaluationLogic import EvaluationLogic
     from DVCLSegmentationLib.InstallLogic import InstallLogic
@@ -95,8 +97,10 @@ PANEL_SCRIPT = textwrap.dedent("""
     host = Host(slicer.vtkMRMLScene(), default_params())
     install = InstallLogic()
     setup = SetupTab(ui, host, install)
-    tabs = [SegmentTab(ui, host, SegmentationLogic(), ModelRegistry(), backend_ready=install.is_ready),
-            TrainTab(ui, host, TrainingLogic()), EvaluateTab(ui, host, EvaluationLogic()), setup]
+    models = ModelRegistry()
+    tabs = [SegmentTab(ui, host, SegmentationLogic(), models, backend_ready=install.is_ready),
+            TrainTab(ui, host, TrainingLogic()), AdaptSection(ui, host, AdaptLogic(), models),
+            EvaluateTab(ui, host, EvaluationLogic()), setup]
     for tab in tabs:
         tab.refresh_catalogue()
         tab.update_buttons()
@@ -104,6 +108,7 @@ PANEL_SCRIPT = textwrap.dedent("""
     print(json.dumps({{
         "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai")),
         "methods": ui.methodComboBox.count(), "models": ui.modelComboBox.count(),
+        "adapt_models": ui.adaptModelComboBox.count(), "adapt_iterations": ui.adaptIterationsSpinBox.value(),
         "status": ui.dependencyStatusLabel.text(), "widget_module": Widget.__name__,
         "host_missing": [n for n in vars(PanelHost) if not n.startswith("_") and not hasattr(Widget.Widget, n)]}}))
 """)
@@ -120,6 +125,7 @@ def test_opening_the_panel_imports_neither_torch_nor_monai():
     assert out["widget_module"] == "DVCLSegmentationLib.Widget"
     assert out["host_missing"] == []  # the panel implements everything the tabs ask of their host
     assert out["methods"] == len(Catalog.method_names()) and out["models"] == len(installed_models()) >= 1
+    assert out["adapt_models"] == out["models"] and out["adapt_iterations"] == Catalog.adapt_default_iterations()
     assert "torch" in out["status"] and "dvcl 0.1.0: OK" in out["status"]
 
 

@@ -147,6 +147,7 @@ def test_parser_maps_each_event_to_its_signal():
         "not json at all",
         '{"no_event_key": 1}',
         '{"event": "future_event", "x": 1}',
+        '{"event": "message", "task": "adapt", "message": "adapting model m to 2 scans"}',
     ]:
         parser.handle_stdout_line(line + "\n")
     assert rec.of("started") == [("segment", 4)]
@@ -158,7 +159,8 @@ def test_parser_maps_each_event_to_its_signal():
     assert rec.of("output") == [("/abs/out.seg.nrrd", "segmentation")]
     # non-protocol lines are shown, not dropped
     assert [a[0] for a in rec.of("log")] == ["not json at all", '{"no_event_key": 1}',
-                                             '{"event": "future_event", "x": 1}']
+                                             '{"event": "future_event", "x": 1}',
+                                             "adapting model m to 2 scans"]  # a message event: its text
     parser._finish(0)
     assert parser.result.ok and parser.result.outputs == [("/abs/out.seg.nrrd", "segmentation")]
     assert rec.events[-1][0] == "finished" and not rec.of("error_occurred")

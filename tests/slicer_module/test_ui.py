@@ -26,6 +26,7 @@ WIDGET_SOURCE = MODULE_DIR / "DVCLSegmentationLib" / "Widget.py"
 #: the panel and the one file per tab that binds the widgets of its page
 PANEL_SOURCES = [WIDGET_SOURCE] + [MODULE_DIR / "DVCLSegmentationLib" / f"{tab}Tab.py"
                                    for tab in ("Segment", "Train", "Evaluate", "Setup")]
+PANEL_SOURCES.append(MODULE_DIR / "DVCLSegmentationLib" / "AdaptSection.py")  # the Train tab's adaptation section
 CUSTOM = {"qMRMLNodeComboBox", "qMRMLTableView", "qMRMLWidget", "ctkPathLineEdit", "ctkCollapsibleButton"}
 
 #: naming convention of the module -> the classes a widget with that name may have (first match wins)
