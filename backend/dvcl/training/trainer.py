@@ -842,6 +842,9 @@ def git_commit() -> Optional[str]:
 def train(cfg: TrainConfig, run_dir: PathLike, device: str = "auto", resume: bool = False,
           overwrite: bool = False, argv: Optional[Sequence[str]] = None) -> TrainResult:
     """API entry point behind ``dvcl train`` (see :class:`Trainer`)."""
+    from dvcl.utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # every step re-allocates the same large tensors (dvcl/utils/allocator.py)
     return Trainer(cfg, run_dir, device=device, resume=resume, overwrite=overwrite, argv=argv).run()
 
 
