@@ -176,7 +176,7 @@ def test_unlabeled_folder_must_hold_readable_scans(tmp_path, data):
 
 def test_missing_labeled_data_existing_output_and_other_settings_are_refused(tmp_path, data):
     src = tiny_package(tmp_path)
-    with pytest.raises(ConfigError, match="--labeled DATA is required.*later step"):
+    with pytest.raises(ConfigError, match="--labeled DATA is required.*no labeled-data generator.*synthetic_abdomen"):
         adapt_model(src, data["unlabeled"], tmp_path / "m", device="cpu")
     assert not (tmp_path / "m.adapt-work").exists()
     with pytest.raises(ConfigError, match="would replace the input model"):
@@ -233,3 +233,18 @@ def test_cli_adapt_errors_in_one_line_and_help_is_torch_free(tmp_path, data):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
     assert "--unlabeled" in res.stdout and TRANSDUCTIVE_LINE in " ".join(res.stdout.split())
+
+
+def test_a_model_whose_card_names_the_synthetic_generator_gets_synthetic_flare22_data(tmp_path, monkeypatch):
+    import json
+
+    import dvcl.adapt as adapt_mod
+    from dvcl.adapt import labeled_data_for
+
+    monkeypatch.setattr(adapt_mod, "SYNTHETIC_LABELED_COUNT", 2)
+    meta = {"name": "synthetic_model", "card": {"labeled_data_generator": "synthetic_abdomen"}}
+    folder = labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3)
+    info = json.loads((folder / "dataset.json").read_text())
+    assert folder == tmp_path / "work" / "labeled" and info["preset"] == "flare22" and info["numTraining"] == 2
+    assert len(list((folder / "labeled" / "labels").glob("*.nii.gz"))) == 2
+    assert labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3) == folder  # reused, not redone
