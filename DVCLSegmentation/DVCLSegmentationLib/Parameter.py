@@ -235,9 +235,10 @@ class AdaptParameters(_Serializable):
         if not (model / "model.json").is_file():
             raise ParameterError(f"{self.model_dir}: not a dvcl model package (model.json is missing)")
         if not self.labeled_dir.strip():
-            raise ParameterError("choose the labeled data folder (labeled scans in the model's label set; "
-                                 "required for now)")
-        if not Path(self.labeled_dir).expanduser().is_dir():
+            if not _labeled_data_generator(model):
+                raise ParameterError("choose the labeled data folder (labeled scans in the model's label set): "
+                                     "this model's card names no generator of synthetic labeled data")
+        elif not Path(self.labeled_dir).expanduser().is_dir():
             raise ParameterError(f"{self.labeled_dir}: labeled data folder not found")
         if not self.unlabeled_dir.strip():
             raise ParameterError("choose the folder of your unlabeled scans")
@@ -250,7 +251,7 @@ class AdaptParameters(_Serializable):
             raise ParameterError(f"{self.out_dir}: the output must not lie inside the model folder "
                                  f"{self.model_dir} (nor hold it): choose another output folder")
         for name, folder in (("unlabeled scans", self.unlabeled_dir), ("labeled data", self.labeled_dir)):
-            if _inside(out, _resolved(folder)):
+            if folder.strip() and _inside(out, _resolved(folder)):
                 raise ParameterError(f"{self.out_dir}: the output must not lie inside the {name} folder {folder}")
         if self.out_path().exists() and not self.out_path().is_dir():
             raise ParameterError(f"{self.out_dir}: exists and is not a folder")
@@ -264,8 +265,10 @@ class AdaptParameters(_Serializable):
     def cli_args(self, overwrite: bool = False) -> List[str]:
         """``dvcl adapt`` arguments; the same arguments again continue a stopped adaptation."""
         self.validate(overwrite)
-        args = ["adapt", "--model", self.model_dir, "--unlabeled", self.unlabeled_dir, "--labeled", self.labeled_dir,
-                "-o", self.out_dir]
+        args = ["adapt", "--model", self.model_dir, "--unlabeled", self.unlabeled_dir]
+        if self.labeled_dir.strip():  # else the model card's generator writes synthetic labeled data
+            args += ["--labeled", self.labeled_dir]
+        args += ["-o", self.out_dir]
         if self.iterations is not None:
             args += ["--iterations", str(int(self.iterations))]
         args += ["--device", self.device]
@@ -274,6 +277,15 @@ class AdaptParameters(_Serializable):
         if overwrite:
             args.append("--overwrite")
         return args
+
+
+def _labeled_data_generator(model: Path) -> str:
+    """The generator of synthetic labeled data a model's card names (``dvcl adapt`` uses it without --labeled)."""
+    try:
+        card = json.loads((model / "model.json").read_text(encoding="utf-8")).get("card")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(card.get("labeled_data_generator") or "") if isinstance(card, dict) else ""
 
 
 @dataclass

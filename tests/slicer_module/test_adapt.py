@@ -101,6 +101,19 @@ def test_cli_args_are_the_dvcl_adapt_command_line(tmp_path):
     assert p.cli_args(overwrite=True)[-1] == "--overwrite"
 
 
+def test_a_model_with_a_synthetic_data_generator_needs_no_labeled_folder(tmp_path):
+    p = _inputs(tmp_path)
+    p.labeled_dir = ""
+    with pytest.raises(ParameterError, match="names no generator of synthetic labeled data"):
+        p.validate()
+    meta_path = Path(p.model_dir) / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["card"] = {"labeled_data_generator": "synthetic_abdomen"}
+    meta_path.write_text(json.dumps(meta))
+    args = p.cli_args()
+    assert "--labeled" not in args and args[:5] == ["adapt", "--model", p.model_dir, "--unlabeled", p.unlabeled_dir]
+
+
 def test_cli_args_are_accepted_by_the_real_parser(tmp_path):
     adapt_cli = pytest.importorskip("dvcl.cli.adapt", reason="the backend has no dvcl adapt")
     parser = argparse.ArgumentParser()
