@@ -174,3 +174,20 @@ def test_written_folder_is_accepted_by_prepare(tmp_path):
     cache = Cache(tmp_path / "cache")
     seg = np.load(cache.label_path("synth_abd_000"))
     assert seg.max() <= 13 and (seg == 1).any()
+
+
+def test_dvcl_synth_command_writes_a_data_set_with_its_switches(tmp_path, capsys):
+    from dvcl.cli.main import main
+
+    out = tmp_path / "synth"
+    assert main(["--progress", "none", "synth", str(out), "--count", "1", "--seed", "4", "--no-streaks",
+                 "--no-resolution"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["labeled"] == 1 and summary["preset"] == "flare22"
+    info = json.loads((out / "dataset.json").read_text())
+    config = info["synthesis"]["config"]
+    assert config["streaks"] is False and config["resolution"] is False and config["noise"] is True
+    label = sitk.ReadImage(str(out / "labeled" / "labels" / "synth_abd_000.nii.gz"))
+    assert set(np.unique(sitk.GetArrayViewFromImage(label))) <= set(range(14))
+    # a second run without --overwrite refuses instead of replacing the data set
+    assert main(["--progress", "none", "synth", str(out), "--count", "1"]) != 0

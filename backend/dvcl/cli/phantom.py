@@ -36,8 +36,16 @@ def run(args: argparse.Namespace) -> int:
         result = write_phantom_dataset(args.out_dir, args.labeled, args.unlabeled, kind=args.kind, seed=args.seed,
                                        overwrite=args.overwrite, raw_values=args.raw_values,
                                        progress=lambda name: bar.update(message=name))
+    return report_dataset("phantom", result)
+
+
+def report_dataset(task: str, result: dict) -> int:
+    """What a data-set writing command (``phantom``, ``synth``) tells its caller: the JSON events the Slicer module
+    reads, or one summary line (case lists as counts) on a terminal."""
+    from dvcl.utils import progress
+
     progress.emit("output", path=result["out_dir"], kind="dataset")
-    progress.emit("done", task="phantom", seconds=result["seconds"])
+    progress.emit("done", task=task, seconds=result["seconds"])
     if progress.get_mode() != "json":
         print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in result.items()}))
     return 0

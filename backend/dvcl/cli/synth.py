@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 #: switch -> what turning it off keeps constant (help texts; the switch list itself is dvcl.synthesis.config's,
@@ -47,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dvcl.cli.phantom import report_dataset
     from dvcl.synthesis import SynthesisConfig, write_synthetic_dataset
     from dvcl.utils import progress
 
@@ -56,8 +56,4 @@ def run(args: argparse.Namespace) -> int:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,
                                          progress=lambda name: bar.update(message=name))
-    progress.emit("output", path=result["out_dir"], kind="dataset")
-    progress.emit("done", task="synth", seconds=result["seconds"])
-    if progress.get_mode() != "json":
-        print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in result.items()}))
-    return 0
+    return report_dataset("synth", result)
