@@ -154,3 +154,10 @@ def test_threads_option_must_be_positive(capsys):
         with pytest.raises(SystemExit) as exc:
             main(["--threads", bad, "info"])
         assert exc.value.code == 2 and "--threads: must be a positive integer" in capsys.readouterr().err
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test files by basename (rootdir mode): two ``test_x.py`` in different folders stop the whole
+    run at collection, which only a whole-suite run (CI) shows."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
