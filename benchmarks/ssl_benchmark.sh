@@ -9,11 +9,11 @@
 # the mmwhs preset at 2 x 2 x 2 mm. The cache's 6:2:2 split gives the paper's MM-WHS protocol: 12 training cases
 # (10 % = 2 labeled : 10 unlabeled, the preset's paper count), 4 validation cases (checkpoint selection) and
 # 4 test cases (read once per run). Quick profile (patch 32x64x64, U-Net 8..64, batch 2+2, AdamW 3e-3, poly).
-# Defaults are sized so that fully supervised reaches >= 80 % mean Dice on the test phantoms and labeled-only
+# Defaults are sized so that fully supervised reaches >= 80 % mean Dice on the validation phantoms and labeled-only
 # at 10 % stays >= 10 points below it (docs/results/ssl_benchmark.md: pilot and cost).
 #
 # Environment (defaults in brackets):
-#   ITERATIONS [size/cpu 500, gpu 3000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [cpu 1, gpu 16]   DEVICE [cpu / cuda]
+#   ITERATIONS [size/cpu 1000, gpu 3000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [size/cpu 2, gpu 16]   DEVICE [cpu / cuda]
 #   METHODS    [cpu: supervised,cps,dvcl,fully; gpu: the catalog]     WORKERS [1]   DVCL [python3 -m dvcl]
 # Resumable: run the same command again and finished runs are skipped, interrupted ones resume from their last
 # checkpoint (dvcl experiment). The table is WORK/grid_<variant>/results.md (+ results.csv, runs.csv).
@@ -23,9 +23,9 @@ WORK=${2:?usage: ssl_benchmark.sh size|cpu|gpu WORK [dvcl experiment args]}
 shift 2
 DVCL=${DVCL:-python3 -m dvcl}
 case "$VARIANT" in
-  size) METHODS=${METHODS:-supervised,fully}; ITERATIONS=${ITERATIONS:-500}; JOBS=${JOBS:-1}
+  size) METHODS=${METHODS:-supervised,fully}; ITERATIONS=${ITERATIONS:-1000}; JOBS=${JOBS:-2}
        DEVICE=${DEVICE:-cpu}; SEEDS=${SEEDS:-0} ;;
-  cpu) METHODS=${METHODS:-supervised,cps,dvcl,fully}; ITERATIONS=${ITERATIONS:-500}; JOBS=${JOBS:-1}
+  cpu) METHODS=${METHODS:-supervised,cps,dvcl,fully}; ITERATIONS=${ITERATIONS:-1000}; JOBS=${JOBS:-2}
        DEVICE=${DEVICE:-cpu} ;;
   gpu) METHODS=${METHODS:-$(python3 -c 'from dvcl.methods.catalog import method_names; print(",".join(method_names()))')}
        ITERATIONS=${ITERATIONS:-3000}; JOBS=${JOBS:-16}; DEVICE=${DEVICE:-cuda} ;;
