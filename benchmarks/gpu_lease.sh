@@ -6,9 +6,8 @@
 # 1. Co-training step, DVCL vs CPS, interleaved (bench_cotrain_step.py): quick and paper profile on CUDA.
 # 2. Segmentation of a 512 x 512 x 300 CT on the GPU (bench_segment_speed.py --cases big, one round).
 # 3. Until the budget runs out, at the same time on the one GPU:
-#    - the benchmark's four-method table (labeled-only, CPS, DVCL, fully supervised; 3 seeds, quick profile,
-#      ITERATIONS_GRID iterations, METHODS to change the list) and a longer sizing run (fully supervised and
-#      labeled-only, seed 0, ITERATIONS_SIZE iterations: where does each saturate on validation?);
+#    - the benchmark's GPU variant at the budget sized on validation (ssl_benchmark.md: 1000 iterations), every
+#      method of the catalog, 3 seeds; the CPU table's four methods first (METHODS to change the list);
 #    - the paper profile (patch 64x128x128, U-Net 16..256, SGD lr 0.1, batch 4+4) for labeled-only, CPS, DVCL
 #      and fully supervised, seed 0, on the same phantoms prepared at 1 mm, as far as the time allows
 #      (validation Dice every VAL_EVERY iterations in each run's metrics.csv).
@@ -21,8 +20,7 @@ START=$(date +%s)
 BUDGET=${BUDGET:-560}
 OUT=${OUT:?set OUT}
 W=${WORK:-/tmp/b12}
-ITERATIONS_GRID=${ITERATIONS_GRID:-1500}
-ITERATIONS_SIZE=${ITERATIONS_SIZE:-3000}
+ITERATIONS_GRID=${ITERATIONS_GRID:-1000}
 PAPER_ITERATIONS=${PAPER_ITERATIONS:-10000}
 VAL_EVERY=${VAL_EVERY:-250}
 left() { echo $((BUDGET - ($(date +%s) - START))); }
@@ -55,18 +53,19 @@ timeout 90 python3 benchmarks/bench_segment_speed.py --cases big --rounds 1 --js
 
 echo "== grids ($(left) s left)"
 STOP_AT=$(($(left) - 25))
-DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-12} WORKERS=1 METHODS=${METHODS:-supervised,cps,dvcl,fully} \
+CATALOG=$(python3 -c 'from dvcl.methods.catalog import method_names
+core = ["supervised", "cps", "dvcl", "fully"]
+print(",".join(core + [m for m in method_names() if m not in core]))')
+DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-16} WORKERS=1 METHODS=${METHODS:-$CATALOG} \
   setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh gpu "$W" > "$OUT/grid.log" 2>&1 & p1=$!
-DVCL="$DVCL" ITERATIONS=$ITERATIONS_SIZE JOBS=2 DEVICE=cuda \
-  setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh size "$W" > "$OUT/size.log" 2>&1 & p2=$!
 setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" \
   --methods supervised,cps,dvcl,fully --seeds 0 --profile paper --iterations "$PAPER_ITERATIONS" \
   --set batch_labeled=4 --set batch_unlabeled=4 --set lr=0.1 --set val_every="$VAL_EVERY" --set num_workers=2 \
   --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
-wait "$p1" "$p2" "$p3"
+wait "$p1" "$p3"
 pkill -f "python3 -m dvcl" 2>/dev/null
 sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
-  -C "$W" "grid_gpu_i$ITERATIONS_GRID" "grid_size_i$ITERATIONS_SIZE" paper 2>/dev/null
+  -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper 2>/dev/null
 ls -la "$OUT"

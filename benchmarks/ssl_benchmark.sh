@@ -13,7 +13,7 @@
 # at 10 % stays >= 10 points below it (docs/results/ssl_benchmark.md: pilot and cost).
 #
 # Environment (defaults in brackets):
-#   ITERATIONS [size/cpu 1000, gpu 3000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [size/cpu 2, gpu 16]   DEVICE [cpu / cuda]
+#   ITERATIONS [1000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [size/cpu 2, gpu 16]   DEVICE [cpu / cuda]
 #   METHODS    [cpu: supervised,cps,dvcl,fully; gpu: the catalog]     WORKERS [1]   DVCL [python3 -m dvcl]
 # Resumable: run the same command again and finished runs are skipped, interrupted ones resume from their last
 # checkpoint (dvcl experiment). The table is WORK/grid_<variant>/results.md (+ results.csv, runs.csv).
@@ -28,7 +28,7 @@ case "$VARIANT" in
   cpu) METHODS=${METHODS:-supervised,cps,dvcl,fully}; ITERATIONS=${ITERATIONS:-1000}; JOBS=${JOBS:-2}
        DEVICE=${DEVICE:-cpu} ;;
   gpu) METHODS=${METHODS:-$(python3 -c 'from dvcl.methods.catalog import method_names; print(",".join(method_names()))')}
-       ITERATIONS=${ITERATIONS:-3000}; JOBS=${JOBS:-16}; DEVICE=${DEVICE:-cuda} ;;
+       ITERATIONS=${ITERATIONS:-1000}; JOBS=${JOBS:-16}; DEVICE=${DEVICE:-cuda} ;;
   *) echo "ssl_benchmark.sh: variant must be size, cpu or gpu, got '$VARIANT'" >&2; exit 2 ;;
 esac
 mkdir -p "$WORK"
