@@ -13,6 +13,7 @@ Stop ends the process tree (the prepared cases are kept and reused). Force stop 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
@@ -38,6 +39,8 @@ class AdaptLogic(BackendTask):
         stopping()                                        Stop was pressed
         error_occurred(str), cancelled()
     """
+
+    force_stop_message = "Force stop: ending the adaptation now; it resumes from its last saved checkpoint"
 
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process) -> None:
         super().__init__(process_factory)
@@ -82,16 +85,8 @@ class AdaptLogic(BackendTask):
             self._process = None
             raise
 
-    def stop_file(self):
+    def stop_file(self) -> Optional[Path]:
         return self.params.stop_file() if self.params is not None else None
-
-    def _remove_stop_file(self) -> None:
-        path = self.stop_file()
-        if path is not None:
-            try:
-                path.unlink()
-            except OSError:
-                pass
 
     def stop(self) -> None:
         """Ask the run to save and stop at the next iteration boundary; ``cancelled`` follows when it has."""
@@ -104,13 +99,7 @@ class AdaptLogic(BackendTask):
             self.stopping.emit()
             self._process.cancel()
             return
-        path = self.stop_file()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("stop requested by the DVCLSegmentation module\n", encoding="utf-8")
-        except OSError as exc:  # e.g. a read-only work folder: fall back to the signal
-            self.log.emit(f"cannot write {path} ({exc}); sending SIGTERM instead")
-            self._process.cancel(grace_s=None)
+        self._request_stop()
         self.state = STOPPING
         self.stop_message = STOPPING_MESSAGE
         self.log.emit(self.stop_message)
@@ -119,12 +108,6 @@ class AdaptLogic(BackendTask):
     def cancel(self) -> None:
         """Same as :meth:`stop` (the module calls it when it closes): a run is never thrown away silently."""
         self.stop()
-
-    def force_stop(self) -> None:
-        """Kill the process tree now; the iterations since the last checkpoint are lost."""
-        if self._process is not None:
-            self.log.emit("Force stop: ending the adaptation now; it resumes from its last saved checkpoint")
-            self._process.cancel(grace_s=0.0)
 
     def _on_started(self, task: str, total: Optional[int] = None) -> None:
         if task == TRAIN_TASK:

@@ -14,11 +14,11 @@ from typing import Any, Optional
 
 from . import Catalog
 from .AdaptLogic import STOPPING, TRAIN_TASK, AdaptLogic
-from .Backend import DVCLModuleError, format_eta
+from .Backend import DVCLModuleError
 from .ModelRegistry import ModelRegistry
 from .Parameter import AdaptParameters
 from .Process import ProgressInfo
-from .TabBase import PanelHost, Tab, prop, show_progress
+from .TabBase import PanelHost, Tab, progress_status, prop, show_progress, stopped_status
 
 #: what the progress events' tasks are called in the status line
 TASK_NAMES = {"prepare": "Preparing the scans", "train": "Iteration", "export": "Exporting the model"}
@@ -122,8 +122,8 @@ class AdaptSection(Tab):
 
     def on_stopped(self) -> None:
         info: Optional[ProgressInfo] = self.logic.last_progress
-        where = f" at iteration {info.step}" if info is not None and info.task == TRAIN_TASK else ""
-        self.ui.adaptStatusLabel.setText(f"Stopped{where}; press Resume to continue from the last checkpoint")
+        self.ui.adaptStatusLabel.setText(stopped_status(info.step if info is not None and info.task == TRAIN_TASK
+                                                        else None))
         self.update_buttons()
 
     def on_error(self, message: str) -> None:
@@ -135,10 +135,7 @@ class AdaptSection(Tab):
         show_progress(self.ui.adaptProgressBar, info)
         if self.logic.state == STOPPING:
             return
-        eta = format_eta(info.eta_s)
-        total = f"/{info.total}" if info.total else ""
-        name = TASK_NAMES.get(info.task, info.message or info.task)
-        self.ui.adaptStatusLabel.setText(f"{name} {info.step}{total}" + (f", about {eta} left" if eta else ""))
+        self.ui.adaptStatusLabel.setText(progress_status(info, TASK_NAMES.get(info.task, info.message or info.task)))
 
     def on_model_exported(self, info: Any) -> None:
         self.host.model_added(info)

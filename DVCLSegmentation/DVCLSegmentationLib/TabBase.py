@@ -53,6 +53,19 @@ def show_progress(bar: Any, info: ProgressInfo) -> None:
     bar.setFormat(f"{info.message or info.task} %p%" + (f"  (ETA {eta})" if eta else ""))
 
 
+def progress_status(info: ProgressInfo, name: str = "Iteration") -> str:
+    """The status line of a long run: ``Iteration 120/1000, about 5 min left``."""
+    eta = format_eta(info.eta_s)
+    total = f"/{info.total}" if info.total else ""
+    return f"{name} {info.step}{total}" + (f", about {eta} left" if eta else "")
+
+
+def stopped_status(step: Optional[int]) -> str:
+    """The status line after Stop: where the run stopped and how to continue it."""
+    where = f" at iteration {step}" if step is not None else ""
+    return f"Stopped{where}; press Resume to continue from the last checkpoint"
+
+
 class PanelHost(Protocol):
     """What the tabs ask of the panel (``Widget``; a PySide6 host in the tests).
 

@@ -7,6 +7,7 @@ outputs and follow-up steps.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, ClassVar, Optional
 
 from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
@@ -52,3 +53,37 @@ class BackendTask:
             if self.cancel_message:
                 self.log.emit(self.cancel_message)
             self._process.cancel()
+
+    # -- training runs: stop at an iteration boundary through the trainer's stop-request file ------------------
+    #: logged by :meth:`force_stop`
+    force_stop_message: ClassVar[str] = "Force stop: ending the run now; it resumes from its last saved checkpoint"
+
+    def stop_file(self) -> Optional[Path]:
+        """The stop-request file the running trainer polls (``RUN_DIR/STOP``); None: this task has none."""
+        return None
+
+    def _remove_stop_file(self) -> None:
+        """A leftover request must not stop the next run."""
+        path = self.stop_file()
+        if path is not None:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    def _request_stop(self) -> None:
+        """Write the stop-request file: the trainer saves at the next iteration boundary and exits. A file, not a
+        signal, because inside Slicer the child is the launcher, which forwards none; SIGTERM only as the fallback."""
+        path = self.stop_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("stop requested by the DVCLSegmentation module\n", encoding="utf-8")
+        except OSError as exc:  # e.g. a read-only run folder: fall back to the signal
+            self.log.emit(f"cannot write {path} ({exc}); sending SIGTERM instead")
+            self._process.cancel(grace_s=None)
+
+    def force_stop(self) -> None:
+        """Kill the process tree now; the iterations since the last checkpoint are lost."""
+        if self._process is not None:
+            self.log.emit(self.force_stop_message)
+            self._process.cancel(grace_s=0.0)

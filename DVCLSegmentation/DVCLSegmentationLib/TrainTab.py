@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from . import Catalog
-from .Backend import DVCLModuleError, format_eta
+from .Backend import DVCLModuleError
 from .Parameter import TrainingParameters
 from .Process import ProgressInfo
-from .TabBase import PanelHost, Tab, prop, set_items, show_progress
+from .TabBase import PanelHost, Tab, progress_status, prop, set_items, show_progress, stopped_status
 from .TrainingLogic import STOPPING, STOPPING_MESSAGE, TrainingLogic
 
 DATASET_JSON_CHOICE = "dataset.json"
@@ -155,8 +155,7 @@ class TrainTab(Tab):
 
     def on_stopped(self) -> None:
         info = self.logic.last_progress
-        where = f" at iteration {info.step}" if info is not None else ""
-        self.ui.trainStatusLabel.setText(f"Stopped{where}; press Resume to continue from the last checkpoint")
+        self.ui.trainStatusLabel.setText(stopped_status(info.step if info is not None else None))
         self.update_buttons()
 
     def on_error(self, message: str) -> None:
@@ -168,9 +167,7 @@ class TrainTab(Tab):
         show_progress(self.ui.trainProgressBar, info)
         if self.logic.state == STOPPING:
             return
-        eta = format_eta(info.eta_s)
-        total = f"/{info.total}" if info.total else ""
-        self.ui.trainStatusLabel.setText(f"Iteration {info.step}{total}" + (f", about {eta} left" if eta else ""))
+        self.ui.trainStatusLabel.setText(progress_status(info))
 
     def on_metrics(self, event: dict) -> None:
         losses = ", ".join(f"{k} {float(v):.4g}" for k, v in (event.get("losses") or {}).items())

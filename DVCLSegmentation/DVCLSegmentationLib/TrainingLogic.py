@@ -93,14 +93,6 @@ class TrainingLogic(BackendTask):
     def stop_file(self) -> Optional[Path]:
         return Path(self.params.run_dir).expanduser() / STOP_FILE if self.params is not None else None
 
-    def _remove_stop_file(self) -> None:
-        path = self.stop_file()
-        if path is not None:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-
     def stop(self) -> None:
         """Ask the run to save and stop at the next iteration boundary; ``cancelled`` follows when it has.
 
@@ -112,13 +104,7 @@ class TrainingLogic(BackendTask):
             return
         if self.state != TRAINING or self._process is None:
             return
-        path = self.stop_file()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("stop requested by the DVCLSegmentation module\n", encoding="utf-8")
-        except OSError as exc:  # e.g. a read-only run folder: fall back to the signal
-            self.log.emit(f"cannot write {path} ({exc}); sending SIGTERM instead")
-            self._process.cancel(grace_s=None)
+        self._request_stop()
         self.state = STOPPING
         self.log.emit(STOPPING_MESSAGE)
         self.stopping.emit()
@@ -126,12 +112,6 @@ class TrainingLogic(BackendTask):
     def cancel(self) -> None:
         """Same as :meth:`stop` (the module calls it when it closes): a run is never thrown away silently."""
         self.stop()
-
-    def force_stop(self) -> None:
-        """Kill the run's process tree now; the iterations since the last checkpoint are lost."""
-        if self._process is not None:
-            self.log.emit("Force stop: ending the run now; it resumes from its last saved checkpoint")
-            self._process.cancel(grace_s=0.0)
 
     def _on_progress(self, info: ProgressInfo) -> None:
         self.last_progress = info
