@@ -109,12 +109,17 @@ def main() -> None:
                     help="DVCL method parameter, e.g. neighbour_space=probabilities")
     ap.add_argument("--breakdown", action="store_true", help="also print a torch.profiler table of the DVCL step")
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--release-freed-memory", action="store_true",
+                    help="leave glibc's malloc thresholds alone (the Trainer raises them: dvcl.utils.allocator)")
     args = ap.parse_args()
 
     import torch
 
+    from dvcl.utils.allocator import keep_freed_memory
     from dvcl.utils.device import select_device
 
+    if not args.release_freed_memory:
+        keep_freed_memory()  # as the Trainer does (dvcl.training.trainer.train)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device, strict=True)
@@ -149,6 +154,7 @@ def main() -> None:
         # each DVCL step over the CPS step next to it in time: robust to load that drifts during the run
         "ratio_median_of_pairs": round(statistics.median(d / c for d, c in zip(times["dvcl"], times["cps"])), 3),
         "dvcl_options": args.dvcl_options,
+        "keep_freed_memory": not args.release_freed_memory,
     }
     print(json.dumps(result))
     if args.breakdown:

@@ -144,15 +144,19 @@ class DVCLMethod(Method):
                            p.warmup_fraction)
         w_c = contrastive_weight(p, iteration, int(self.cfg.iterations))
         contrastive = w_c > 0 and not warming_up
+        # one view of each model's unlabeled half for every term that reads it: their gradients then add up in a
+        # half-size buffer, and one slice backward writes it into the full logits (one per term cost a full-size
+        # zero fill and add per model and step)
+        unl = {m: logits[m][n_l:] for m in MODELS}
         with torch.no_grad():
             # argmax pseudo-labels of the unlabeled half, computed once for L_cps and L_hqcl
-            pseudo = {m: hard_labels(logits[m][n_l:]) for m in MODELS} if has_u else {}
+            pseudo = {m: hard_labels(unl[m]) for m in MODELS} if has_u else {}
         split = {}
         if has_u:
-            cps = cps_loss(logits["A"][n_l:], logits["B"][n_l:], p.cps_entropy_weighting, pseudo["A"], pseudo["B"])
+            cps = cps_loss(unl["A"], unl["B"], p.cps_entropy_weighting, pseudo["A"], pseudo["B"])
             if contrastive:  # the reliable / unreliable split only feeds the contrastive terms
                 for m in MODELS:
-                    ent = entropy_from_logits(logits[m][n_l:])
+                    ent = entropy_from_logits(unl[m])
                     # (reliable, unreliable, threshold)
                     split[m] = reliable_split(ent, p.alpha, per_item=p.split_scope == "image")
         else:
@@ -167,7 +171,7 @@ class DVCLMethod(Method):
                 terms[key] = zero
         elif contrastive:
             hqcl = self._hqcl(p, feats, logits, pseudo, y_l, split, n_l)
-            dvcl = self._dvcl(p, feats, logits, split, n_l, iteration) if has_u else {m: zero for m in MODELS}
+            dvcl = self._dvcl(p, feats, unl, split, n_l, iteration) if has_u else {m: zero for m in MODELS}
             for m in MODELS:
                 terms[f"hqcl_{m}"] = hqcl[m]
                 terms[f"dvcl_{m}"] = dvcl[m]
@@ -225,25 +229,27 @@ class DVCLMethod(Method):
         return losses
 
     # ------------------------------------------------------------------------------------------ DVCL
-    def _dvcl(self, p: DVCLParams, feats: Dict[str, Tensor], logits: Dict[str, Tensor], split: Dict[str, tuple],
+    def _dvcl(self, p: DVCLParams, feats: Dict[str, Tensor], unl_logits: Dict[str, Tensor], split: Dict[str, tuple],
               n_l: int, iteration: int) -> Dict[str, Tensor]:
-        """L_dvcl of each model on one shared pool of unreliable voxels (U_R = M_u^A U M_u^B)."""
+        """L_dvcl of each model on one shared pool of unreliable voxels (U_R = M_u^A U M_u^B).
+
+        ``unl_logits``: each model's logits of the unlabeled patches (the view L_cps also reads).
+        """
         with torch.no_grad():
             unreliable = split["A"][1] | split["B"][1]
-            spatial = unreliable[0].numel()
-            pool_idx = sample_from_mask(unreliable, p.pool_size) + n_l * spatial  # flat over the whole batch
+            pool_idx = sample_from_mask(unreliable, p.pool_size)  # flat over the unlabeled patches
             query_pos = randperm(pool_idx.numel(), pool_idx.device)[: p.num_queries]
         w_out = outsider_weight_at(p.outsider_weight, p.outsider_decay, iteration, int(self.cfg.iterations))
         losses = {}
         for m in MODELS:
             if pool_idx.numel() < 2:
-                losses[m] = logits[m].sum() * 0.0
+                losses[m] = unl_logits[m].sum() * 0.0
                 continue
             pool_feats = None
             if p.neighbour_space == "features":
                 with torch.no_grad():
-                    pool_feats = project_in_blocks(self.models[m].project, gather_voxels(feats[m], pool_idx))
-            pool_probs = torch.softmax(gather_voxels(logits[m], pool_idx).float(), dim=1)
+                    pool_feats = project_in_blocks(self.models[m].project, gather_voxels(feats[m][n_l:], pool_idx))
+            pool_probs = torch.softmax(gather_voxels(unl_logits[m], pool_idx).float(), dim=1)
             losses[m], _ = dvcl_loss(pool_probs, pool_feats, query_pos, k=p.k, k_out=p.k_out,
                                      outsider_mode=p.outsider_mode, nps_mutual=p.nps_mutual, nps_oneway=p.nps_oneway,
                                      qds=p.qds, qds_std_factor=p.qds_std_factor, neighbour_space=p.neighbour_space,
