@@ -10,40 +10,31 @@ default") leaves the number to the backend.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from . import Catalog
-from .AdaptLogic import STOPPING, TRAIN_TASK, AdaptLogic
+from .AdaptLogic import AdaptLogic
 from .Backend import DVCLModuleError
 from .ModelRegistry import ModelRegistry
 from .Parameter import AdaptParameters
-from .Process import ProgressInfo
-from .TabBase import PanelHost, Tab, progress_status, prop, show_progress, stopped_status
-
-#: what the progress events' tasks are called in the status line
-TASK_NAMES = {"prepare": "Preparing the scans", "train": "Iteration", "export": "Exporting the model"}
+from .TabBase import PanelHost, RunWidgets, TrainingRunTab, prop
 
 
-class AdaptSection(Tab):
+class AdaptSection(TrainingRunTab):
     """Binds the adaptation widgets of the Train page to an :class:`AdaptLogic`."""
 
+    widgets = RunWidgets("adaptStatusLabel", "adaptProgressBar", "stopAdaptButton", "forceStopAdaptButton")
+    run_name, refused_title, failed_title = "the adaptation", "Cannot adapt", "Adaptation failed"
+    exported_status = ("Adapted model '{name}' added to the Segment tab (scores on the scans used for the adaptation "
+                       "are transductive)")
+
     def __init__(self, ui: Any, host: PanelHost, logic: AdaptLogic, models: ModelRegistry) -> None:
-        super().__init__(ui, host)
-        self.logic = logic
+        super().__init__(ui, host, logic)
         self.models = models
         ui.startAdaptButton.clicked.connect(lambda *_: self.on_start())
-        ui.stopAdaptButton.clicked.connect(lambda *_: self.on_stop())
-        ui.forceStopAdaptButton.clicked.connect(lambda *_: self.on_force_stop())
         changed = getattr(ui.adaptOutputFolderEdit, "currentPathChanged", None)  # ctkPathLineEdit (Slicer)
         if changed is not None:
             changed.connect(lambda *_: self.update_buttons())
-        logic.progress.connect(self.on_progress)
-        logic.log.connect(host.append_log)
-        logic.stopping.connect(self.on_stopping)
-        logic.model_exported.connect(self.on_model_exported)
-        logic.cancelled.connect(self.on_stopped)
-        logic.finished.connect(lambda *_: self.update_buttons())
-        logic.error_occurred.connect(self.on_error)
 
     # -- lists ----------------------------------------------------------------------------------------
     def refresh_catalogue(self) -> None:
@@ -98,58 +89,10 @@ class AdaptSection(Tab):
                 return
             overwrite = True
         resume = params.resumable() and not overwrite
-        try:
-            self.logic.start(params, overwrite=overwrite)
-            self.ui.adaptStatusLabel.setText("Resuming..." if resume else "Starting...")
-        except DVCLModuleError as exc:
-            host.report_error("Cannot adapt", str(exc))
-        except Exception as exc:  # e.g. the backend could not be launched
-            host.report_error("Cannot start dvcl", str(exc))
-        self.ui.adaptProgressBar.setValue(0)
-        self.update_buttons()
+        self._start(lambda: self.logic.start(params, overwrite=overwrite), resume)
 
-    def on_stop(self) -> None:
-        self.logic.stop()
-
-    def on_force_stop(self) -> None:
-        if self.host.confirm("Force stop ends the adaptation now: the iterations since the last saved checkpoint "
-                             "are lost (Stop saves first). Force stop?"):
-            self.logic.force_stop()
-
-    def on_stopping(self) -> None:
-        self.ui.adaptStatusLabel.setText(self.logic.stop_message)
-        self.update_buttons()
-
-    def on_stopped(self) -> None:
-        info: Optional[ProgressInfo] = self.logic.last_progress
-        self.ui.adaptStatusLabel.setText(stopped_status(info.step if info is not None and info.task == TRAIN_TASK
-                                                        else None))
-        self.update_buttons()
-
-    def on_error(self, message: str) -> None:
-        self.ui.adaptStatusLabel.setText("Failed: " + message)
-        self.host.report_error("Adaptation failed", message)
-        self.update_buttons()
-
-    def on_progress(self, info: ProgressInfo) -> None:
-        show_progress(self.ui.adaptProgressBar, info)
-        if self.logic.state == STOPPING:
-            return
-        self.ui.adaptStatusLabel.setText(progress_status(info, TASK_NAMES.get(info.task, info.message or info.task)))
-
-    def on_model_exported(self, info: Any) -> None:
-        self.host.model_added(info)
-        self.ui.adaptStatusLabel.setText(f"Adapted model '{info.name}' added to the Segment tab (scores on the scans "
-                                         "used for the adaptation are transductive)")
-
-    def update_buttons(self) -> None:
-        ui, logic = self.ui, self.logic
-        running = logic.running
+    def update_start_buttons(self, running: bool) -> None:
+        ui = self.ui
         ui.startAdaptButton.setEnabled(not running)
         if not running:
             ui.startAdaptButton.setText("Resume" if self.parameters().resumable() else "Start")
-        ui.stopAdaptButton.setEnabled(running and logic.state != STOPPING)
-        ui.forceStopAdaptButton.setEnabled(running)
-
-    def cleanup(self) -> None:
-        self.logic.stop()

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .Backend import DVCLModuleError, dvcl_command
 from .Catalog import preset_labels
@@ -86,24 +86,32 @@ class EvaluationLogic(BackendTask):
             raise DVCLModuleError("an evaluation is already running")
         params.validate()
         workdir = Path(tempfile.mkdtemp(prefix="dvcl-evaluate-", dir=self._temp_root))
-        try:
+        made: List[Path] = [workdir]  # temporary folders of this start, removed when it fails
+
+        def undo() -> None:
+            self._state = {}
+            for folder in made:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        with self._starting(undo):
             pred_path = self._to_file(prediction, "prediction", params.preset, workdir, reference_volume)
             ref_path = self._to_file(reference, "reference", params.preset, workdir, reference_volume)
+            temp_out = None
             if params.out_dir.strip():
                 out_dir = Path(params.out_dir).expanduser()
+                if not out_dir.exists():
+                    made.append(out_dir)
             else:  # no report folder chosen: the table is the result; the files live in a folder of their own
-                out_dir = Path(tempfile.mkdtemp(prefix="dvcl-report-", dir=self._temp_root))
+                out_dir = temp_out = Path(tempfile.mkdtemp(prefix="dvcl-report-", dir=self._temp_root))
+                made.append(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             run_params = EvaluationParameters(preset=params.preset, out_dir=str(out_dir), plots=params.plots,
                                               distances=params.distances)
             process = self._new_process(self._on_finished)
-            self._state = {"workdir": workdir, "scene": scene, "table_node": table_node, "out_dir": out_dir}
+            self._state = {"workdir": workdir, "scene": scene, "table_node": table_node, "out_dir": out_dir,
+                           "temp_out": temp_out}
             self.report = None
             process.start(dvcl_command(run_params.cli_args(pred_path, ref_path)))
-        except BaseException:
-            self._process = None
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
 
     def wait(self, timeout: Optional[float] = None) -> Optional[EvaluationReport]:
         if self._process is not None:
@@ -163,4 +171,6 @@ class EvaluationLogic(BackendTask):
             self._process = None
             if state.get("workdir"):
                 shutil.rmtree(state["workdir"], ignore_errors=True)
+            if state.get("temp_out") and self.report is None:  # a report folder of our own with no report in it
+                shutil.rmtree(state["temp_out"], ignore_errors=True)
             self._state = {}

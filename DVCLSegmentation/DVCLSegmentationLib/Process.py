@@ -155,6 +155,23 @@ class ProgressEventParser:
         self.result: Optional[ProcessResult] = None
         self.last_progress = None
 
+    # -- starting (both runners) ---------------------------------------------------------------------
+    running: bool  # the runner's property
+
+    def _begin_start(self, args: Sequence[str]) -> None:
+        """Refuse a second start and an empty command; forget the last run's events."""
+        if self.running:
+            raise ProcessStartError("a dvcl process is already running; cancel it or wait for it first")
+        if not args:
+            raise ProcessStartError("no command given")
+        self._reset()
+
+    def _start_failed(self, args: Sequence[str], reason: Any) -> ProcessStartError:
+        """The program did not start: no run, nothing will be emitted; the error to raise."""
+        self._proc = None
+        self._done = True
+        return ProcessStartError(f"cannot start '{args[0]}': {reason}")
+
     # -- parsing --------------------------------------------------------------------------------------
     def handle_stdout_line(self, line: str) -> None:
         line = line.rstrip("\r\n")
@@ -293,11 +310,7 @@ class SubprocessProcess(ProgressEventParser):
 
     def start(self, args: Sequence[str], env: Optional[Mapping[str, str]] = None,
               cwd: Optional[str] = None) -> None:
-        if self.running:
-            raise ProcessStartError("a dvcl process is already running; cancel it or wait for it first")
-        if not args:
-            raise ProcessStartError("no command given")
-        self._reset()
+        self._begin_start(args)
         self._queue = queue.Queue()
         try:
             self._proc = subprocess.Popen(
@@ -305,9 +318,7 @@ class SubprocessProcess(ProgressEventParser):
                 cwd=cwd, env=_merged_env(env), start_new_session=(os.name == "posix"),
             )
         except OSError as exc:
-            self._proc = None
-            self._done = True
-            raise ProcessStartError(f"cannot start '{args[0]}': {exc.strerror or exc}") from exc
+            raise self._start_failed(args, exc.strerror or exc) from exc
         self._eof = {"out": False, "err": False}
         for key, stream in (("out", self._proc.stdout), ("err", self._proc.stderr)):
             threading.Thread(target=self._reader, args=(key, stream), daemon=True,
@@ -452,11 +463,7 @@ class QtProcess(ProgressEventParser):
 
     def start(self, args: Sequence[str], env: Optional[Mapping[str, str]] = None,
               cwd: Optional[str] = None) -> None:
-        if self.running:
-            raise ProcessStartError("a dvcl process is already running; cancel it or wait for it first")
-        if not args:
-            raise ProcessStartError("no command given")
-        self._reset()
+        self._begin_start(args)
         self._tree = None
         self._pending_exit = None
         qt = self._qt
@@ -475,10 +482,7 @@ class QtProcess(ProgressEventParser):
         self._proc = proc
         proc.start(str(args[0]), [str(a) for a in args[1:]])
         if not proc.waitForStarted(10000):
-            reason = str(proc.errorString())
-            self._proc = None
-            self._done = True
-            raise ProcessStartError(f"cannot start '{args[0]}': {reason}")
+            raise self._start_failed(args, proc.errorString())
 
     def _read(self, key: str, final: bool = False) -> None:
         if self._proc is None:

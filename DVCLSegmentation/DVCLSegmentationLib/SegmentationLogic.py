@@ -118,7 +118,7 @@ class SegmentationLogic(BackendTask):
         model = read_model_info(params.model_dir)
 
         workdir = Path(tempfile.mkdtemp(prefix="dvcl-segment-", dir=self._temp_root))
-        try:
+        with self._starting(lambda: shutil.rmtree(workdir, ignore_errors=True), self._forget_job):
             input_path = export_volume(volume_node, workdir / "input.nrrd")
             output_path = workdir / f"segmentation.{params.output_format}"
             args = dvcl_command(params.cli_args(input_path, output_path))
@@ -130,11 +130,9 @@ class SegmentationLogic(BackendTask):
             self.volumes_table = None
             self.log.emit(f"Segmenting '{volume_node.GetName()}' with model '{model.name}'")
             process.start(args)
-        except BaseException:
-            self._process = None
-            self._job = None
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+
+    def _forget_job(self) -> None:
+        self._job = None
 
     def wait(self, timeout: Optional[float] = None):
         """Block until the run has ended and been imported; returns the segmentation node or None."""

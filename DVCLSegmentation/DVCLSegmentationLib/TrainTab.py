@@ -15,9 +15,8 @@ from typing import Any, Optional
 from . import Catalog
 from .Backend import DVCLModuleError
 from .Parameter import TrainingParameters
-from .Process import ProgressInfo
-from .TabBase import PanelHost, Tab, progress_status, prop, set_items, show_progress, stopped_status
-from .TrainingLogic import STOPPING, STOPPING_MESSAGE, TrainingLogic
+from .TabBase import PanelHost, RunWidgets, TrainingRunTab, prop, set_items
+from .TrainingLogic import TrainingLogic
 
 DATASET_JSON_CHOICE = "dataset.json"
 #: GPU memory the paper profile needs (64x128x128 patches, 4+4 batch, two networks, AMP): measured ~11 GiB
@@ -53,27 +52,21 @@ def gpu_memory_warning(info: Optional[dict], device: str = "auto") -> Optional[s
     return None
 
 
-class TrainTab(Tab):
+class TrainTab(TrainingRunTab):
     """Binds the Train page to a :class:`TrainingLogic`."""
 
+    widgets = RunWidgets("trainStatusLabel", "trainProgressBar", "stopTrainingButton", "forceStopTrainingButton")
+    run_name, refused_title, failed_title = "the training process", "Cannot train", "Training failed"
+    exported_status = "Model '{name}' exported and added to the Segment tab"
+
     def __init__(self, ui: Any, host: PanelHost, logic: TrainingLogic) -> None:
-        super().__init__(ui, host)
-        self.logic = logic
+        super().__init__(ui, host, logic)
         ui.startTrainingButton.clicked.connect(lambda *_: self.on_start(resume=False))
         ui.resumeTrainingButton.clicked.connect(lambda *_: self.on_start(resume=True))
-        ui.stopTrainingButton.clicked.connect(self.on_stop)
-        ui.forceStopTrainingButton.clicked.connect(self.on_force_stop)
         ui.showPlotButton.clicked.connect(self.on_show_plot)
         ui.presetComboBox.currentIndexChanged.connect(lambda *_: self.update_buttons())
         ui.profileComboBox.activated.connect(self.on_profile_chosen)  # user choice only, not refills
-        logic.progress.connect(self.on_progress)
         logic.metrics.connect(self.on_metrics)
-        logic.log.connect(host.append_log)
-        logic.stopping.connect(self.on_stopping)
-        logic.model_exported.connect(self.on_model_exported)
-        logic.cancelled.connect(self.on_stopped)
-        logic.finished.connect(lambda *_: self.update_buttons())
-        logic.error_occurred.connect(self.on_error)
 
     def refresh_catalogue(self) -> None:
         ui, host = self.ui, self.host
@@ -130,44 +123,12 @@ class TrainTab(Tab):
                                 "(Press Resume instead to continue it.)"):
                 return
             overwrite = True
-        try:
+
+        def start() -> None:
             self.logic.start(params, scene=host.scene, resume=resume, overwrite=overwrite)
             host.set_settings_value("trainPreset", prop(self.ui.presetComboBox, "currentText"))
-            self.ui.trainStatusLabel.setText("Resuming..." if resume else "Starting...")
-        except DVCLModuleError as exc:
-            host.report_error("Cannot train", str(exc))
-        except Exception as exc:
-            host.report_error("Cannot start dvcl", str(exc))
-        self.ui.trainProgressBar.setValue(0)
-        self.update_buttons()
 
-    def on_stop(self) -> None:
-        self.logic.stop()
-
-    def on_force_stop(self) -> None:
-        if self.host.confirm("Force stop ends the training process now: the iterations since the last saved "
-                             "checkpoint are lost (Stop saves first). Force stop?"):
-            self.logic.force_stop()
-
-    def on_stopping(self) -> None:
-        self.ui.trainStatusLabel.setText(STOPPING_MESSAGE)
-        self.update_buttons()
-
-    def on_stopped(self) -> None:
-        info = self.logic.last_progress
-        self.ui.trainStatusLabel.setText(stopped_status(info.step if info is not None else None))
-        self.update_buttons()
-
-    def on_error(self, message: str) -> None:
-        self.ui.trainStatusLabel.setText("Failed: " + message)
-        self.host.report_error("Training failed", message)
-        self.update_buttons()
-
-    def on_progress(self, info: ProgressInfo) -> None:
-        show_progress(self.ui.trainProgressBar, info)
-        if self.logic.state == STOPPING:
-            return
-        self.ui.trainStatusLabel.setText(progress_status(info))
+        self._start(start, resume)
 
     def on_metrics(self, event: dict) -> None:
         losses = ", ".join(f"{k} {float(v):.4g}" for k, v in (event.get("losses") or {}).items())
@@ -181,19 +142,9 @@ class TrainTab(Tab):
         if curves is not None and curves.chart is not None:
             self.host.show_chart(curves.chart)
 
-    def on_model_exported(self, info: Any) -> None:
-        self.host.model_added(info)
-        self.ui.trainStatusLabel.setText(f"Model '{info.name}' exported and added to the Segment tab")
-
-    def update_buttons(self) -> None:
-        ui, logic = self.ui, self.logic
-        running = logic.running
+    def update_start_buttons(self, running: bool) -> None:
+        ui = self.ui
         ui.startTrainingButton.setEnabled(not running)
         ui.resumeTrainingButton.setEnabled(not running)
-        ui.stopTrainingButton.setEnabled(running and logic.state != STOPPING)
-        ui.forceStopTrainingButton.setEnabled(running)
-        ui.showPlotButton.setEnabled(logic.curves is not None)
+        ui.showPlotButton.setEnabled(self.logic.curves is not None)
         ui.datasetJsonEdit.setEnabled(prop(ui.presetComboBox, "currentText") == DATASET_JSON_CHOICE)
-
-    def cleanup(self) -> None:
-        self.logic.stop()

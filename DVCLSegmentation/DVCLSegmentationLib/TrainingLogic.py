@@ -20,19 +20,19 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .Backend import DVCLModuleError, ModelInfo, dvcl_command, read_model_info
+from .Backend import dvcl_command
 from .Parameter import STOP_FILE, TrainingParameters
-from .Process import ProcessProtocol, ProcessResult, ProgressInfo, default_process
+from .Process import ProcessProtocol, ProcessResult, default_process
 from .SceneBridge import TrainingCurves
-from .Signal import Signal
-from .Task import STOPPING_MESSAGE, BackendTask
+from .Task import IDLE, STOPPING, STOPPING_MESSAGE, BackendTask, TrainingRunTask
 
 log = logging.getLogger(__name__)
 
-IDLE, TRAINING, STOPPING, EXPORTING = "idle", "training", "stopping", "exporting"
+TRAINING, EXPORTING = "training", "exporting"
+__all__ = ["EXPORTING", "IDLE", "STOP_FILE", "STOPPING", "STOPPING_MESSAGE", "TRAINING", "TrainingLogic"]
 
 
-class TrainingLogic(BackendTask):
+class TrainingLogic(TrainingRunTask):
     """Runs one training (or resume) and the export that follows it.
 
     Signals:
@@ -43,24 +43,20 @@ class TrainingLogic(BackendTask):
         error_occurred(str), cancelled()
     """
 
+    busy_message = "a training run is already in progress: stop it first"
+
     def __init__(self, process_factory: Callable[[], ProcessProtocol] = default_process) -> None:
         super().__init__(process_factory)
-        self.metrics = Signal("metrics")
-        self.model_exported = Signal("model_exported")
-        self.stopping = Signal("stopping")
-        self.state = IDLE
         self.curves: Optional[TrainingCurves] = None
         self.params: Optional[TrainingParameters] = None
         self.export_on_finish = True
-        self.last_progress: Optional[ProgressInfo] = None
-
-    @property
-    def running(self) -> bool:
-        return self.state != IDLE
 
     @staticmethod
     def model_dir(params: TrainingParameters) -> Path:
         return Path(params.run_dir).expanduser() / "model"
+
+    def model_path(self) -> Optional[Path]:
+        return self.model_dir(self.params) if self.params is not None else None
 
     def start(self, params: TrainingParameters, scene: Any = None, resume: bool = False,
               export: bool = True, overwrite: bool = False) -> None:
@@ -70,25 +66,19 @@ class TrainingLogic(BackendTask):
             scene: where the plot nodes go (None: no plot, e.g. headless runs).
             overwrite: replace a run that already exists in ``run_dir`` (ask the user first).
         """
-        if self.running:
-            raise DVCLModuleError("a training run is already in progress: stop it first")
+        self._check_idle()
         args = dvcl_command(params.cli_args(resume=resume, overwrite=overwrite))
-        self.params = params
-        self._remove_stop_file()  # a leftover request must not stop the new run
         self.export_on_finish = export
+        curves = self.curves
         if scene is not None:
             if self.curves is None or self.curves.scene is not scene or not resume:
                 self.curves = TrainingCurves(scene, name=f"DVCL {params.method} {Path(params.run_dir).name}")
-        process = self._new_process(self._on_train_finished, self._on_progress)
-        process.metrics.connect(self._on_metrics)
-        self.state = TRAINING
-        self.log.emit(("Resuming" if resume else "Starting") + f" training in {params.run_dir}")
-        try:
-            process.start(args)
-        except BaseException:
-            self.state = IDLE
-            self._process = None
-            raise
+
+        def keep_plot() -> None:  # the run that did not start has no plot: the last one stays on show
+            self.curves = curves
+
+        self._start_run(params, args, TRAINING, ("Resuming" if resume else "Starting") + f" training in "
+                        f"{params.run_dir}", self._on_train_finished, keep_plot)
 
     def stop_file(self) -> Optional[Path]:
         return Path(self.params.run_dir).expanduser() / STOP_FILE if self.params is not None else None
@@ -100,56 +90,20 @@ class TrainingLogic(BackendTask):
         that follows training, Stop cancels the export (the run itself is complete).
         """
         if self.state == EXPORTING:
-            super().cancel()
+            BackendTask.cancel(self)  # kill the export: training itself is complete
             return
         if self.state != TRAINING or self._process is None:
             return
-        self._request_stop()
-        self.state = STOPPING
-        self.log.emit(STOPPING_MESSAGE)
-        self.stopping.emit()
-
-    def cancel(self) -> None:
-        """Same as :meth:`stop` (the module calls it when it closes): a run is never thrown away silently."""
-        self.stop()
-
-    def _on_progress(self, info: ProgressInfo) -> None:
-        self.last_progress = info
-        self.progress.emit(info)
+        self._stop_at_iteration()
 
     def _on_metrics(self, event: dict) -> None:
         if self.curves is not None:
             self.curves.add(event)
-        self.metrics.emit(event)
-
-    def wait(self, timeout: Optional[float] = None) -> Optional[ModelInfo]:
-        """Block until training and export are over (scripts/tests); returns the exported model or None."""
-        result = None
-        while self._process is not None:
-            process = self._process
-            process.wait(timeout)
-            if self._process is process:  # finished handler did not start a follow-up
-                break
-        if self.state == IDLE and self.params is not None:
-            try:
-                result = read_model_info(self.model_dir(self.params))
-            except DVCLModuleError:
-                result = None
-        return result
+        super()._on_metrics(event)
 
     def _on_train_finished(self, result: ProcessResult) -> None:
-        self._process = None
-        self._remove_stop_file()
-        if result.cancelled:
-            self.state = IDLE
-            self.log.emit("Training stopped; press Resume to continue from the last checkpoint")
-            self.cancelled.emit()
-            self.finished.emit(None)
-            return
-        if not result.ok:
-            self.state = IDLE
-            self.error_occurred.emit(result.error or "training failed")
-            self.finished.emit(None)
+        if not self._run_ended(result, "Training stopped; press Resume to continue from the last checkpoint",
+                               "training failed"):
             return
         if not self.export_on_finish or self.params is None:
             self.state = IDLE
@@ -158,37 +112,23 @@ class TrainingLogic(BackendTask):
         self.start_export(self.params)
 
     def start_export(self, params: TrainingParameters) -> None:
-        """Run ``dvcl export RUN_DIR -o RUN_DIR/model`` (also usable on its own for a finished run)."""
+        """Run ``dvcl export RUN_DIR -o RUN_DIR/model`` (also usable on its own for a finished run).
+
+        Called from the training's finished handler, so a failure to start is reported through ``error_occurred``
+        and ``finished(None)``, not raised."""
         self.params = params
         target = self.model_dir(params)
         process = self._new_process(self._on_export_finished, self._on_progress)
         self.state = EXPORTING
         self.log.emit(f"Exporting the trained model to {target}")
         try:
-            process.start(dvcl_command(["export", params.run_dir, "-o", str(target)]))
-        except BaseException as exc:
-            self.state = IDLE
-            self._process = None
+            with self._starting(self._to_idle):
+                process.start(dvcl_command(["export", params.run_dir, "-o", str(target)]))
+        except Exception as exc:
             self.error_occurred.emit(f"could not start the export: {exc}")
             self.finished.emit(None)
 
     def _on_export_finished(self, result: ProcessResult) -> None:
-        self._process = None
-        self.state = IDLE
-        if result.cancelled:
-            self.cancelled.emit()
-            self.finished.emit(None)
+        if not self._run_ended(result, None, "", error_prefix="export failed: "):
             return
-        if not result.ok:
-            self.error_occurred.emit(f"export failed: {result.error}")
-            self.finished.emit(None)
-            return
-        try:
-            info = read_model_info(self.model_dir(self.params))
-        except DVCLModuleError as exc:
-            self.error_occurred.emit(str(exc))
-            self.finished.emit(None)
-            return
-        self.log.emit(f"Model '{info.name}' ready: {info.path}")
-        self.model_exported.emit(info)
-        self.finished.emit(info)
+        self._publish_model("", lambda info: f"Model '{info.name}' ready: {info.path}")
