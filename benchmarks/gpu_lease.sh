@@ -11,8 +11,12 @@
 #    - the paper profile (patch 64x128x128, U-Net 16..256, SGD lr 0.1, batch 4+4) for labeled-only, CPS, DVCL
 #      and fully supervised, seed 0, on the same phantoms prepared at 1 mm, as far as the time allows
 #      (validation Dice every VAL_EVERY iterations in each run's metrics.csv).
+# 4. PARTS=...,synth (issue 13): synthetic abdominal CT generated on the device, a model trained on it
+#    (benchmarks/synthetic_model.sh, SYN_* below), scored once on the real abdomen CT of tests/data; the model
+#    package comes back as OUT/synth_model.tgz, its report as OUT/synth_report.md.
 # Run folders come back as OUT/runs.tgz without checkpoints; `dvcl experiment` with the same arguments on
 # that folder rewrites the tables from the finished runs (finished runs are skipped).
+# PARTS [step,segment,grid,paper] chooses the parts (comma-separated); the parts in the background share the GPU.
 #
 # The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README).
 set -uo pipefail
@@ -23,6 +27,8 @@ W=${WORK:-/tmp/b12}
 ITERATIONS_GRID=${ITERATIONS_GRID:-1000}
 PAPER_ITERATIONS=${PAPER_ITERATIONS:-10000}
 VAL_EVERY=${VAL_EVERY:-250}
+PARTS=${PARTS:-step,segment,grid,paper}
+want() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 mkdir -p "$OUT" "$W"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -35,37 +41,64 @@ DVCL="python3 -m dvcl"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, monai; print("torch", torch.__version__, "monai", monai.__version__)'
 
+# issue 13 first (it needs the most time): generate, prepare, train, export, score; in the background
+p4=""
+if want synth; then
+  echo "== synthetic model, in the background ($(left) s left)"
+  COUNT=${SYN_COUNT:-96} SPACING=${SYN_SPACING:-2.5 2.5 5.0} PROFILE=${SYN_PROFILE:-quick} \
+    ITERATIONS=${SYN_ITERATIONS:-6000} METHOD=fully DEVICE=cuda WORKERS=${SYN_WORKERS:-8} DVCL="$DVCL" \
+    EXTRA="--set val_every=${SYN_VAL_EVERY:-500} --set num_workers=4" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
+    setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth.log" 2>&1 & p4=$!
+fi
+if want grid || want paper; then
 echo "== data ($(left) s left)"
 $DVCL --progress none phantom "$W/phantoms" --kind cardiac --labeled 20 --unlabeled 0 --seed 0 --raw-values
 # `wait` with no PIDs would also wait for the `tee` of the process substitution above, which never ends
 $DVCL --progress none prepare "$W/phantoms" -o "$W/cache" --spacing 2.0 2.0 2.0 --workers 8 & p1=$!
 $DVCL --progress none prepare "$W/phantoms" -o "$W/cache1mm" --spacing 1.0 1.0 1.0 --workers 8 & p2=$!
 wait "$p1" "$p2"
+fi
 
+if want step; then
 echo "== co-training step ($(left) s left)"
 timeout 80 python3 benchmarks/bench_cotrain_step.py --device cuda --threads 0 --repeats 15 > "$OUT/step_quick.json"
 timeout 100 python3 benchmarks/bench_cotrain_step.py --device cuda --threads 0 --profile paper --repeats 15 \
   > "$OUT/step_paper.json"
 cat "$OUT"/step_*.json
+fi
 
+if want segment; then
 echo "== segment 512x512x300 on the GPU ($(left) s left)"
 timeout 90 python3 benchmarks/bench_segment_speed.py --cases big --rounds 1 --json "$OUT/segment_gpu.json"
+fi
 
 echo "== grids ($(left) s left)"
 STOP_AT=$(($(left) - 25))
 CATALOG=$(python3 -c 'from dvcl.methods.catalog import method_names
 core = ["supervised", "cps", "dvcl", "fully"]
 print(",".join(core + [m for m in method_names() if m not in core]))')
+p1=""; p3=""
+if want grid; then
 DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-16} WORKERS=1 METHODS=${METHODS:-$CATALOG} \
   setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh gpu "$W" > "$OUT/grid.log" 2>&1 & p1=$!
+fi
+if want paper; then
 setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" \
   --methods supervised,cps,dvcl,fully --seeds 0 --profile paper --iterations "$PAPER_ITERATIONS" \
   --set batch_labeled=4 --set batch_unlabeled=4 --set lr=0.1 --set val_every="$VAL_EVERY" --set num_workers=2 \
   --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
-wait "$p1" "$p3"
+fi
+# shellcheck disable=SC2086  # the PIDs of the parts that run
+[ -n "$p1$p3$p4" ] && wait $p1 $p3 $p4
 pkill -f "python3 -m dvcl" 2>/dev/null
 sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
   -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper 2>/dev/null
+if want synth; then
+  for v in "$W"/syn/*/; do
+    [ -f "$v/model/model.json" ] && tar czf "$OUT/synth_model_$(basename "$v").tgz" -C "$v" model run/metrics.csv run/config.yaml
+    [ -f "$v/real_ct/report.md" ] && cp "$v/real_ct/report.md" "$OUT/synth_report_$(basename "$v").md"
+  done
+fi
 ls -la "$OUT"

@@ -10,6 +10,9 @@
 # Environment (defaults in brackets): COUNT [200 synthetic cases]  SEED [0]  SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
+#   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
+#   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
+#   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]
 # Resumable: each step is skipped when its output exists; training resumes from its last checkpoint.
 # Output: WORK/<variant>/real_ct/report.md (per-organ Dice on the real CT) and WORK/<variant>/model (the package).
 set -euo pipefail
@@ -32,13 +35,17 @@ if [ ! -f "$OUT/cache/dataset.json" ]; then
   # shellcheck disable=SC2086  # SPACING is three numbers
   $DVCL --progress none prepare "$OUT/synth" -o "$OUT/cache" --preset flare22 --spacing $SPACING --workers "$WORKERS"
 fi
+LIMIT=()
+[ -n "${TRAIN_UNTIL:-}" ] && TRAIN_SECONDS=$((TRAIN_UNTIL - $(date +%s)))
+[ -n "${TRAIN_SECONDS:-}" ] && LIMIT=(timeout --signal=TERM --kill-after=60 "$TRAIN_SECONDS")
 if [ ! -f "$OUT/run/run.json" ] || ! grep -q '"status": "finished"' "$OUT/run/run.json"; then
   if [ -f "$OUT/run/checkpoints/last_state.pt" ]; then
-    $DVCL --progress none train --resume "$OUT/run" --device "$DEVICE"
+    "${LIMIT[@]}" $DVCL --progress none train --resume "$OUT/run" --device "$DEVICE" || [ ${#LIMIT[@]} -gt 0 ]
   else
     # shellcheck disable=SC2086  # EXTRA holds several arguments
-    $DVCL --progress none train --data "$OUT/cache" --out "$OUT/run" --method "$METHOD" --labeled-fraction 1.0 \
-      --profile "$PROFILE" --iterations "$ITERATIONS" --device "$DEVICE" --seed "$SEED" ${EXTRA:-}
+    "${LIMIT[@]}" $DVCL --progress none train --data "$OUT/cache" --out "$OUT/run" --method "$METHOD" \
+      --labeled-fraction 1.0 --profile "$PROFILE" --iterations "$ITERATIONS" --device "$DEVICE" --seed "$SEED" \
+      ${EXTRA:-} || [ ${#LIMIT[@]} -gt 0 ]
   fi
 fi
 if [ ! -f "$OUT/model/model.json" ]; then
