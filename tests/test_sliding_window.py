@@ -1,8 +1,9 @@
 """The one sliding-window module: overlap <-> stride, the window settings of runs and packages, and tiling that
-gives MONAI's probabilities (validation and ``dvcl segment`` share it)."""
+gives MONAI's probabilities on torch tensors and numpy arrays (validation and ``dvcl segment`` share it)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,10 @@ def test_tiling_gives_monai_probabilities(shape, roi, overlap) -> None:
     assert got.shape == (3, *shape)
     assert torch.allclose(got, expected[0], atol=1e-6)
     assert calls[-1] == (count_windows(shape, win.roi, win.stride),) * 2
+    # numpy in, numpy out (the ONNX engines' path, no torch): the same windows, batches and probabilities
+    np_calls = []
+    got_np = sliding_window(image[0].numpy(), win.roi, win.stride, lambda w: predict(torch.from_numpy(w)).numpy(),
+                            win.sw_batch_size, on_batch=lambda done, total: np_calls.append((done, total)))
+    assert isinstance(got_np, np.ndarray) and got_np.dtype == np.float32
+    np.testing.assert_allclose(got_np, expected[0].numpy(), atol=1e-6, rtol=0)
+    assert np_calls == calls

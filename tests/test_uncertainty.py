@@ -106,7 +106,7 @@ def test_two_models_disagree_and_their_mean_is_the_ensemble(pair_package, abdome
     per_model = predict_per_model(package, torch.device("cpu"), arr, engine="torch")
     assert tuple(per_model.shape) == (2, 4) + arr.shape
     ensemble = Predictor(package, "cpu", engine="torch").predict(arr)
-    torch.testing.assert_close(per_model.mean(0), ensemble, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(per_model.mean(0)), ensemble, atol=1e-5, rtol=0)
     maps = {}
     segment_image(image, package, device="cpu", engine="torch", uncertainty=maps)
     disagreement = _values(maps["disagreement"])

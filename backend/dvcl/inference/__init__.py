@@ -1,7 +1,8 @@
 """Inference: model packages, the sliding-window predictor and ``segment``.
 
-Importing this package does not import torch; :mod:`dvcl.inference.predictor` does, and the segmentation
-functions import it when they run.
+Importing this package does not import torch. The segmentation functions import it when they run, except on
+the CPU with an ONNX engine whose graph and agreement check are cached (:mod:`dvcl.inference.engines`): such a
+run never imports torch.
 """
 
 from dvcl.inference.model_package import (

@@ -20,11 +20,16 @@ network config and the torch version, and written atomically, so a changed packa
 graph and a half-written file is never read. A package may ship its graphs next to its weights
 (``<package>/<model>.<key>.onnx``); those are used first and never written (package folders may be
 read-only, and a package's contents should not change by being used).
+
+Once a graph and its check are cached, nothing here imports torch: the key reads torch's version from the
+installed distribution's metadata, the ONNX engines take and return numpy arrays, and their thread count comes
+from :mod:`dvcl.utils.threads`. torch is imported to export a graph, for the check, and by the torch engine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -35,7 +40,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from dvcl.errors import ConfigError, DVCLError, OutputWriteError
+from dvcl.inference.arrays import ops_for
+from dvcl.utils.threads import configured_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -129,10 +138,24 @@ def graph_cache_dir() -> Path:
     return base / "dvcl" / "onnx"
 
 
+def exporter_version() -> str:
+    """The torch version that exports the graphs, without its local build tag (``2.13.0``).
+
+    Read from the installed distribution's metadata, so looking a graph up does not import torch; from torch
+    itself only where the metadata is missing (a source checkout on the path). Both give ``torch.__version__``,
+    so keys made before this function existed stay valid.
+    """
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        import torch
+
+        version = torch.__version__
+    return str(version).split("+")[0]
+
+
 def graph_key(package: ModelPackage, model: str) -> str:
     """Identity of an exported graph: weights, model, network config, exporter versions (16 hex)."""
-    import torch
-
     from dvcl.inference.model_package import WEIGHTS
 
     h = hashlib.sha256()
@@ -140,7 +163,7 @@ def graph_key(package: ModelPackage, model: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     h.update(json.dumps({"model": model, "network": package.meta.get("network"), "opset": OPSET,
-                         "graph": GRAPH_VERSION, "torch": torch.__version__.split("+")[0]},
+                         "graph": GRAPH_VERSION, "torch": exporter_version()},
                         sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -293,37 +316,44 @@ def record_check(graphs: Sequence[Path], engine: str, agreement: float) -> None:
 class Engine:
     """Runs the models of a package on batches of windows: ``probabilities(x) -> mean softmax``.
 
-    ``x`` is a CPU float32 tensor ``(N, 1, Z, Y, X)``; the result is a CPU float32 tensor ``(N, C, Z, Y, X)``,
-    the mean over models and the given flips (test-time augmentation).
+    ``x`` is a float32 batch ``(N, 1, Z, Y, X)`` of the engine's :attr:`array_kind` (a CPU tensor for torch, a
+    numpy array for the ONNX engines, which never need torch); the result is ``(N, C, Z, Y, X)`` float32 of the
+    same kind, the mean over models and the given flips (test-time augmentation).
     """
 
     name = "engine"
+    #: what ``probabilities`` takes and returns: ``torch`` (tensors) or ``numpy`` (arrays)
+    array_kind = "numpy"
 
-    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
+    def _sum_models(self, x):
         raise NotImplementedError
 
     @property
     def num_models(self) -> int:
         raise NotImplementedError
 
-    def probabilities(self, x: torch.Tensor, flips: Sequence[Tuple[int, ...]] = ((),)) -> torch.Tensor:
-        import torch
-
-        acc: Optional[torch.Tensor] = None
+    def probabilities(self, x, flips: Sequence[Tuple[int, ...]] = ((),)):
+        ops = ops_for(x)
+        acc = None
         for f in flips:
-            p = self._sum_models(torch.flip(x, f) if f else x)
+            p = self._sum_models(ops.flip(x, f) if f else x)
             if f:
-                p = torch.flip(p, f)
-            acc = p if acc is None else acc.add_(p)
+                p = ops.flip(p, f)
+            if acc is None:
+                acc = p
+            else:
+                acc += p
         if acc is None:
             raise ConfigError("no flips given")
-        return acc.div_(self.num_models * len(flips))
+        acc /= self.num_models * len(flips)
+        return acc
 
 
 class TorchEngine(Engine):
     """The package's networks in PyTorch on ``device`` (fp16 autocast when ``amp``)."""
 
     name = "torch"
+    array_kind = "torch"
 
     def __init__(self, nets: Sequence, device, amp: bool) -> None:
         self.nets = list(nets)
@@ -335,7 +365,6 @@ class TorchEngine(Engine):
         return len(self.nets)
 
     def probabilities(self, x: torch.Tensor, flips: Sequence[Tuple[int, ...]] = ((),)) -> torch.Tensor:
-
         # flips run on the compute device; only the mean comes back
         return super().probabilities(x.to(self.device), flips).to("cpu")
 
@@ -351,14 +380,8 @@ class TorchEngine(Engine):
         return acc
 
 
-def _threads() -> int:
-    import torch
-
-    return max(1, int(torch.get_num_threads()))
-
-
 class OnnxRuntimeEngine(Engine):
-    """ONNX Runtime, CPU execution provider, as many threads as torch was given."""
+    """ONNX Runtime, CPU execution provider, with the process's thread count (:mod:`dvcl.utils.threads`)."""
 
     name = "onnxruntime"
 
@@ -366,7 +389,7 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _threads()
+        opts.intra_op_num_threads = threads or configured_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -377,16 +400,13 @@ class OnnxRuntimeEngine(Engine):
     def num_models(self) -> int:
         return len(self.sessions)
 
-    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
-        import numpy as np
-        import torch
-
-        xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    def _sum_models(self, x: np.ndarray) -> np.ndarray:
+        xn = np.ascontiguousarray(x, dtype=np.float32)
         acc = None
         for s in self.sessions:
             p = s.run(None, {"x": xn})[0]
             acc = p if acc is None else np.add(acc, p, out=acc)
-        return torch.from_numpy(acc)
+        return acc
 
 
 class OpenVINOEngine(Engine):
@@ -399,7 +419,7 @@ class OpenVINOEngine(Engine):
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads or _threads()),
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads or configured_threads()),
                   "PERFORMANCE_HINT": "LATENCY"}
         blobs = graph_cache_dir() / "openvino"
         try:  # OpenVINO's own cache of compiled models: the next process compiles in a third of the time
@@ -420,29 +440,33 @@ class OpenVINOEngine(Engine):
     def num_models(self) -> int:
         return len(self.compiled)
 
-    def _sum_models(self, x: torch.Tensor) -> torch.Tensor:
-        import numpy as np
-        import torch
-
+    def _sum_models(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         if tuple(x.shape[1:]) != self.shape[1:] or n > self.batch:
             raise ConfigError(f"OpenVINO engine compiled for {self.shape}, got {tuple(x.shape)}")
-        xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        xn = np.ascontiguousarray(x, dtype=np.float32)
         if n < self.batch:
             xn = np.concatenate([xn, np.zeros((self.batch - n, *xn.shape[1:]), np.float32)])
         acc = None
         for r in self.requests:
             p = r.infer({0: xn})[0][:n]
             acc = np.array(p, copy=True) if acc is None else np.add(acc, p, out=acc)
-        return torch.from_numpy(acc)
+        return acc
 
 
 def build_engine(name: str, package: ModelPackage, models: Sequence[str], device, amp: bool, batch: int,
                  roi: Sequence[int]) -> Tuple[Engine, List[Path]]:
-    """Create engine ``name`` (already resolved) for ``models`` of ``package``; returns it and its graphs."""
+    """Create engine ``name`` (already resolved) for ``models`` of ``package``; returns it and its graphs.
+
+    ``device`` is a name (``cpu``, ``cuda:0``) or a ``torch.device``; only the torch engine builds the networks
+    (and imports torch). The ONNX engines need the graphs, exported (with torch) only when not cached.
+    """
     if name == "torch":
-        nets = [package.models[m].to(device).eval() for m in models]
-        return TorchEngine(nets, device, amp), []
+        import torch
+
+        dev = torch.device(device)
+        nets = [package.models[m].to(dev).eval() for m in models]
+        return TorchEngine(nets, dev, amp), []
     graphs = [ensure_graph(package, m) for m in models]
     if name == "onnxruntime":
         return OnnxRuntimeEngine(graphs), graphs

@@ -10,7 +10,9 @@ Weights are safetensors only: loading a package never unpickles anything, so a p
 someone else cannot run code on load. Every problem with a package (missing folder, corrupt weights, a
 JSON error, weights that do not fit the network config) is a :class:`~dvcl.errors.ModelError` naming the
 file. The JSON side (``read_model_json``, ``list_installed_models``) is torch-free so the Slicer module and
-``dvcl info`` can list models instantly; torch is imported only when weights are loaded or saved.
+``dvcl info`` can list models instantly; torch is imported only when weights are loaded or saved. A package
+loaded with ``lazy=True`` (``dvcl segment``) builds its networks on first use, so a run whose engine finds its
+ONNX graphs cached never loads the weights into torch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from dvcl import __version__
 from dvcl.errors import ConfigError, DVCLError, ModelError, OutputExistsError
@@ -283,9 +285,51 @@ def labels_to_json(labels: Mapping[int, Any]) -> Dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------------------- the package
+class LazyNetworks(Mapping[str, "nn.Module"]):
+    """A package's networks by model name, built and loaded from the weights on first access.
+
+    The names (iteration, ``in``, ``len``) come from ``model.json`` and need no torch; the first ``[name]`` or
+    :meth:`load` builds every network at once (one weights file). Why: an engine that runs a cached ONNX graph
+    never needs the networks, and building them means importing torch.
+    """
+
+    def __init__(self, names: Sequence[str], build: Callable[[], Dict[str, nn.Module]]) -> None:
+        self._names = list(names)
+        self._build = build
+        self._nets: Optional[Dict[str, nn.Module]] = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._nets is not None
+
+    def load(self) -> Dict[str, nn.Module]:
+        """The networks, built now if they are not yet (raises :class:`ModelError` for bad weights)."""
+        if self._nets is None:
+            self._nets = self._build()
+        return self._nets
+
+    def __getitem__(self, name: str) -> nn.Module:
+        if name not in self._names:
+            raise KeyError(name)
+        return self.load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __repr__(self) -> str:
+        return f"LazyNetworks({self._names}, {'loaded' if self.loaded else 'not loaded'})"
+
+
 @dataclass
 class ModelPackage:
-    """A loaded model package: metadata plus the networks, on the CPU in eval mode.
+    """A loaded model package: metadata plus the networks (a dict, or :class:`LazyNetworks`), on the CPU in
+    eval mode.
 
     Use :meth:`to` to move the networks to a device; :mod:`dvcl.inference.predictor` does that.
     """
@@ -293,7 +337,7 @@ class ModelPackage:
     path: Path
     meta: dict
     network_config: NetworkConfig
-    models: Dict[str, nn.Module] = field(repr=False)
+    models: Mapping[str, nn.Module] = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -345,22 +389,39 @@ class ModelPackage:
         return self
 
 
-def load_model_package(model_dir: PathLike, device: Optional[Any] = None) -> ModelPackage:
+def load_model_package(model_dir: PathLike, device: Optional[Any] = None, lazy: bool = False) -> ModelPackage:
     """Load a model package: validate ``model.json``, build the networks, load the safetensors weights.
 
     Args:
         model_dir: the package folder (see :func:`resolve_model` for names of installed models).
-        device: optional device to move the networks to (default: stay on the CPU).
+        device: optional device to move the networks to (default: stay on the CPU; loads them now).
+        lazy: build the networks on first use (:class:`LazyNetworks`): no torch import until an engine needs
+            them; weight problems then surface at that point, still as :class:`ModelError`.
 
     Raises:
         ModelError: missing folder/files, invalid JSON, corrupt weights, weight keys or shapes that do not
             match the network config.
     """
-    from dvcl.networks import build_network
-
     model_dir = Path(model_dir)
     meta = read_model_json(model_dir)
     net_cfg = NetworkConfig.from_dict(meta["network"])
+    if not (model_dir / WEIGHTS).is_file():
+        raise ModelError(f"{model_dir / WEIGHTS}: weights file missing")
+    networks = LazyNetworks(meta["models"], lambda: _build_networks(model_dir, meta, net_cfg))
+    pkg = ModelPackage(path=model_dir, meta=meta, network_config=net_cfg, models=networks)
+    if not lazy:
+        networks.load()
+    if device is not None:
+        pkg.to(device)
+    log.info("%s model '%s' (%s; models %s) from %s", "found" if lazy else "loaded", pkg.name,
+             pkg.preset or "custom", "+".join(pkg.model_names), model_dir)
+    return pkg
+
+
+def _build_networks(model_dir: Path, meta: Mapping[str, Any], net_cfg: NetworkConfig) -> Dict[str, nn.Module]:
+    """Build the package's networks and load their weights, checked key by key (imports torch)."""
+    from dvcl.networks import build_network
+
     weights = _load_weights(model_dir / WEIGHTS)
     models: Dict[str, nn.Module] = {}
     for name in meta["models"]:
@@ -378,12 +439,8 @@ def load_model_package(model_dir: PathLike, device: Optional[Any] = None) -> Mod
     if stray:
         raise ModelError(f"{model_dir / WEIGHTS}: {len(stray)} weights belong to no model listed in model.json "
                          f"(e.g. {stray[0]!r})")
-    pkg = ModelPackage(path=model_dir, meta=meta, network_config=net_cfg, models=models)
-    if device is not None:
-        pkg.to(device)
-    log.info("loaded model '%s' (%s; models %s) from %s", pkg.name, pkg.preset or "custom",
-             "+".join(pkg.model_names), model_dir)
-    return pkg
+    log.debug("built the networks of %s", model_dir)
+    return models
 
 
 def _load_weights(path: Path) -> Dict[str, torch.Tensor]:

@@ -13,20 +13,27 @@ device and the network (:func:`choose_sw_batch_size`): on the CPU a batch of one
 most 3x3x3 convolutions of a small net through its slow reference kernel (it uses oneDNN only when
 N*C*D*H > 20480), and 4 windows per call were 3.6x faster with identical output. Which engine runs the
 windows (torch, ONNX Runtime, OpenVINO) is :mod:`dvcl.inference.engines`' business.
+
+Importing this module does not import torch, and neither does a prediction by an ONNX engine whose graph and
+agreement check are cached: the windows then travel as numpy arrays (the engines' own format) through the same
+:func:`sliding_window`, and torch's import (1.5 s idle, up to 8 s on a loaded machine) is saved. torch is
+imported for the torch engine, for CUDA, to export a graph and for the one-time agreement check.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from dvcl.errors import ConfigError
 from dvcl.inference import engines
 from dvcl.inference.model_package import ModelPackage
-from dvcl.inference.sliding_window import count_windows, overlap_for_stride, sliding_window, window_corners
+from dvcl.inference.sliding_window import WindowPlan, count_windows, overlap_for_stride, sliding_window
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +78,33 @@ def window_memory_bytes(package: ModelPackage, roi: Sequence[int]) -> int:
     return int(4 * (feats + 3 * cfg.num_classes * voxels))
 
 
-def choose_sw_batch_size(package: ModelPackage, device: torch.device, roi: Optional[Sequence[int]] = None) -> int:
+Device = Union[str, "torch.device"]
+
+
+def device_type(device: Device) -> str:
+    """``cpu`` or ``cuda`` for a device name (``cuda:1``) or a ``torch.device``, without importing torch."""
+    return str(getattr(device, "type", None) or str(device).split(":", 1)[0]).lower()
+
+
+def _cuda_free_bytes(device: Device) -> Optional[int]:
+    import torch
+
+    try:
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    except (RuntimeError, AssertionError):
+        return None
+
+
+def choose_sw_batch_size(package: ModelPackage, device: Device, roi: Optional[Sequence[int]] = None) -> int:
     """Windows per network call for this device and network: :data:`CPU_SW_BATCH` on the CPU,
     :data:`CUDA_SW_BATCH` on a GPU, fewer when a batch would take more than :data:`MEMORY_SHARE` of the
     memory available (at least 1)."""
     roi = tuple(roi or package.roi)
     per_window = max(1, window_memory_bytes(package, roi))
-    if device.type == "cuda":
-        want = CUDA_SW_BATCH
-        try:
-            free = int(torch.cuda.mem_get_info(device)[0])
-        except (RuntimeError, AssertionError):
-            free = None
+    if device_type(device) == "cuda":
+        want, free = CUDA_SW_BATCH, _cuda_free_bytes(device)
     else:
-        want = CPU_SW_BATCH
-        free = _available_memory_bytes()
+        want, free = CPU_SW_BATCH, _available_memory_bytes()
     if free is not None:
         want = min(want, max(1, int(free * MEMORY_SHARE // per_window)))
     return max(1, want)
@@ -96,8 +115,9 @@ class Predictor:
     """Softmax-ensemble sliding-window predictor for one model package on one device.
 
     Args:
-        package: the loaded :class:`ModelPackage`.
-        device: compute device for the windows (the output is accumulated on the CPU).
+        package: the :class:`ModelPackage` (its networks load only if an engine needs them).
+        device: compute device for the windows, a name (``cpu``, ``cuda:0``) or a ``torch.device`` (the output
+            is accumulated on the CPU).
         models: which of the package's models to average (default: the package's ``models`` list, e.g.
             ``["A", "B"]``; ``["A"]`` for "A only").
         tta: also average over the 7 flipped copies of every window (8x the compute).
@@ -111,7 +131,7 @@ class Predictor:
     def __init__(
         self,
         package: ModelPackage,
-        device: Union[str, torch.device] = "cpu",
+        device: Device = "cpu",
         models: Optional[Sequence[str]] = None,
         tta: bool = False,
         sw_batch_size: Optional[int] = None,
@@ -121,7 +141,8 @@ class Predictor:
         engine: str = "auto",
     ) -> None:
         self.package = package
-        self.device = torch.device(device)
+        self.device = device
+        self.device_type = device_type(device)
         names = list(models) if models else package.model_names
         unknown = [m for m in names if m not in package.models]
         if unknown:
@@ -129,7 +150,7 @@ class Predictor:
                               f"(it has {', '.join(package.models)})")
         self.model_names = names
         self.flips = TTA_FLIPS if tta else ((),)
-        self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        self.amp = (self.device_type == "cuda") if amp is None else bool(amp)
         self.roi = tuple(int(v) for v in (roi or package.roi))
         self.stride = tuple(int(v) for v in (stride or package.stride))
         div = package.network_config.divisor
@@ -138,10 +159,9 @@ class Predictor:
                               "1..window")
         if sw_batch_size is not None and int(sw_batch_size) < 1:
             raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
-        self.sw_batch_size = int(sw_batch_size) if sw_batch_size else choose_sw_batch_size(package, self.device,
-                                                                                           self.roi)
+        self.sw_batch_size = int(sw_batch_size) if sw_batch_size else choose_sw_batch_size(package, device, self.roi)
         self.requested_engine = (engine or "auto").lower()
-        name = engines.resolve_engine(self.requested_engine, self.device.type)
+        name = engines.resolve_engine(self.requested_engine, self.device_type)
         self.engine, self.graphs = self._build(name)
         self._checked = name == "torch"
 
@@ -165,40 +185,41 @@ class Predictor:
     def num_classes(self) -> int:
         return self.package.num_classes
 
-    def _window_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def _window_probabilities(self, x):
         """Mean softmax over models (and flips) for a batch of windows, in fp32, on the CPU."""
         return self.engine.probabilities(x, self.flips)
 
-    def check_engine(self, windows: torch.Tensor) -> float:
-        """Voxel agreement (argmax) of this engine with torch fp32 on ``windows``; recorded next to the graphs.
+    def check_engine(self, windows) -> float:
+        """Voxel agreement (argmax) of this engine with torch fp32 on ``windows`` (a numpy array or a CPU tensor
+        ``(N, 1, *roi)``); recorded next to the graphs. Imports torch: it is the reference.
 
         ``auto`` switches to torch when the agreement is below :data:`engines.MIN_AGREEMENT`.
         """
-        ref_engine, _ = engines.build_engine("torch", self.package, self.model_names, torch.device("cpu"), False,
+        import torch
+
+        x = torch.as_tensor(np.asarray(windows, dtype=np.float32))
+        ref_engine, _ = engines.build_engine("torch", self.package, self.model_names, "cpu", False,
                                              self.sw_batch_size, self.roi)
         with torch.inference_mode():
-            ref = ref_engine.probabilities(windows).argmax(1)
-            got = self.engine.probabilities(windows).argmax(1)
-        agreement = float((ref == got).float().mean())
+            ref = ref_engine.probabilities(x).argmax(1).numpy()
+        got = self.engine.probabilities(x.numpy()).argmax(1)  # the ONNX engines take numpy arrays
+        agreement = float((ref == got).mean())
         engines.record_check(self.graphs, self.engine.name, agreement)
         return agreement
 
-    def _ensure_checked(self, x: torch.Tensor) -> None:
-        """First use of a graph on an engine: compare with torch on the middle batch of windows."""
+    def _ensure_checked(self, x: np.ndarray) -> None:
+        """First use of a graph on an engine: compare with torch on the middle batch of windows of ``x``
+        ``(1, Z, Y, X)``; a recorded check (same graph, engine version and CPU) is read instead."""
         if self._checked:
             return
         self._checked = True
         agreement = engines.recorded_agreement(self.graphs, self.engine.name)
         if agreement is None:
-            shape = tuple(max(int(n), r) for n, r in zip(x.shape[1:], self.roi))
-            if tuple(x.shape[1:]) != shape:
+            plan = WindowPlan.of(x.shape[1:], self.roi, self.stride)
+            if plan.needs_padding:
                 return  # tiny input (padded): not representative, check on a real volume later
-            corners = window_corners(shape, self.roi, self.stride)
-            mid = max(0, len(corners) // 2 - self.sw_batch_size // 2)
-            group = corners[mid:mid + self.sw_batch_size]
-            windows = torch.stack([x[(slice(None), *(slice(c, c + r) for c, r in zip(cor, self.roi)))]
-                                   for cor in group]).float()
-            agreement = self.check_engine(windows)
+            group = plan.middle_batch(self.sw_batch_size)
+            agreement = self.check_engine(np.stack([x[(slice(None), *r)] for r in group]))
             log.info("engine %s agrees with torch on %.4f %% of the voxels of %d check window(s)",
                      self.engine.name, 100 * agreement, len(group))
         if agreement < engines.MIN_AGREEMENT:
@@ -210,22 +231,37 @@ class Predictor:
                 log.warning("engine %s agrees with torch on only %.3f %% of voxels", self.engine.name,
                             100 * agreement)
 
-    def predict(self, image: np.ndarray, on_window: Optional[WindowCallback] = None) -> torch.Tensor:
-        """Class probabilities ``(C, Z, Y, X)`` float32 on the CPU for a preprocessed ``(Z, Y, X)`` volume.
+    def predict_array(self, image: np.ndarray, on_window: Optional[WindowCallback] = None) -> np.ndarray:
+        """Class probabilities ``(C, Z, Y, X)`` float32 (numpy) for a preprocessed ``(Z, Y, X)`` volume.
 
         Inputs smaller than the window are padded (value 0, i.e. the normalised low end of the intensity
-        range: air) and the output is cropped back to the input's shape.
+        range: air) and the output is cropped back to the input's shape. With an ONNX engine whose check is
+        recorded, torch is never imported.
         """
         if image.ndim != 3:
             raise ConfigError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        x = np.ascontiguousarray(image, dtype=np.float32)[None]
         log.debug("sliding window: %s windows of %s, stride %s, models %s, %d flip(s), engine %s, batch %d, "
                   "device %s", count_windows(image.shape, self.roi, self.stride), self.roi, self.stride,
                   self.model_names, len(self.flips), self.engine.name, self.sw_batch_size, self.device)
-        with torch.inference_mode():
-            self._ensure_checked(x)
-            probs = sliding_window(x, self.roi, self.stride, self._window_probabilities, self.sw_batch_size,
-                                   on_batch=on_window)
+        self._ensure_checked(x)
+        if self.engine.array_kind == "numpy":
+            probs = self._tile(x, on_window)
+        else:
+            import torch
+
+            with torch.inference_mode():
+                probs = self._tile(torch.from_numpy(x), on_window).numpy()
         if tuple(probs.shape) != (self.num_classes, *image.shape):
             raise RuntimeError(f"sliding window returned {tuple(probs.shape)} for input {image.shape}")
         return probs
+
+    def _tile(self, x, on_window: Optional[WindowCallback]):
+        return sliding_window(x, self.roi, self.stride, self._window_probabilities, self.sw_batch_size,
+                              on_batch=on_window)
+
+    def predict(self, image: np.ndarray, on_window: Optional[WindowCallback] = None) -> torch.Tensor:
+        """:meth:`predict_array` as a CPU float32 tensor (imports torch; ``dvcl segment`` uses the array)."""
+        import torch
+
+        return torch.from_numpy(self.predict_array(image, on_window))

@@ -8,7 +8,10 @@ predicts with exactly the windows its validation used (METHOD.md section 4: wind
 
 :func:`sliding_window` tiles, pads and blends with the arithmetic of MONAI's ``sliding_window_inference``
 (same window positions, same Gaussian weights, same accumulation order, so the same probabilities) in a few
-lines of torch, without importing MONAI (about 3 s per process).
+lines, without importing MONAI (about 3 s per process). It is written once against
+:mod:`dvcl.inference.arrays`, so it runs on torch tensors (the torch engine, validation on the GPU) and on numpy
+arrays (ONNX Runtime and OpenVINO: a ``dvcl segment`` with a cached graph never imports torch), both reading
+one :class:`WindowPlan`; the numpy weights differ from torch's by a few float32 ulp (the two libraries' ``exp``).
 
 Importing this module does not import torch (the CLI help and the export read :class:`WindowConfig`).
 """
@@ -17,12 +20,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from dvcl.errors import ConfigError
+from dvcl.inference.arrays import NUMPY, ArrayOps, ops_for, torch_ops
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    Volume = Union[np.ndarray, torch.Tensor]
+else:
+    Volume = Any
 
 Triple = Tuple[int, int, int]
 
@@ -138,71 +148,126 @@ def window_corners(shape: Sequence[int], roi: Sequence[int], stride: Sequence[in
     return [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
 
 
-def gaussian_importance(roi: Sequence[int], sigma_scale: float = SIGMA_SCALE, device: Any = None) -> torch.Tensor:
-    """Blending weights of one window: a separable Gaussian (sigma = ``sigma_scale`` x size), peak 1,
-    clamped below at max(min, 1e-3) (MONAI's ``compute_importance_map``, mode ``gaussian``)."""
-    import torch
+Region = Tuple[slice, slice, slice]
 
-    w: Optional[torch.Tensor] = None
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows of one volume go: the padding, the window corners and the crop back.
+
+    The one plan both array flavours of :func:`sliding_window` (torch tensors, numpy arrays) and the engine check
+    of :class:`~dvcl.inference.predictor.Predictor` read, so they always visit the same windows.
+    """
+
+    shape: Triple  # the input (Z, Y, X)
+    roi: Triple
+    stride: Triple
+    pads: Tuple[Tuple[int, int], ...]  # zero padding (before, after) per axis, up to one window
+    padded: Triple
+    corners: Tuple[Triple, ...]
+
+    @classmethod
+    def of(cls, shape: Sequence[int], roi: Sequence[int], stride: Sequence[int]) -> WindowPlan:
+        """The plan for a (Z, Y, X) ``shape``: inputs smaller than the window are padded symmetrically (MONAI's
+        constant padding), then windows every ``stride`` voxels, the last one flush with the border."""
+        shape_t = tuple(int(n) for n in shape)
+        roi_t = tuple(int(r) for r in roi)
+        stride_t = tuple(int(s) for s in stride)
+        pads = tuple((max(r - n, 0) // 2, max(r - n, 0) - max(r - n, 0) // 2) for n, r in zip(shape_t, roi_t))
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(shape_t, pads))
+        return cls(shape_t, roi_t, stride_t, pads, padded,  # type: ignore[arg-type]
+                   tuple(window_corners(padded, roi_t, stride_t)))
+
+    @property
+    def needs_padding(self) -> bool:
+        return self.padded != self.shape
+
+    @property
+    def crop(self) -> Region:
+        """The input's region of the padded volume."""
+        return tuple(slice(lo, lo + n) for (lo, _), n in zip(self.pads, self.shape))  # type: ignore[return-value]
+
+    def region(self, corner: Sequence[int]) -> Region:
+        """The voxels of the window at ``corner``."""
+        return tuple(slice(c, c + r) for c, r in zip(corner, self.roi))  # type: ignore[return-value]
+
+    def batches(self, size: int) -> Iterator[Tuple[int, List[Region]]]:
+        """``(windows done after this batch, regions)`` for batches of ``size`` windows, in window order."""
+        step = max(1, int(size))
+        for b in range(0, len(self.corners), step):
+            group = self.corners[b:b + step]
+            yield b + len(group), [self.region(c) for c in group]
+
+    def middle_batch(self, size: int) -> List[Region]:
+        """The ``size`` windows around the middle of the volume (the engine check's sample: tissue, not air)."""
+        mid = max(0, len(self.corners) // 2 - int(size) // 2)
+        return [self.region(c) for c in self.corners[mid:mid + int(size)]]
+
+
+def _gaussian(roi: Sequence[int], sigma_scale: float, ops: ArrayOps) -> Any:
+    """Separable Gaussian over ``roi`` (sigma = ``sigma_scale`` x size), peak 1, clamped below at
+    max(min, 1e-3): MONAI's ``compute_importance_map``, mode ``gaussian``, in float32."""
+    w: Any = None
     for i, size in enumerate(roi):
         sigma = size * sigma_scale
-        x = torch.arange(start=-(size - 1) / 2.0, end=(size - 1) / 2.0 + 1, dtype=torch.float)
-        x = torch.exp(x ** 2 / (-2 * sigma ** 2))
-        w = w.unsqueeze(-1) * x[(None,) * i] if w is not None else x
+        x = ops.arange(-(size - 1) / 2.0, (size - 1) / 2.0 + 1)
+        x = ops.exp(x ** 2 / (-2 * sigma ** 2))
+        w = w[..., None] * x[(None,) * i] if w is not None else x
     if w is None:
         raise ConfigError("empty window")
-    return torch.clamp_(w, min=max(torch.min(w).item(), 1e-3)).to(device)
+    return ops.clamp_min_(w, max(float(w.min()), 1e-3))
+
+
+def gaussian_importance(roi: Sequence[int], sigma_scale: float = SIGMA_SCALE, device: Any = None) -> torch.Tensor:
+    """Blending weights of one window as a torch tensor on ``device`` (imports torch)."""
+    ops = torch_ops()
+    return ops.to(_gaussian(roi, sigma_scale, ops), device)
+
+
+def gaussian_importance_array(roi: Sequence[int], sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
+    """Blending weights of one window as a float32 numpy array (no torch)."""
+    return _gaussian(roi, sigma_scale, NUMPY)
 
 
 def sliding_window(
-    image: torch.Tensor,
+    image: Volume,
     roi: Sequence[int],
     stride: Sequence[int],
-    window_fn: Callable[[torch.Tensor], torch.Tensor],
+    window_fn: Callable[[Volume], Volume],
     batch_size: int = 1,
     on_batch: Optional[WindowCallback] = None,
     sigma_scale: float = SIGMA_SCALE,
-) -> torch.Tensor:
-    """Gaussian-blended sliding-window prediction over a volume ``(Cin, Z, Y, X)``.
+) -> Volume:
+    """Gaussian-blended sliding-window prediction over a volume ``(Cin, Z, Y, X)``: a torch tensor or a numpy array.
 
-    ``window_fn`` maps a batch ``(N, Cin, *roi)`` to ``(N, C, *roi)`` float32 (e.g. probabilities) on the
-    image's device; the blend accumulates there too (a CPU volume for ``dvcl segment``, the training device
-    for validation). Inputs smaller than the window are zero-padded symmetrically (MONAI's constant padding)
-    and the result cropped back; the output is ``(C, Z, Y, X)`` float32, the weighted mean of the windows.
-    ``on_batch(done, total)`` is called after every batch.
+    ``window_fn`` maps a batch ``(N, Cin, *roi)`` to ``(N, C, *roi)`` float32 (e.g. probabilities) of the same
+    kind, on the image's device; the blend accumulates there too (a CPU volume for ``dvcl segment``, the training
+    device for validation). Inputs smaller than the window are zero-padded symmetrically (MONAI's constant
+    padding) and the result cropped back; the output is ``(C, Z, Y, X)`` float32, the weighted mean of the
+    windows, of the image's kind. ``on_batch(done, total)`` is called after every batch. A numpy image never
+    imports torch (the ONNX engines' path in ``dvcl segment``).
     """
-    import torch
-
-    if image.dim() != 4:
+    if image.ndim != 4:
         raise ConfigError(f"sliding_window expects (C, Z, Y, X), got {tuple(image.shape)}")
-    roi = tuple(int(r) for r in roi)
-    stride = tuple(int(s) for s in stride)
-    shape = tuple(int(n) for n in image.shape[1:])
-    pads = [(max(r - n, 0) // 2, max(r - n, 0) - max(r - n, 0) // 2) for n, r in zip(shape, roi)]
-    if any(p for pair in pads for p in pair):
-        flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
-        image = torch.nn.functional.pad(image, flat, mode="constant", value=0.0)
-    padded = tuple(int(n) for n in image.shape[1:])
-    corners = window_corners(padded, roi, stride)
-    weight = gaussian_importance(roi, sigma_scale, device=image.device)
-    out: Optional[torch.Tensor] = None
-    count = torch.zeros(padded, dtype=torch.float32, device=image.device)
-    total = len(corners)
-    step = max(1, int(batch_size))
-    for b in range(0, total, step):
-        group = corners[b:b + step]
-        sl = [tuple(slice(c, c + r) for c, r in zip(corner, roi)) for corner in group]
-        windows = torch.stack([image[(slice(None), *s)] for s in sl]).float()
-        probs = window_fn(windows).float()
+    ops = ops_for(image)
+    plan = WindowPlan.of(image.shape[1:], roi, stride)
+    if plan.needs_padding:
+        image = ops.pad(image, plan.pads)
+    weight = ops.to(_gaussian(plan.roi, sigma_scale, ops), image)
+    out: Any = None
+    count = ops.zeros(plan.padded, like=image)
+    total = len(plan.corners)
+    for done, regions in plan.batches(batch_size):
+        windows = ops.float32(ops.stack([image[(slice(None), *r)] for r in regions]))
+        probs = ops.float32(window_fn(windows))
         if out is None:
-            out = torch.zeros((probs.shape[1], *padded), dtype=torch.float32, device=image.device)
-        for p, s in zip(probs, sl):
-            out[(slice(None), *s)] += weight * p
-            count[s] += weight
+            out = ops.zeros((probs.shape[1], *plan.padded), like=image)
+        for p, r in zip(probs, regions):
+            out[(slice(None), *r)] += weight * p
+            count[r] += weight
         if on_batch is not None:
-            on_batch(min(b + len(group), total), total)
+            on_batch(done, total)
     if out is None:  # unreachable: there is always at least one window
         raise RuntimeError("no window")
     out /= count
-    crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, shape))
-    return out[(slice(None), *crop)]
+    return out[(slice(None), *plan.crop)]

@@ -110,15 +110,13 @@ def uncertainty_paths(label_output: Union[str, Path]) -> Dict[str, Path]:
 
 
 def predict_per_model(package, device, image: np.ndarray, models=None, tta: bool = False, sw_batch_size=None,
-                      engine: str = "auto", on_window=None):
-    """Every model's sliding-window probabilities, ``(M, C, Z, Y, X)`` float32 CPU tensor.
+                      engine: str = "auto", on_window=None) -> np.ndarray:
+    """Every model's sliding-window probabilities, ``(M, C, Z, Y, X)`` float32 numpy array.
 
     One :class:`~dvcl.inference.predictor.Predictor` per model (its ``models=[name]`` subset): the same
     network work as the ensemble, which the mean over axis 0 reproduces (blending is linear), with M times
     the output memory. ``on_window(done, total)`` counts the windows of all models together.
     """
-    import torch
-
     from dvcl.inference.predictor import Predictor
 
     names = list(models) if models else list(package.model_names)
@@ -128,5 +126,5 @@ def predict_per_model(package, device, image: np.ndarray, models=None, tta: bool
             on_window(_k * total + done, len(names) * total)
 
         predictor = Predictor(package, device, models=[name], tta=tta, sw_batch_size=sw_batch_size, engine=engine)
-        outs.append(predictor.predict(image, on_window=report if on_window is not None else None))
-    return torch.stack(outs)
+        outs.append(predictor.predict_array(image, on_window=report if on_window is not None else None))
+    return np.stack(outs)

@@ -34,7 +34,8 @@ The rule (:func:`choose_threads`):
 :func:`configure_threads` applies the choice: ``torch.set_num_threads`` when torch is already imported,
 otherwise ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` in the environment, which torch reads when it is imported
 (the CLI imports torch inside each command's ``run``) and which child processes (data-loading workers,
-experiment jobs) inherit.
+experiment jobs) inherit. :func:`configured_threads` reads the choice back for ONNX Runtime and OpenVINO
+without importing torch.
 """
 
 from __future__ import annotations
@@ -169,3 +170,21 @@ def configure_threads(workload: str, requested: Optional[int] = None) -> int:
         torch.set_num_threads(n)
     log.debug("threads: %d (%s)", n, why)
     return n
+
+
+def configured_threads(workload: str = "segment") -> int:
+    """The thread count in force, for runtimes that keep their own pools (ONNX Runtime, OpenVINO).
+
+    torch's count when torch is loaded (what :func:`configure_threads` or a caller set, so every runtime of a
+    process uses the same number); otherwise the ``OMP_NUM_THREADS`` that :func:`configure_threads` (or the
+    user) set, else :func:`choose_threads` for ``workload``. Never imports torch: a ``dvcl segment`` whose
+    ONNX graph is cached runs without it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        n = 0
+    return n if n > 0 else choose_threads(workload)
