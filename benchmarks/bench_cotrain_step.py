@@ -12,6 +12,12 @@ intensity depends on the label plus noise, so the networks give a real mix of re
     python benchmarks/bench_cotrain_step.py                        # quick profile, CPU, 1 thread
     python benchmarks/bench_cotrain_step.py --profile paper --device cuda --repeats 20
     python benchmarks/bench_cotrain_step.py --breakdown            # where DVCL's extra time goes (profiler)
+    python benchmarks/bench_cotrain_step.py --channels-last both --methods supervised,cps,dvcl --repeats 6
+
+Memory format: as the Trainer runs it (``TrainConfig.channels_last``, default ``auto`` = channels-last on the CPU,
+:mod:`dvcl.networks.memory_format`): the same function lays out the models and the batch images. ``--channels-last
+both`` times every method in both layouts, interleaved, and prints the speed-up and the loss of the first
+(fixed-seed) step in each layout.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import statistics
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 def build(method: str, profile: str, num_classes: int, device, options: List[str]):
@@ -63,7 +69,17 @@ def make_batch(cfg, num_classes: int, device, seed: int = 0):
             {"image": image[nl:].to(device), "case": ["u"] * (n - nl)})
 
 
-def step(m, opt, batch_l, batch_u, iteration: int, device) -> float:
+def to_train_format(m, batch_l, batch_u, channels_last: bool):
+    """What the Trainer does with ``TrainConfig.channels_last`` (``dvcl.networks.memory_format``)."""
+    from dvcl.networks.memory_format import batch_to_channels_last, to_channels_last
+
+    if not channels_last:
+        return batch_l, batch_u
+    to_channels_last(m.models)
+    return batch_to_channels_last(batch_l), batch_to_channels_last(batch_u)
+
+
+def step(m, opt, batch_l, batch_u, iteration: int, device, losses: Optional[List[float]] = None) -> float:
     import torch
 
     if device.type == "cuda":
@@ -71,13 +87,16 @@ def step(m, opt, batch_l, batch_u, iteration: int, device) -> float:
     t0 = time.perf_counter()
     m.train()
     opt.zero_grad(set_to_none=True)
-    loss, _ = m.compute_loss(batch_l, batch_u, iteration)
+    loss, _ = m.compute_loss(batch_l, batch_u if m.uses_unlabeled else None, iteration)
     loss.backward()
     opt.step()
     m.after_step(iteration)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if losses is not None:
+        losses.append(float(loss.detach()))
+    return dt
 
 
 def breakdown(m, opt, batch_l, batch_u, device, rows: int) -> None:
@@ -101,7 +120,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     ap.add_argument("--classes", type=int, default=14, help="classes incl. background (FLARE22: 14)")
-    ap.add_argument("--repeats", type=int, default=10, help="timed DVCL+CPS pairs")
+    ap.add_argument("--repeats", type=int, default=10, help="timed rounds (one step of every method and layout each)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                     help="option for both runs (a TrainConfig field or network.X), e.g. batch_labeled=4")
@@ -111,10 +130,16 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--release-freed-memory", action="store_true",
                     help="leave glibc's malloc thresholds alone (the Trainer raises them: dvcl.utils.allocator)")
+    ap.add_argument("--methods", default="dvcl,cps",
+                    help="comma-separated methods to time, interleaved (the DVCL/CPS ratio needs dvcl and cps)")
+    ap.add_argument("--channels-last", default="auto", choices=("auto", "on", "off", "both"),
+                    help="memory format as TrainConfig.channels_last (auto: on for the CPU, as the Trainer); "
+                         "both: off and on interleaved, with the speed-up")
     args = ap.parse_args()
 
     import torch
 
+    from dvcl.networks.memory_format import channels_last_enabled
     from dvcl.utils.allocator import keep_freed_memory
     from dvcl.utils.device import select_device
 
@@ -123,19 +148,28 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device, strict=True)
-    dvcl, dvcl_opt, cfg = build("dvcl", args.profile, args.classes, device, args.options + args.dvcl_options)
-    cps, cps_opt, _ = build("cps", args.profile, args.classes, device, args.options)
-    batch_l, batch_u = make_batch(cfg, args.classes, device)
-    times: Dict[str, List[float]] = {"dvcl": [], "cps": []}
-    pairs = [("dvcl", dvcl, dvcl_opt), ("cps", cps, cps_opt)]
+    formats = [False, True] if args.channels_last == "both" else [channels_last_enabled(args.channels_last, device)]
+    fmt_name = {False: "off", True: "on"}
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    runs = []  # (key, method name, model, optimizer, batch_l, batch_u)
+    for cl in formats:
+        for name in methods:
+            m, opt, cfg = build(name, args.profile, args.classes, device,
+                                args.options + (args.dvcl_options if name == "dvcl" else []))
+            batch_l, batch_u = to_train_format(m, *make_batch(cfg, args.classes, device), cl)
+            key = name if len(formats) == 1 else f"{name}_{fmt_name[cl]}"
+            runs.append((key, name, m, opt, batch_l, batch_u))
+    times: Dict[str, List[float]] = {r[0]: [] for r in runs}
+    losses: Dict[str, List[float]] = {r[0]: [] for r in runs}
     for i in range(args.warmup + args.repeats):
-        order = pairs if i % 2 == 0 else pairs[::-1]
-        for name, m, opt in order:
-            dt = step(m, opt, batch_l, batch_u, 5000 + i, device)
+        order = runs if i % 2 == 0 else runs[::-1]
+        for key, _, m, opt, batch_l, batch_u in order:
+            torch.manual_seed(1000 + i)  # the same random draws for a method in both layouts
+            dt = step(m, opt, batch_l, batch_u, 5000 + i, device, losses[key])
             if i >= args.warmup:
-                times[name].append(dt)
-        print(f"  pair {i + 1}/{args.warmup + args.repeats}{' (warm-up)' if i < args.warmup else ''}: "
-              f"dvcl {times['dvcl'][-1] if i >= args.warmup else dt:.3f} s", file=sys.stderr, flush=True)
+                times[key].append(dt)
+        shown = ", ".join(f"{k} {times[k][-1]:.3f} s" for k in times) if i >= args.warmup else "warm-up"
+        print(f"  round {i + 1}/{args.warmup + args.repeats}: {shown}", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "device": str(device),
@@ -146,19 +180,38 @@ def main() -> None:
         "patch": "x".join(map(str, cfg.patch)),
         "channels": list(cfg.network.channels),
         "classes": args.classes,
-        "dvcl_s_median": round(med["dvcl"], 4),
-        "cps_s_median": round(med["cps"], 4),
-        "dvcl_s_all": [round(t, 4) for t in times["dvcl"]],
-        "cps_s_all": [round(t, 4) for t in times["cps"]],
-        "ratio_dvcl_over_cps": round(med["dvcl"] / med["cps"], 3),
-        # each DVCL step over the CPS step next to it in time: robust to load that drifts during the run
-        "ratio_median_of_pairs": round(statistics.median(d / c for d, c in zip(times["dvcl"], times["cps"])), 3),
-        "dvcl_options": args.dvcl_options,
-        "keep_freed_memory": not args.release_freed_memory,
+        "channels_last": args.channels_last if len(formats) > 1 else formats[0],
     }
+    for key in times:
+        result[f"{key}_s_median"] = round(med[key], 4)
+    for key in times:
+        result[f"{key}_s_all"] = [round(t, 4) for t in times[key]]
+
+    def ratio(a: str, b: str) -> Dict[str, float]:
+        # ratio of the medians, and the median of the per-round ratios (robust to load that drifts during a run)
+        return {"of_medians": round(med[a] / med[b], 3),
+                "median_of_pairs": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)}
+
+    suffixes = [""] if len(formats) == 1 else [f"_{fmt_name[cl]}" for cl in formats]
+    if "dvcl" in methods and "cps" in methods:
+        for suf in suffixes:
+            r = ratio(f"dvcl{suf}", f"cps{suf}")
+            result[f"ratio_dvcl_over_cps{suf}"] = r["of_medians"]
+            result[f"ratio_median_of_pairs{suf}"] = r["median_of_pairs"]
+    if len(formats) > 1:
+        for name in methods:
+            r = ratio(f"{name}_off", f"{name}_on")
+            result[f"speedup_{name}"] = r["of_medians"]
+            result[f"speedup_{name}_median_of_pairs"] = r["median_of_pairs"]
+            # the first step: same initial weights, batch and random draws in both layouts
+            result[f"first_loss_{name}"] = [losses[f"{name}_off"][0], losses[f"{name}_on"][0]]
+            result[f"first_loss_{name}_abs_diff"] = abs(losses[f"{name}_off"][0] - losses[f"{name}_on"][0])
+    result["dvcl_options"] = args.dvcl_options
+    result["keep_freed_memory"] = not args.release_freed_memory
     print(json.dumps(result))
     if args.breakdown:
-        breakdown(dvcl, dvcl_opt, batch_l, batch_u, device, args.rows)
+        key, _, m, opt, batch_l, batch_u = next((r for r in runs if r[1] == "dvcl"), runs[0])
+        breakdown(m, opt, batch_l, batch_u, device, args.rows)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,83 @@ them with MONAI's (tests/test_engines.py).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Optional, Tuple
 
+import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+class _InstanceNormChannelsLast(torch.autograd.Function):
+    """Instance norm of a channels-last (B, C, Z, Y, X) tensor, computed on its (B, voxels, C) view.
+
+    Forward: mean per (sample, channel), the centred values ``xc``, the biased variance from the diagonal of
+    ``xc^T xc`` (one batched matrix product: a single pass that BLAS accumulates accurately), and
+    ``y = xc * rstd * weight + bias`` in one pass. Backward, with ``a = rstd * weight`` and the two per-channel
+    sums ``sum(g)`` and ``sum(g * xc)``: ``dx = a * g - a * sum(g) / n - a * rstd^2 * sum(g * xc) / n * xc``.
+    Every tensor stays channels-last; no copy to NCDHW. (``F.group_norm`` with one channel per group computes
+    the same with a channels-last kernel, but its backward took 70 ms where this takes 28 ms on (4, 8, 32, 64,
+    64), 1 thread, and its single-pass variance was 100x less accurate.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                eps: float) -> torch.Tensor:
+        b, c = x.shape[:2]
+        v = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # a view, x being channels-last
+        n = v.shape[1]
+        xc = v - v.sum(1, keepdim=True).div_(n)
+        var = torch.bmm(xc.transpose(1, 2), xc).diagonal(dim1=1, dim2=2).unsqueeze(1).div_(n)  # (B, 1, C)
+        rstd = var.add_(eps).rsqrt_()
+        scale = rstd if weight is None else rstd * weight
+        y = torch.empty_like(x, memory_format=torch.channels_last_3d)  # returned as is: a view could not be
+        torch.addcmul(bias.expand_as(scale) if bias is not None else torch.zeros_like(scale), xc, scale,  # in-place
+                      out=y.permute(0, 2, 3, 4, 1).view(b, n, c))  # modified (LeakyReLU(inplace=True) follows)
+        ctx.save_for_backward(xc, rstd, weight)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        xc, rstd, weight = ctx.saved_tensors
+        b, n, c = xc.shape
+        g = gy.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1).reshape(b, n, c)
+        sum_g = g.sum(1, keepdim=True)  # (B, 1, C)
+        sum_gx = torch.bmm(g.transpose(1, 2), xc).diagonal(dim1=1, dim2=2).unsqueeze(1)
+        a = rstd if weight is None else rstd * weight
+        gx = torch.addcmul(-a * sum_g / n, xc, -a * rstd * rstd * sum_gx / n).addcmul_(g, a)
+        gx = gx.view(b, *gy.shape[2:], c).permute(0, 4, 1, 2, 3)
+        gw = (rstd * sum_gx).sum((0, 1)) if weight is not None and ctx.needs_input_grad[1] else None
+        gb = sum_g.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+class InstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` (same type, attributes and state-dict keys) with a fast path for channels-last input.
+
+    ``nn.InstanceNorm3d`` computes the norm as a batch norm of the input reshaped to ``(1, B * C, ...)``, which
+    forces a contiguous copy of a channels-last input and of its gradient. On the CPU, for a 5-D channels-last
+    float input and no running statistics, :class:`_InstanceNormChannelsLast` computes the same instance norm
+    (biased variance, ``eps``, per-channel affine) on the channels-last data and returns a channels-last
+    output; only the summation order differs (about 1e-6). Everything else (contiguous input as in inference and
+    ONNX export, CUDA, ``track_running_stats``) runs ``nn.InstanceNorm3d`` exactly as before.
+    See :mod:`dvcl.networks.memory_format`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.dim() == 5 and x.device.type == "cpu" and self.running_mean is None
+                and x.dtype in (torch.float32, torch.float64) and x.shape[1] == self.num_features
+                and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()):
+            return _InstanceNormChannelsLast.apply(x, self.weight, self.bias, self.eps)
+        return super().forward(x)
 
 
 def make_norm(spec: tuple, channels: int) -> nn.Module:
     """A 3D norm layer from a MONAI-style spec ``(name, kwargs)``: instance, batch or group."""
     name, kwargs = spec
     if name == "instance":
-        return nn.InstanceNorm3d(channels, **kwargs)
+        return InstanceNorm3d(channels, **kwargs)
     if name == "batch":
         return nn.BatchNorm3d(channels, **kwargs)
     if name == "group":

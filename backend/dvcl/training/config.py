@@ -59,6 +59,11 @@ class TrainConfig:
         checkpoint_every: also save ``last`` every N iterations (0 = at validations only).
         log_every: a metrics.csv/TensorBoard row every N iterations (mean of the loss terms since the last row).
         amp: mixed precision on CUDA (ignored on CPU). bf16 where the GPU supports it, else fp16 + GradScaler.
+        channels_last: lay the networks' weights, activations and the batch images out channels-last
+            (``torch.channels_last_3d``) while training: ``auto`` = on for the CPU (1.5x faster steps there,
+            docs/results/train_speed.md) and off on a GPU (not measured there), unless the environment variable
+            ``DVCL_CHANNELS_LAST=on|off`` says otherwise; ``on``; ``off``. Same arithmetic up to the summation
+            order, same checkpoints (:mod:`dvcl.networks.memory_format`).
         num_workers: data-loading worker processes per loader.
         cache_in_memory: keep decoded volumes in worker memory (small data sets only).
         network: the U-Net (:class:`NetworkConfig`); ``num_classes`` is filled from the data set.
@@ -100,6 +105,7 @@ class TrainConfig:
     checkpoint_every: int = param(0, ge=0)
     log_every: int = param(10, ge=1)
     amp: bool = True
+    channels_last: str = param("auto", choices=("auto", "on", "off"))
     num_workers: int = param(4, ge=0)
     cache_in_memory: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)

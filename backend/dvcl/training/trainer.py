@@ -38,6 +38,12 @@ from dvcl.data.cache import Cache
 from dvcl.data.splits import labeled_subset
 from dvcl.errors import ConfigError, DatasetError, ModelError, OutputExistsError
 from dvcl.methods import Method, get_method_class
+from dvcl.networks.memory_format import (
+    batch_to_channels_last,
+    channels_last_enabled,
+    match_optimizer_state,
+    to_channels_last,
+)
 from dvcl.presets import PRESETS
 from dvcl.training import checkpoint as ckpt
 from dvcl.training import distributed as ddp
@@ -314,6 +320,12 @@ class Trainer:
             # released code does; only the labeled training cases of this run are counted
             self.method.set_class_counts(self._labeled_class_counts())
         ddp.broadcast_models(self.method.models, self.dist)
+        # the CPU's fast layout (dvcl.networks.memory_format): before the optimiser's state exists, so its momenta
+        # take the parameters' layout; batches follow in _to_device, validation follows the weights
+        self.channels_last = channels_last_enabled(cfg.channels_last, self.device)
+        if self.channels_last:
+            to_channels_last(self.method.models)
+        log.info("memory format: %s", "channels-last" if self.channels_last else "contiguous (NCDHW)")
         self.params = list(self.method.trainable_parameters())
         if not self.params:
             raise ConfigError(f"method '{cfg.method}' has no trainable parameters")
@@ -329,6 +341,7 @@ class Trainer:
             st = self.state
             ckpt.load_models(self.method.models, st["models"], str(self.state_path))
             self.optimizer.load_state_dict(st["optimizer"])
+            match_optimizer_state(self.optimizer)  # a state saved with the other channels_last setting
             if st.get("scaler") and self.scaler.is_enabled():
                 self.scaler.load_state_dict(st["scaler"])
             self.method.load_extra_state(st.get("method_extra") or {})
@@ -417,7 +430,8 @@ class Trainer:
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return batch_to_channels_last(batch) if self.channels_last else batch
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -624,6 +638,7 @@ class Trainer:
             "best_iteration": self.best_iteration,
             "inference_models": self.method.inference_models(),
             "device": str(self.device),
+            "channels_last": getattr(self, "channels_last", None),
             "world_size": self.dist.world_size,
             "started": getattr(self, "started", None),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
