@@ -135,8 +135,13 @@ class DVCLMethod(Method):
         logits = {m: out[m][0] for m in MODELS}
         feats = {m: out[m][1] for m in MODELS}
         terms: Dict[str, Tensor] = {}
+        # the labeled and the unlabeled half of each model's logits as one split: backward then concatenates the
+        # two halves' gradients, where two slices would each zero-fill a full-size gradient and add them up; every
+        # term that reads the unlabeled half (L_cps, the entropy split, the L_dvcl pool) reads this one view, so its
+        # gradients add up in a half-size buffer
+        halves = {m: logits[m].split([n_l, logits[m].shape[0] - n_l]) for m in MODELS}
         for m in MODELS:
-            terms[f"sup_{m}"] = self.sup_loss(logits[m][:n_l], y_l)
+            terms[f"sup_{m}"] = self.sup_loss(halves[m][0], y_l)
         sup = terms["sup_A"] + terms["sup_B"]
 
         zero = sup.new_zeros(())
@@ -144,10 +149,7 @@ class DVCLMethod(Method):
                            p.warmup_fraction)
         w_c = contrastive_weight(p, iteration, int(self.cfg.iterations))
         contrastive = w_c > 0 and not warming_up
-        # one view of each model's unlabeled half for every term that reads it: their gradients then add up in a
-        # half-size buffer, and one slice backward writes it into the full logits (one per term cost a full-size
-        # zero fill and add per model and step)
-        unl = {m: logits[m][n_l:] for m in MODELS}
+        unl = {m: halves[m][1] for m in MODELS}
         with torch.no_grad():
             # argmax pseudo-labels of the unlabeled half, computed once for L_cps and L_hqcl
             pseudo = {m: hard_labels(unl[m]) for m in MODELS} if has_u else {}
