@@ -181,13 +181,85 @@ def test_dvcl_synth_command_writes_a_data_set_with_its_switches(tmp_path, capsys
 
     out = tmp_path / "synth"
     assert main(["--progress", "none", "synth", str(out), "--count", "1", "--seed", "4", "--no-streaks",
-                 "--no-resolution"]) == 0
+                 "--no-resolution", "--no-pelvis"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["labeled"] == 1 and summary["preset"] == "flare22"
     info = json.loads((out / "dataset.json").read_text())
     config = info["synthesis"]["config"]
     assert config["streaks"] is False and config["resolution"] is False and config["noise"] is True
+    assert config["pelvis"] is False
     label = sitk.ReadImage(str(out / "labeled" / "labels" / "synth_abd_000.nii.gz"))
     assert set(np.unique(sitk.GetArrayViewFromImage(label))) <= set(range(14))
     # a second run without --overwrite refuses instead of replacing the data set
     assert main(["--progress", "none", "synth", str(out), "--count", "1"]) != 0
+
+
+# --- pelvis ---------------------------------------------------------------------------------------------------
+#: sha256 prefixes of arrays written by the code before the pelvis existed (numpy/scipy/SimpleITK of this venv):
+#: the phantom and a synthetic case with the pelvis off must stay bit for bit what they were
+BEFORE_PELVIS = {"phantom0": ("4c0c6fbe90df6620", "f48fe23ee6844228"),
+                 "small3": ("72508bc4f9332c66", "cbe54a397eb9b6bf", "88ba78d028e5659c"),
+                 "small11": ("9a4e48e2d0b5758d", "d7e6c35b0b975e05", "52154dfe58b7c260")}
+PELVIS = SMALL.without("affine", "elastic", "fov")
+
+
+def _digest(img) -> str:
+    import hashlib
+
+    a = sitk.GetArrayFromImage(img)
+    h = hashlib.sha256(a.tobytes())
+    h.update(repr((a.shape, str(a.dtype), img.GetSpacing(), img.GetOrigin(), img.GetDirection())).encode())
+    return h.hexdigest()[:16]
+
+
+def test_pelvis_off_and_the_phantom_reproduce_the_output_from_before_the_pelvis():
+    import hashlib
+
+    from dvcl.phantoms.abdomen import make_abdominal_phantom
+
+    assert tuple(_digest(im) for im in make_abdominal_phantom(seed=0)) == BEFORE_PELVIS["phantom0"]
+    for seed in (3, 11):
+        case = synthesize(seed, SMALL.without("pelvis"))
+        got = (_digest(case.image), _digest(case.label), hashlib.sha256(case.tissue.tobytes()).hexdigest()[:16])
+        assert got == BEFORE_PELVIS[f"small{seed}"], seed
+        assert case.info["pelvis"] is False
+
+
+def test_pelvis_on_adds_bladder_and_bones_below_the_kidneys_with_label_0_and_vessel_labels_end():
+    cfg = SynthesisConfig(**{**PELVIS.to_dict(), "pelvis_p": 1.0, "pelvis_bottom": (1.0, 1.0)})
+    case = synthesize(12, cfg)
+    again = synthesize(12, cfg)
+    img, lab = arrays(case)
+    assert np.array_equal(img, arrays(again)[0]) and np.array_equal(lab, arrays(again)[1]), "reproducible"
+    assert case.info["pelvis"] and case.info["pelvis_slices"] > 0
+    off = synthesize(12, cfg.without("pelvis"))
+    assert off.info["phase"] == case.info["phase"] and img.shape[0] > arrays(off)[0].shape[0]
+    assert all(off.info["means"][t] == case.info["means"][t] for t in off.info["means"]), "other draws unchanged"
+    z = case.image.GetOrigin()[2] + case.image.GetSpacing()[2] * np.arange(lab.shape[0])
+    kidneys = np.nonzero(np.isin(lab, (FLARE["right kidney"], FLARE["left kidney"])).any(axis=(1, 2)))[0]
+    below = np.arange(lab.shape[0]) < kidneys.min()
+    t = case.tissue
+    for name in ("urine", "bone_cortical", "bone_cancellous", "gi_wall", "artery", "vein", "muscle"):
+        assert (t[below] == T[name]).any(), name
+    assert (t[below] == T["urine"]).sum() > 20, "a bladder"
+    assert np.all(lab[t == T["urine"]] == 0)
+    tol = case.image.GetSpacing()[2] + 0.1
+    for cid, key in ((FLARE["aorta"], "bifurcation_z_mm"), (6, "confluence_z_mm")):
+        ks = np.nonzero((lab == cid).any(axis=(1, 2)))[0]
+        assert z[ks.min()] >= case.info[key] - tol, (cid, z[ks.min()], case.info[key])
+    low = z < min(case.info["bifurcation_z_mm"], case.info["confluence_z_mm"]) - tol
+    assert low.sum() > 10 and np.all(lab[low] == 0), "nothing below the bifurcation is labelled"
+    assert (t[low] == T["artery"]).any(), "iliac arteries continue the aorta, unlabelled"
+    # the dependent bladder urine takes excreted contrast only in the delayed phase
+    assert HU["urine"]["delayed"][1] > 300 and HU["urine"]["portal"] == HU["fluid"]["portal"]
+
+
+def test_tall_volumes_stay_within_the_output_budget():
+    cfg = SynthesisConfig()
+    label = np.zeros((260, 200, 200), np.uint8)  # 520 mm on a 2 mm grid: abdomen + pelvis
+    tissue = np.zeros_like(label)
+    tissue[:, 20:180, 10:190] = T["fat"]
+    a = Anatomy(label, tissue, 2.0, np.zeros(3), (200.0, 200.0), (180.0, 160.0), {})
+    for seed in range(10):
+        acq = draw_acquisition(a, np.random.default_rng(seed), cfg)
+        assert int(np.prod(acq.size)) <= cfg.max_voxels and acq.spacing[2] <= cfg.slice_mm[1] + 1e-9

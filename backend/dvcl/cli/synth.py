@@ -21,6 +21,7 @@ SWITCH_HELP = {
     "fov": "truncated fields of view",
     "arms": "arms beside the body",
     "table": "patient table",
+    "pelvis": "pelvis below the abdomen (off: the abdomen stops near the iliac crests)",
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -25,6 +25,7 @@ from scipy import ndimage
 from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, AbdomenAnatomy, abdominal_anatomy
 from dvcl.phantoms.shapes import FREE
 from dvcl.synthesis.config import SynthesisConfig
+from dvcl.synthesis.pelvis import add_pelvis, draw_pelvis
 from dvcl.synthesis.priors import ABSENCE, T
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ class Anatomy:
         return x, y
 
 
-def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig) -> Anatomy:
+def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
+                  pelvis_rng: Optional[np.random.Generator] = None) -> Anatomy:
     """The phantom abdomen of ``seed`` on a ``cfg.anatomy_mm`` grid, classified into tissues, then organ
-    absence, table, arms and metal drawn from ``rng``."""
+    absence, table, arms and metal drawn from ``rng``; the pelvis (:mod:`dvcl.synthesis.pelvis`) from
+    ``pelvis_rng`` (its own stream; default: one derived from ``seed``)."""
     g = float(cfg.anatomy_mm)
     fov = float(rng.uniform(*cfg.body_fov_mm))
     extent = float(rng.uniform(*cfg.z_extent_mm))
@@ -74,6 +77,14 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig) -> 
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
     out.info["absent"] = absent
+    prng = pelvis_rng if pelvis_rng is not None else np.random.default_rng([int(seed), 0x50454C])
+    pdraw = draw_pelvis(prng, cfg)
+    nz_abd = out.label.shape[0]
+    out.info["pelvis"] = bool(pdraw["on"])
+    if pdraw["on"]:
+        out.label, out.tissue, out.origin, pinfo = add_pelvis(out.label, out.tissue, out.origin, g, anat, pdraw)
+        out.info.update(pinfo)
+    n_ext = out.label.shape[0] - nz_abd
     _pad(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
     table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
     out.info["table"] = bool(cfg.table and u_table < cfg.table_p)
@@ -84,7 +95,7 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig) -> 
         add_arms(out, arms_rng)
     out.info["metal"] = bool(cfg.streaks and u_metal < cfg.metal_p)
     if out.info["metal"]:
-        add_metal(out, metal_rng, anat)
+        add_metal(out, metal_rng, anat, nz_abd, n_ext)
     return out
 
 
@@ -252,14 +263,16 @@ def add_arms(a: Anatomy, rng: np.random.Generator) -> None:
         _paint2d(a, db <= rb - rng.uniform(2.5, 4), T["bone_cancellous"], arm)
 
 
-def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy) -> None:
-    """A pair of pedicle screws at a random vertebral level: dense enough to cause strong streaks."""
+def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy, nz: Optional[int] = None,
+              offset: int = 0) -> None:
+    """A pair of pedicle screws at a random vertebral level of the abdomen (its ``nz`` slices from ``offset``
+    on: a pelvis below does not move them): dense enough to cause strong streaks."""
     sc = anat.canvas.scale
     cx, cy = a.body_center
     spine_y = cy + 42.0 * sc[1]
-    nz = a.label.shape[0]
-    k0 = int(rng.integers(nz // 4, max(nz // 4 + 1, 3 * nz // 4)))
-    k1 = min(nz, k0 + max(1, int(round(rng.uniform(5, 8) / a.spacing))))
+    nz = a.label.shape[0] if nz is None else nz
+    k0 = offset + int(rng.integers(nz // 4, max(nz // 4 + 1, 3 * nz // 4)))
+    k1 = min(a.label.shape[0], k0 + max(1, int(round(rng.uniform(5, 8) / a.spacing))))
     x, y = a.physical_xy()
     for side in (-1, 1):
         sx = cx + side * 12.0 * sc[0]

@@ -17,7 +17,7 @@ Range = Tuple[float, float]
 
 #: the boolean switches, in the order ``dvcl synth --help`` lists them
 SWITCHES: Tuple[str, ...] = ("elastic", "affine", "absence", "phase", "texture", "noise", "bias", "blur",
-                             "streaks", "resolution", "fov", "arms", "table")
+                             "streaks", "resolution", "fov", "arms", "table", "pelvis")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class SynthesisConfig:
     """probability of arms down beside the body (abdominal CT is usually taken with the arms up)"""
     table: bool = True
     table_p: float = 0.8
+    pelvis: bool = True
+    """the case may extend caudally through the pelvis (bladder, pelvic bones, rectum, iliac vessels: label 0);
+    off: the abdomen stops where the phantom's does (near the iliac crests), as before"""
+    pelvis_p: float = 0.6
+    """probability that a case is abdomen + pelvis"""
+    pelvis_bottom: Range = (0.0, 1.0)
+    """caudal end of a pelvis case: 0 = mid-pelvis (acetabular roof), 1 = 40 mm below the pubic symphysis"""
     # --- intensities -----------------------------------------------------------------------------------------
     phase: bool = True
     """random contrast phase (weights in priors); off: always the default phase (portal venous)"""
@@ -106,6 +113,8 @@ class SynthesisConfig:
                 lo, hi = float(v[0]), float(v[1])
                 if not lo <= hi or lo < 0:
                     raise ConfigError(f"synthesis range '{f.name}' must be 0 <= low <= high, got {v}")
+            if f.name == "pelvis_bottom" and float(v[1]) > 1.0:
+                raise ConfigError(f"synthesis range 'pelvis_bottom' must lie in [0, 1], got {v}")
             if f.name.endswith("_p") and isinstance(v, float) and not 0.0 <= v <= 1.0:
                 raise ConfigError(f"synthesis probability '{f.name}' must be in [0, 1], got {v}")
         if self.in_plane_mm[0] <= 0 or self.slice_mm[0] <= 0 or min(self.fixed_spacing) <= 0:

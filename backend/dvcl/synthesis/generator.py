@@ -23,7 +23,8 @@ from dvcl.synthesis.config import SynthesisConfig, check_phase
 log = logging.getLogger(__name__)
 
 #: child streams of a case's seed, by stage
-_STREAMS = ("anatomy", "spatial", "intensity", "acquisition", "bias", "noise", "streaks")
+_STREAMS = ("anatomy", "spatial", "intensity", "acquisition", "bias", "noise", "streaks", "pelvis")
+# (a new stream goes at the end: spawned children keep their index, so the older streams are unchanged)
 
 
 @dataclass
@@ -61,7 +62,7 @@ def synthesize(seed: int, config: Optional[SynthesisConfig] = None, phase: Optio
     rng = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, children)}
     phantom_seed = int(rng["anatomy"].integers(2**31))
 
-    anat = paint_anatomy(phantom_seed, rng["anatomy"], cfg)
+    anat = paint_anatomy(phantom_seed, rng["anatomy"], cfg, rng["pelvis"])
     t_anat = time.perf_counter()
     info: Dict[str, object] = {"seed": int(seed), **anat.info}
     info.update(spatial.deform(anat, rng["spatial"], cfg))

@@ -15,7 +15,7 @@ import numpy as np
 
 from dvcl.synthesis.anatomy import Anatomy
 from dvcl.synthesis.config import SynthesisConfig
-from dvcl.synthesis.priors import DEFAULT_PHASE, HU, PHASE_WEIGHTS, PHASES, TEXTURE_SD, TISSUES
+from dvcl.synthesis.priors import DEFAULT_PHASE, HU, N_BASE_TISSUES, PHASE_WEIGHTS, PHASES, TEXTURE_SD, TISSUES
 from dvcl.synthesis.spatial import smooth_field
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,11 @@ def draw_phase(rng: np.random.Generator, cfg: SynthesisConfig, override: Optiona
     return drawn if cfg.phase else DEFAULT_PHASE
 
 
-def draw_means(rng: np.random.Generator, phase: str) -> np.ndarray:
-    """One mean HU per tissue (index as :data:`priors.TISSUES`), uniform in the phase's range."""
-    u = rng.uniform(size=len(TISSUES))
-    lo = np.array([HU[t][phase][0] for t in TISSUES])
-    hi = np.array([HU[t][phase][1] for t in TISSUES])
+def draw_means(rng: np.random.Generator, phase: str, tissues=TISSUES[:N_BASE_TISSUES]) -> np.ndarray:
+    """One mean HU per tissue of ``tissues`` (default: those before the pelvis), uniform in the phase's range."""
+    u = rng.uniform(size=len(tissues))
+    lo = np.array([HU[t][phase][0] for t in tissues])
+    hi = np.array([HU[t][phase][1] for t in tissues])
     return (lo + u * (hi - lo)).astype(np.float32)
 
 
@@ -42,11 +42,16 @@ def tissue_image(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig,
                  phase: str) -> Tuple[np.ndarray, Dict[str, object]]:
     """HU image on the anatomy grid: tissue means plus (if ``cfg.texture``) two smooth texture fields mixed
     with per-tissue weights. Returns the image and the drawn means by tissue name."""
-    means = draw_means(rng, phase)
-    sd = np.array([rng.uniform(*TEXTURE_SD[t]) for t in TISSUES], np.float32)
-    mix = rng.uniform(size=len(TISSUES)).astype(np.float32)
+    base, extra = TISSUES[:N_BASE_TISSUES], TISSUES[N_BASE_TISSUES:]
+    means = draw_means(rng, phase, base)
+    sd = np.array([rng.uniform(*TEXTURE_SD[t]) for t in base], np.float32)
+    mix = rng.uniform(size=len(base)).astype(np.float32)
     cells = rng.uniform(*cfg.texture_mm, size=2)
     field_seed = int(rng.integers(2**32))
+    # tissues added later (the pelvis's) draw after all of the above, so older draws keep their values
+    means = np.concatenate([means, draw_means(rng, phase, extra)])
+    sd = np.concatenate([sd, np.array([rng.uniform(*TEXTURE_SD[t]) for t in extra], np.float32)])
+    mix = np.concatenate([mix, rng.uniform(size=len(extra)).astype(np.float32)])
     img = means[a.tissue]
     if cfg.texture:
         frng = np.random.default_rng(field_seed)

@@ -48,6 +48,13 @@ costal cartilage   80..200        =               =               =             
 disc               60..110        =               =               =               (est.)
 scanner table      50..400        =               =               =               (est.)
 metal              2000..3000     =               =               =               (est.), clipped at 3071
+bladder urine,     -5..20         -5..20          -5..20          0..600          water until excretion; the
+dependent layer                                                                   excretory (delayed, 3-5 min)
+                                                                                  phase opacifies the urinary
+                                                                                  lumen (O'Connor, AJR CT
+                                                                                  urography review; ESUR CTU
+                                                                                  guideline, Van Der Molen, Eur
+                                                                                  Radiol 2008); density (est.)
 =================  =============  ==============  ==============  ==============  ===============================
 
 Phase timing (radiodaddy, seekhealthz): late arterial 25-40 s, portal venous 60-70 s (50-90 s), delayed 3-5 min.
@@ -73,7 +80,11 @@ TISSUES: Tuple[str, ...] = (
     "air", "gas", "lung", "fat", "muscle", "bone_cancellous", "bone_cortical", "cartilage", "disc", "fluid",
     "bile", "food", "oral_contrast", "gi_wall", "liver", "liver_lesion", "spleen", "kidney_cortex",
     "kidney_medulla", "pancreas", "adrenal", "artery", "vein", "portal_vein", "heart", "table", "metal",
+    "urine",
 )
+#: tissues before the pelvis was added: their random draws come first and in this order, so a case without
+#: a pelvis keeps the intensities it had (the later tissues draw after everything else)
+N_BASE_TISSUES = 27
 T: Dict[str, int] = {name: i for i, name in enumerate(TISSUES)}
 
 
@@ -114,6 +125,7 @@ HU: Dict[str, Dict[str, Range]] = {
     "heart": _phases((30, 55), (150, 350), (130, 200), (100, 150)),
     "table": _same(50, 400),
     "metal": _same(2000, 3000),
+    "urine": _phases((-5, 20), (-5, 20), (-5, 20), (0, 600)),
 }
 
 #: standard deviation (HU) of each tissue's smooth texture, drawn per case (est.; organs are nearly homogeneous,
@@ -136,4 +148,4 @@ def check_tables() -> None:
             assert lo <= hi, (name, phase)
         lo, hi = TEXTURE_SD[name]
         assert 0 <= lo <= hi, name
-    assert set(HU) == set(TISSUES) and T["air"] == 0
+    assert set(HU) == set(TISSUES) and T["air"] == 0 and TISSUES[N_BASE_TISSUES - 1] == "metal"
