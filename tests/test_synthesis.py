@@ -212,10 +212,25 @@ def _digest(img) -> str:
     return h.hexdigest()[:16]
 
 
+#: the library versions the hashes were taken with: resampling, filters and random fields are bit-exact only within
+#: one version of each, so elsewhere the comparison is skipped (with the reason) rather than failing on a platform
+HASH_VERSIONS = {"numpy": "2.4.6", "scipy": "1.17.1", "SimpleITK": "2.5.7"}
+
+
+def _library_versions() -> dict:
+    import numpy
+    import scipy
+
+    return {"numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": sitk.Version_VersionString()}
+
+
 def test_pelvis_off_and_the_phantom_reproduce_the_output_from_before_the_pelvis():
     import hashlib
 
     from dvcl.phantoms.abdomen import make_abdominal_phantom
+
+    if _library_versions() != HASH_VERSIONS:
+        pytest.skip(f"hashes recorded with {HASH_VERSIONS}, this environment has {_library_versions()}")
 
     assert tuple(_digest(im) for im in make_abdominal_phantom(seed=0)) == BEFORE_PELVIS["phantom0"]
     for seed in (3, 11):
