@@ -364,6 +364,15 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
     canvas.paint(ivc, ivc_values, IVC, texture=3)
 
 
+
+def bowel_loop_values(n_loop, n_gas, threshold: float, gas_threshold: float, wall_hu, gas_hu, content_hu):
+    """Bowel loops from two smooth noise fields -> ``(loop mask, HU)``: voxels above ``threshold`` of ``n_loop`` are
+    bowel, a 0.35-wide band above it the wall, and the lumen is gas where ``n_gas`` exceeds ``gas_threshold``, else
+    content. Shared by the phantom's small bowel and the synthetic pelvis's ileum."""
+    loop = n_loop > threshold
+    wall = loop & (n_loop < threshold + 0.35)
+    return loop, np.where(wall, wall_hu, np.where(n_gas > gas_threshold, gas_hu, content_hu))
+
 def _paint_bowel(canvas: Canvas, rng: np.random.Generator, hu: dict) -> None:
     """Colon frame and small-bowel loops in the remaining visceral fat (unlabeled hard negatives)."""
     pts = [(-105, 5, -150), (-105, 0, -40), (-92, -40, -15), (-50, -82, -25), (0, -88, -30), (50, -80, -12),
@@ -381,12 +390,10 @@ def _paint_bowel(canvas: Canvas, rng: np.random.Generator, hu: dict) -> None:
     x, y, z = canvas.x[sel], canvas.y[sel], canvas.z[sel]
     n0 = canvas.tex.sample(0, x, y, z)
     thr = rng.uniform(-0.3, 0.4)
-    loop = n0 > thr
-    wall = loop & (n0 < thr + 0.35)
     contrast = rng.uniform() < 0.2
     content_hu = rng.uniform(180, 300) if contrast else rng.uniform(5, 30)
     n1 = canvas.tex.sample(1, x, y, z)
-    vals = np.where(wall, hu["wall"], np.where(n1 > rng.uniform(1.0, 1.6), -1000.0, content_hu + 8 * n1))
+    loop, vals = bowel_loop_values(n0, n1, thr, rng.uniform(1.0, 1.6), hu["wall"], -1000.0, content_hu + 8 * n1)
     hu_sel = canvas.hu[sel]
     hu_sel[loop] = vals[loop]
     canvas.hu[sel] = hu_sel

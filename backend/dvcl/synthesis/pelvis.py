@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from dvcl.phantoms.abdomen import AORTA, IVC, AbdomenAnatomy
+from dvcl.phantoms.abdomen import AORTA, IVC, AbdomenAnatomy, bowel_loop_values
 from dvcl.phantoms.shapes import (
     Canvas,
     Ellipsoid,
@@ -504,11 +504,9 @@ class _Painter:
         x, y, z = c.x[sel], c.y[sel], c.z[sel]
         n0 = c.tex.sample(1, x, y, z)
         thr = rng.uniform(-0.3, 0.5)
-        loop = n0 > thr
-        wall = loop & (n0 < thr + 0.35)
         content = T["oral_contrast"] if rng.uniform() < 0.2 else T["fluid"]
         n2 = c.tex.sample(2, x, y, z)
-        vals = np.where(wall, T["gi_wall"], np.where(n2 > rng.uniform(1.0, 1.6), T["gas"], content))
+        loop, vals = bowel_loop_values(n0, n2, thr, rng.uniform(1.0, 1.6), T["gi_wall"], T["gas"], content)
         sub = c.hu[sel]
         sub[loop] = vals[loop]
         c.hu[sel] = sub
