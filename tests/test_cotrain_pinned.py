@@ -23,7 +23,7 @@ SMALL = {"feature_dim": 16, "num_anchors": 16, "prototype_samples": 64, "negativ
          "num_negatives": 8, "num_queries": 32, "pool_size": 128}
 #: the options added after the pin, at the reading the pinned code had (later defaults may differ)
 LITERAL: dict = dict(PAPER_LITERAL)
-CPS_LITERAL: dict = {}
+CPS_LITERAL: dict = {"lambda_cps": 1.0, "cps_rampup_fraction": 0.1}  # the CPS schedule at the pin
 
 PINNED = {
     "dvcl_small": {

@@ -137,8 +137,9 @@ def test_cps_rampup():
     assert sigmoid_rampup(3, 0) == 1.0
     assert cps_weight(500, 10000, lambda_cps=2.0, rampup_fraction=0.1) == pytest.approx(2 * math.exp(-1.25))
     # supervised-only warm-up: weight 0 for the first 20 %, then the ramp starts from its beginning
-    assert cps_weight(1999, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == 0.0
-    assert cps_weight(2000, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(math.exp(-5))
+    assert cps_weight(1999, 10000, lambda_cps=1.0, rampup_fraction=0.1, warmup_fraction=0.2) == 0.0
+    assert cps_weight(2000, 10000, lambda_cps=1.0, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
+        math.exp(-5))
     assert cps_weight(2500, 10000, lambda_cps=2.0, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
         2 * math.exp(-1.25))
 
@@ -431,7 +432,7 @@ def test_losses_finite_on_volume_edge_cases(case):
 # --------------------------------------------------------------------------------------------- params
 def test_params_defaults_roundtrip_and_validation():
     p = DVCLParams()
-    expected = {"alpha": 0.5, "lambda_cps": 1.0, "cps_rampup_fraction": 0.1, "cps_entropy_weighting": False,
+    expected = {"alpha": 0.5, "lambda_cps": 0.1, "cps_rampup_fraction": 1.0, "cps_entropy_weighting": False,
                 "num_anchors": 256, "prototype_samples": 2048, "num_negatives": 50, "temperature": 1.0,
                 "anchor_threshold": None, "memory_bank": False, "num_queries": 256, "pool_size": 4096, "k": 10,
                 "k_out": 15, "outsider_mode": "farthest", "nps_mutual": 1.0, "nps_oneway": 0.1, "qds": True,

@@ -61,7 +61,7 @@ def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False
             + _cross_entropy_to(logits_b, logits_a, entropy_weighting, pseudo_a))
 
 
-def cps_weight(iteration: int, max_iterations: int, lambda_cps: float = 1.0, rampup_fraction: float = 0.1,
+def cps_weight(iteration: int, max_iterations: int, lambda_cps: float, rampup_fraction: float,
                warmup_fraction: float = 0.0) -> float:
-    """lambda_cps(t): :func:`dvcl.training.schedules.rampup_weight` with METHOD.md's defaults (ramp-up over 10 %)."""
+    """lambda_cps(t): :func:`dvcl.training.schedules.rampup_weight`; the defaults live in ``DVCLParams`` only."""
     return rampup_weight(lambda_cps, iteration, max_iterations, rampup_fraction, warmup_fraction)
