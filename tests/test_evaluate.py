@@ -411,3 +411,17 @@ def test_quiet_shows_no_progress(tmp_path, capsys):
         quiet = capsys.readouterr()
         assert quiet.err == "" and "| pred | 100.00 | 100.00 | 100.00 |" in quiet.out
         assert "Dice and Jaccard in %" in quiet.out
+
+
+def test_dice_per_structure_by_hand():
+    """Structures absent from the reference are left out; a missed one scores 0; overlap as counted by hand."""
+    from dvcl.evaluation.metrics import dice_per_structure
+
+    ref = np.zeros((4, 4, 4), np.uint8)
+    pred = np.zeros_like(ref)
+    ref[0, :2, :2] = 1          # 4 voxels of structure 1
+    pred[0, :2, :1] = 1         # 2 of them predicted -> 2 * 2 / (2 + 4)
+    ref[3, 3, 3] = 2            # structure 2 missed entirely
+    pred[2, 2, 2] = 3           # structure 3 predicted but absent from the reference: not scored
+    dice = dice_per_structure(pred, ref, {1: "liver", 2: "spleen", 3: "aorta"})
+    assert dice == {"liver": pytest.approx(4 / 6), "spleen": 0.0}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dvcl.evaluation.metrics import dice_per_structure
 from dvcl.inference.model_package import list_installed_models, load_model_package
 from dvcl.inference.segment import segment_image
 from dvcl.io.images import read_image, read_label
@@ -27,16 +28,6 @@ from dvcl.presets import get_preset
 TOLERANCE = 0.02
 
 BUILTIN = [m for m in list_installed_models() if m.source == "builtin"]
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray, labels) -> dict:
-    out = {}
-    for c, name in sorted(labels.items()):
-        r = ref == c
-        if r.any():
-            p = pred == c
-            out[name] = float(2.0 * np.logical_and(p, r).sum() / (p.sum() + r.sum()))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def test_shipped_model_scores_what_its_card_says_on_real_ct(info, real_ct):
     card = json.loads((info.path / "model.json").read_text())["card"]["real_ct"]
     package = load_model_package(info.path, device="cpu")
     pred = sitk.GetArrayFromImage(segment_image(image, package, device="cpu"))
-    dice = _dice(pred, ref, package.labels)
+    dice = dice_per_structure(pred, ref, package.labels)
     assert set(dice) == set(card["dice"])
     drift = {k: round(dice[k] - card["dice"][k], 4) for k in dice if abs(dice[k] - card["dice"][k]) > TOLERANCE}
     assert not drift, f"{info.name}: organ Dice moved from the card by {drift}"
@@ -71,9 +62,9 @@ def test_the_card_check_can_fail(real_ct):
     pred = sitk.GetArrayFromImage(segment_image(image, package, device="cpu"))
     card = json.loads((info.path / "model.json").read_text())["card"]["real_ct"]["dice"]
     pred[ref == 1] = 0
-    broken = _dice(pred, ref, package.labels)
+    broken = dice_per_structure(pred, ref, package.labels)
     if card["liver"] > TOLERANCE:
         assert abs(broken["liver"] - card["liver"]) > TOLERANCE
     else:  # a card with no liver to lose: paint the liver instead, which moves it as much
         pred[ref == 1] = 1
-        assert abs(_dice(pred, ref, package.labels)["liver"] - card["liver"]) > TOLERANCE
+        assert abs(dice_per_structure(pred, ref, package.labels)["liver"] - card["liver"]) > TOLERANCE

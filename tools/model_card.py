@@ -35,15 +35,10 @@ INTENDED_USE = ("Research and demonstration of the dvcl pipeline (and of the Sli
 
 
 def dice_per_organ(pred: np.ndarray, ref: np.ndarray, labels: Dict[int, str]) -> Dict[str, float]:
-    """Dice of every structure present in the reference (0 when the prediction misses it)."""
-    out = {}
-    for c, name in sorted(labels.items()):
-        r = ref == c
-        if not r.any():
-            continue
-        p = pred == c
-        out[name] = round(float(2.0 * np.logical_and(p, r).sum() / (p.sum() + r.sum())), 4)
-    return out
+    """Dice of every structure present in the reference, rounded for the card."""
+    from dvcl.evaluation.metrics import dice_per_structure
+
+    return {name: round(value, 4) for name, value in dice_per_structure(pred, ref, labels).items()}
 
 
 def measure(model_dir: Path) -> dict:

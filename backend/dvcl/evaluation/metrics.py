@@ -89,6 +89,22 @@ def nanstd(values: Sequence[float]) -> float:
     return float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan")
 
 
+def dice_per_structure(pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str]) -> Dict[str, float]:
+    """Dice of every structure present in the reference array (0 when the prediction misses it).
+
+    The quick overlap figure of model cards and of the shipped-model test, on arrays already on one grid;
+    :func:`evaluate_case` is the full report (Jaccard, distances, geometry checks) on images.
+    """
+    out: Dict[str, float] = {}
+    for value, name in sorted(labels.items()):
+        r = ref == value
+        if not r.any():
+            continue
+        p = pred == value
+        out[name] = float(2.0 * np.logical_and(p, r).sum() / (p.sum() + r.sum()))
+    return out
+
+
 def check_pair(pred: sitk.Image, ref: sitk.Image, pred_name: str, ref_name: str) -> None:
     """Raise :class:`GeometryMismatchError` when prediction and reference do not share one grid."""
     why = same_geometry(ref, pred)
