@@ -21,13 +21,16 @@ import sys
 import time
 from typing import Dict, List
 
+from dvcl.networks.config import CHANNELS_LAST_CHOICES
+
 
 def bench(device_name: str, method: str, batch: List[int], patch: List[int], channels: List[int], iterations: int,
-          warmup: int, amp: bool, num_classes: int, threads: int) -> Dict:
+          warmup: int, amp: bool, num_classes: int, threads: int, channels_last: str = "auto") -> Dict:
     import torch
 
     from dvcl.methods import get_method_class
     from dvcl.networks import NetworkConfig
+    from dvcl.networks.memory_format import batch_to_channels_last, channels_last_enabled, to_channels_last
     from dvcl.training.config import TrainConfig
     from dvcl.utils.device import select_device
 
@@ -35,12 +38,16 @@ def bench(device_name: str, method: str, batch: List[int], patch: List[int], cha
         torch.set_num_threads(threads)
     device = select_device(device_name, strict=True)
     cfg = TrainConfig(method=method, batch_labeled=batch[0], batch_unlabeled=batch[1], patch=tuple(patch),
-                      iterations=20000, network=NetworkConfig(channels=tuple(channels), num_classes=num_classes))
+                      iterations=20000, network=NetworkConfig(channels=tuple(channels), num_classes=num_classes),
+                      channels_last=channels_last)
     cfg.validate()
     torch.manual_seed(0)
     cls = get_method_class(method)
     m = cls(cfg, num_classes, device)
     m.setup()
+    cl = channels_last_enabled(cfg.channels_last, device)  # as the Trainer does (auto: on for the CPU)
+    if cl:
+        to_channels_last(m.models)
     params = list(m.trainable_parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
     amp_dtype = None
@@ -56,7 +63,7 @@ def bench(device_name: str, method: str, batch: List[int], patch: List[int], cha
             # blobs of every class so that each class has voxels (as in a real multi-organ patch)
             lab = torch.randint(0, num_classes, (n, 1, patch[0] // 8, patch[1] // 8, patch[2] // 8), device=device)
             out["label"] = torch.nn.functional.interpolate(lab.float(), size=tuple(patch), mode="nearest").long()
-        return out
+        return batch_to_channels_last(out) if cl else out
 
     bl = batch_of(batch[0], True)
     bu = batch_of(batch[1], False) if cls.uses_unlabeled else None
@@ -91,6 +98,7 @@ def bench(device_name: str, method: str, batch: List[int], patch: List[int], cha
         "batch": f"{batch[0]}+{batch[1]}",
         "patch": "x".join(map(str, patch)),
         "channels": list(channels),
+        "memory_format": "channels-last" if cl else "contiguous",
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
         "s_per_iteration": round(sum(times) / len(times), 3),
         "s_min": round(min(times), 3),
@@ -116,6 +124,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=14, help="classes incl. background (FLARE22: 14)")
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    ap.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_CHOICES,
+                    help="memory format, as TrainConfig.channels_last (auto: channels-last on the CPU)")
     args = ap.parse_args()
 
     import torch
@@ -125,7 +135,7 @@ def main() -> None:
         devices = ["cpu"]
     for dev in devices:
         res = bench(dev, args.method, args.batch, args.patch, args.channels, args.iterations, args.warmup,
-                    not args.no_amp, args.classes, args.threads)
+                    not args.no_amp, args.classes, args.threads, args.channels_last)
         print(json.dumps(res))
 
 

@@ -12,6 +12,9 @@ from typing import Any, Dict, Tuple, Union
 
 from dvcl.errors import ConfigError
 
+#: settings of ``TrainConfig.channels_last`` (the memory format while training; dvcl.networks.memory_format)
+CHANNELS_LAST_CHOICES: Tuple[str, ...] = ("auto", "on", "off")
+
 Stride = Union[int, Tuple[int, int, int]]
 
 NORMS = ("instance", "batch", "group")

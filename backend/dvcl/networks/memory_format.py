@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from dvcl.errors import ConfigError
+from dvcl.networks.config import CHANNELS_LAST_CHOICES
 
-CHOICES = ("auto", "on", "off")
+CHOICES = CHANNELS_LAST_CHOICES
 ENV = "DVCL_CHANNELS_LAST"
 FORMAT = torch.channels_last_3d
 

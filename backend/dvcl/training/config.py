@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import yaml
 
 from dvcl.errors import ConfigError
-from dvcl.networks.config import NetworkConfig
+from dvcl.networks.config import CHANNELS_LAST_CHOICES, NetworkConfig
 from dvcl.profiles import PRESET_SCHEDULE_KEYS, get_profile, profile_names
 from dvcl.utils.atomic import write_text_atomic
 from dvcl.utils.fields import convert_field, param, validate_params
@@ -105,7 +105,7 @@ class TrainConfig:
     checkpoint_every: int = param(0, ge=0)
     log_every: int = param(10, ge=1)
     amp: bool = True
-    channels_last: str = param("auto", choices=("auto", "on", "off"))
+    channels_last: str = param("auto", choices=CHANNELS_LAST_CHOICES)
     num_workers: int = param(4, ge=0)
     cache_in_memory: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
