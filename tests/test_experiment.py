@@ -153,3 +153,22 @@ def test_parallel_grid_matches_the_sequential_one(tiny_cache, tmp_path, capsys):
     assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 2
     code, _, err = _run(capsys, ["experiment", *common, "--out", str(tmp_path / "par"), "--jobs", "0"])
     assert code == 2 and "--jobs" in err
+
+
+def test_a_run_made_under_another_default_is_refused():
+    """The stored config lists every method parameter: a changed default is a different run, not a resume."""
+    from dvcl.experiment import config_mismatch
+    from dvcl.methods import get_method_class
+    from dvcl.training.config import TrainConfig
+
+    defaults = get_method_class("cps").default_params()
+    wanted = TrainConfig(method="cps", method_params={})
+    same = TrainConfig(method="cps", method_params=dict(defaults))
+    assert config_mismatch(same, wanted) == []
+    old = TrainConfig(method="cps", method_params={**defaults, "lambda_cps": defaults["lambda_cps"] * 10})
+    assert config_mismatch(old, wanted) == [f"lambda_cps: {defaults['lambda_cps'] * 10} != {defaults['lambda_cps']}"]
+    # a parameter the stored run predates is compared only when the request sets it
+    older = TrainConfig(method="cps", method_params={k: v for k, v in defaults.items() if k != "warmup_fraction"})
+    assert config_mismatch(older, wanted) == []
+    assert config_mismatch(older, TrainConfig(method="cps", method_params={"warmup_fraction": "0.2"})) == [
+        "warmup_fraction: None != 0.2"]

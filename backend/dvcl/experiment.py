@@ -244,8 +244,10 @@ _SIGNATURE_FIELDS = ("method", "labeled_fraction", "labeled_count", "seed", "ite
 def config_mismatch(stored, wanted) -> List[str]:
     """Differences (``"iterations: 300 != 2"``) between an existing run's config and the one requested.
 
-    Method parameters are compared only where the request sets them (the stored config lists all of them,
-    defaults included), after parsing them as the method does (``"16"`` equals ``16``).
+    Method parameters are compared with the request's full set, defaults included, after parsing them as the
+    method does (``"16"`` equals ``16``): a run made before a default changed is not the run asked for now, so it
+    is refused rather than mixed into the table. A parameter the stored config does not list (added to the
+    method after the run was made) is compared only where the request sets it.
     """
     from dvcl.methods import get_method_class
 
@@ -257,12 +259,13 @@ def config_mismatch(stored, wanted) -> List[str]:
     for key in ("channels", "strides", "feature_dim", "norm", "dropout", "upsample"):
         if s["network"].get(key) != w["network"].get(key):
             diffs.append(f"network.{key}: {s['network'].get(key)} != {w['network'].get(key)}")
-    if w["method_params"] and s["method"] == w["method"]:
+    if s["method"] == w["method"]:
         cls = get_method_class(w["method"])
         parsed = cls.params_to_dict(cls.parse_params(w["method_params"]))
-        for key in w["method_params"]:
-            if s["method_params"].get(key) != parsed.get(key):
-                diffs.append(f"{key}: {s['method_params'].get(key)} != {parsed.get(key)}")
+        stored_params = s["method_params"] or {}
+        for key, value in parsed.items():
+            if (key in stored_params or key in (w["method_params"] or {})) and stored_params.get(key) != value:
+                diffs.append(f"{key}: {stored_params.get(key)} != {value}")
     return diffs
 
 
