@@ -172,3 +172,40 @@ def test_a_run_made_under_another_default_is_refused():
     assert config_mismatch(older, wanted) == []
     assert config_mismatch(older, TrainConfig(method="cps", method_params={"warmup_fraction": "0.2"})) == [
         "warmup_fraction: None != 0.2"]
+
+
+def test_stopping_a_parallel_grid_stops_every_run_and_keeps_their_checkpoints(tiny_cache, tmp_path):
+    """SIGTERM to `dvcl experiment --jobs 2` (the Slicer Cancel, or kill): the two running cells save a checkpoint
+    and stop, the queued cell never starts, and the command returns instead of training the rest in the
+    background (before the fix the pool's shutdown waited for every queued cell)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "grid"
+    argv = [sys.executable, "-m", "dvcl", "--progress", "none", "experiment", "--data", str(tiny_cache),
+            "--methods", "supervised", "--fractions", "0.5", "--seeds", "0,1,2", "--out", str(out),
+            "--profile", "quick", "--iterations", "100000", "--device", "cpu", "--workers", "0", "--jobs", "2",
+            "--keep-going", *TINY, "--set", "val_every=100000", "--set", "checkpoint_every=100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        running = [out / "supervised_f0.5_s0" / "metrics.csv", out / "supervised_f0.5_s1" / "metrics.csv"]
+        deadline = time.monotonic() + 180
+        while not all(p.is_file() for p in running):  # both cells are training (metrics are written every 10)
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the two cells did not start training"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "cancelled" in err
+    for name in ("supervised_f0.5_s0", "supervised_f0.5_s1"):
+        info = json.loads((out / name / "run.json").read_text())
+        assert info["status"] == "cancelled" and 0 < info["iteration"] < 100000
+        assert (out / name / "checkpoints" / "last_state.pt").is_file()  # `dvcl experiment` again resumes it
+    assert not (out / "supervised_f0.5_s2").exists()  # the queued cell never started

@@ -35,6 +35,7 @@ row of every fraction's table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -62,6 +63,8 @@ TUNED_ON = ("none", "validation", "test")
 """How the grid's settings were chosen: ``none`` (defaults / given up front), ``validation``, ``test``."""
 PRED_DIR = "test_predictions"
 MODEL_DIR = "model"
+#: written into the grid folder when a parallel grid is stopped; queued cells see it and do not start
+GRID_STOP_FILE = "STOP"
 
 
 # ------------------------------------------------------------------------------------------------ the grid
@@ -438,6 +441,7 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
             raise ConfigError(f"{run_dir}: made with other settings ({'; '.join(diffs)}); use another --out or "
                               "--overwrite to start this grid over")
     out.mkdir(parents=True, exist_ok=True)
+    (out / GRID_STOP_FILE).unlink(missing_ok=True)  # an earlier stop, not a request to this run
     if exp.overwrite:
         for r in runs:
             shutil.rmtree(out / r.name, ignore_errors=True)
@@ -489,6 +493,8 @@ def _run_cell(exp: ExperimentConfig, run: GridRun, threads: int) -> Tuple[str, b
     torch.set_num_threads(max(1, threads))
     progress.set_mode("none")  # many runs at once: the parent's bar counts finished runs
     run_dir = Path(exp.out) / run.name
+    if (Path(exp.out) / GRID_STOP_FILE).exists():  # the grid was stopped while this cell was queued
+        return run.name, False, "not started: the experiment was stopped"
     state = run_state(run_dir)
     needs_training = state in ("new", "partial")
     try:
@@ -504,7 +510,7 @@ def _run_parallel(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path, res
     """Train and evaluate the unfinished runs ``exp.jobs`` at a time in spawned processes (CUDA-safe)."""
     import multiprocessing
     import os
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     pending = []
     for r in runs:
@@ -520,28 +526,59 @@ def _run_parallel(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path, res
             ProcessPoolExecutor(max_workers=exp.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_cell, exp, r, threads): r for r in pending}
         not_done = set(futures)
-        while not_done:
-            finished, not_done = wait(not_done, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                name, trained, error = fut.result()
-                if error is None:
-                    if trained:
-                        result.trained.append(name)
-                    result.evaluated.append(name)
-                    log.info("%s: done", name)
-                else:
-                    errors[name] = error
-                    log.error("%s failed: %s", name, error)
-                    if not exp.keep_going:
-                        for other in not_done:
-                            other.cancel()
-                bar.update(message=name)
-            if errors and not exp.keep_going:
-                break
+        try:
+            _collect(not_done, exp, result, errors, bar)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI turns it into this): stop the grid, keep the work
+            _stop_grid(out, pending, pool)
+            raise
     if errors and not exp.keep_going:
         name, error = next(iter(errors.items()))
         raise DVCLError(f"run {name} failed: {error} (use --keep-going to finish the other runs anyway)")
     result.failed.update(errors)
+
+
+def _stop_grid(out: Path, pending: Sequence[GridRun], pool: Any) -> None:
+    """Stop a parallel grid: queued cells do not start, running ones stop after their current iteration.
+
+    Without this the pool's shutdown would wait for every queued cell, so a stopped grid went on training in
+    the background. A running run is asked through its ``STOP`` file (the Trainer polls it every iteration and
+    saves its checkpoint, so ``dvcl experiment`` again resumes it); queued cells see the grid's stop file.
+    """
+    from dvcl.training.trainer import STOP_FILE
+
+    log.warning("experiment stopping: queued runs are dropped, running ones save a checkpoint and stop")
+    with contextlib.suppress(OSError):
+        (out / GRID_STOP_FILE).touch()
+    for r in pending:
+        if (out / r.name).is_dir():
+            with contextlib.suppress(OSError):
+                (out / r.name / STOP_FILE).touch()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _collect(not_done: set, exp: ExperimentConfig, result: ExperimentResult,
+             errors: Dict[str, str], bar: Any) -> None:
+    """Record the grid's cells as they finish (``errors`` gets the failed ones)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while not_done:
+        finished, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            name, trained, error = fut.result()
+            if error is None:
+                if trained:
+                    result.trained.append(name)
+                result.evaluated.append(name)
+                log.info("%s: done", name)
+            else:
+                errors[name] = error
+                log.error("%s failed: %s", name, error)
+                if not exp.keep_going:
+                    for other in not_done:
+                        other.cancel()
+            bar.update(message=name)
+        if errors and not exp.keep_going:
+            break
 
 
 def _write_experiment_json(exp: ExperimentConfig, runs: Sequence[GridRun], out: Path) -> None:
