@@ -178,6 +178,7 @@ def test_stopping_a_parallel_grid_stops_every_run_and_keeps_their_checkpoints(ti
     """SIGTERM to `dvcl experiment --jobs 2` (the Slicer Cancel, or kill): the two running cells save a checkpoint
     and stop, the queued cell never starts, and the command returns instead of training the rest in the
     background (before the fix the pool's shutdown waited for every queued cell)."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -190,7 +191,8 @@ def test_stopping_a_parallel_grid_stops_every_run_and_keeps_their_checkpoints(ti
             "--profile", "quick", "--iterations", "100000", "--device", "cpu", "--workers", "0", "--jobs", "2",
             "--keep-going", *TINY, "--set", "val_every=100000", "--set", "checkpoint_every=100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group: nothing outlives the test
     try:
         running = [out / "supervised_f0.5_s0" / "metrics.csv", out / "supervised_f0.5_s1" / "metrics.csv"]
         deadline = time.monotonic() + 180
@@ -201,8 +203,8 @@ def test_stopping_a_parallel_grid_stops_every_run_and_keeps_their_checkpoints(ti
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by a failing grid, too
     assert proc.returncode != 0 and "cancelled" in err
     for name in ("supervised_f0.5_s0", "supervised_f0.5_s1"):
         info = json.loads((out / name / "run.json").read_text())
