@@ -55,9 +55,8 @@ def test_dvcl_two_training_iterations():
         for name in ("sup", "sup_A", "sup_B", "cps", "cps_weight", "hqcl", "hqcl_A", "hqcl_B", "dvcl", "dvcl_A",
                      "dvcl_B", "contra", "unreliable_A", "unreliable_B", "loss"):
             assert isinstance(terms[name], float), name
-        # defaults: lambda_c 0.1 ramped over 10 % of the 10 iterations (exp(-5) at iteration 0, full from 1);
-        # lambda_cps 0.1 ramped over the whole run (exp(-5 (1 - it/10)^2))
-        assert terms["contra_weight"] == pytest.approx(0.1 * math.exp(-5.0 * (1 - it) ** 2))
+        # defaults: lambda_cps 0.1 and lambda_c 0.1, both ramped over the whole run (exp(-5 (1 - it/10)^2))
+        assert terms["contra_weight"] == pytest.approx(0.1 * math.exp(-5.0 * (1 - it / 10) ** 2))
         assert terms["cps_weight"] == pytest.approx(0.1 * math.exp(-5.0 * (1 - it / 10) ** 2))
         expected = (terms["sup"] + terms["cps_weight"] * terms["cps"]
                     + terms["contra_weight"] * (terms["hqcl"] + 0.3 * terms["dvcl"]))
