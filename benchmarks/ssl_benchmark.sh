@@ -16,6 +16,8 @@
 #   ITERATIONS [1000]   SEEDS [0,1,2]   FRACTIONS [0.1]   JOBS [size/cpu 2, gpu 16]   DEVICE [cpu / cuda]
 #   METHODS    [cpu: supervised,cps,dvcl,fully; gpu: the catalog]     WORKERS [1]   DVCL [python3 -m dvcl]
 #   TAG        [none] a name for the grid folder (WORK/grid_<variant>_<TAG>_i<ITERATIONS>), e.g. one per setting
+# --tuned-on validation: DVCL's and CPS's co-training schedule (lambda_cps, lambda_c ramps) was chosen on this
+# benchmark's validation split (docs/results/ssl_benchmark.md, "Choosing the schedules"); a later argument wins.
 # Resumable: run the same command again and finished runs are skipped, interrupted ones resume from their last
 # checkpoint (dvcl experiment). The table is WORK/grid_<variant>/results.md (+ results.csv, runs.csv).
 set -euo pipefail
@@ -42,7 +44,7 @@ if [ ! -f "$WORK/cache/dataset.json" ]; then
 fi
 $DVCL --progress none experiment --data "$WORK/cache" --methods "$METHODS" --fractions "${FRACTIONS:-0.1}" \
   --seeds "${SEEDS:-0,1,2}" --profile quick --iterations "$ITERATIONS" --device "$DEVICE" \
-  --workers "${WORKERS:-1}" --jobs "$JOBS" --keep-going --tuned-on none --set val_every=100 \
+  --workers "${WORKERS:-1}" --jobs "$JOBS" --keep-going --tuned-on validation --set val_every=100 \
   --out "$WORK/grid_${VARIANT}${TAG:+_$TAG}_i${ITERATIONS}" "$@"
 if [ "$VARIANT" = size ]; then
   # the benchmark's two criteria on this budget, judged on the VALIDATION split (each run's best validation Dice),
