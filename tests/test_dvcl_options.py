@@ -117,7 +117,7 @@ def test_outsider_weight_and_aad_decay_by_hand():
 
 def test_outsider_decay_changes_the_method_loss():
     batch_l, batch_u = two_box_batches()
-    _, plain = _method("dvcl", **SMALL).compute_loss(batch_l, batch_u, 9)
+    _, plain = _method("dvcl", outsider_decay=0.0, **SMALL).compute_loss(batch_l, batch_u, 9)
     _, decayed = _method("dvcl", outsider_decay=5.0, **SMALL).compute_loss(batch_l, batch_u, 9)
     assert decayed["dvcl"] < plain["dvcl"]  # less repulsion (a positive sum) at the end of the run
     assert decayed["hqcl"] == pytest.approx(plain["hqcl"], rel=1e-6)
