@@ -66,13 +66,14 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
     with open(out / "runs.csv", newline="") as f:
         case_rows = list(csv.DictReader(f))
     assert sorted({r["run"] for r in case_rows}) == sorted(names)
-    for key in ("method", "fraction", "seed", "case", "structure", "dice_percent", "jaccard_percent", "split",
+    for key in ("method", "fraction", "seed", "case", "structure", "dice", "jaccard", "split",
                 "inference_model", "checkpoint_selected_on"):
         assert key in case_rows[0], key
     assert {r["split"] for r in case_rows} == {"test"} and {r["structure"] for r in case_rows} == {"box", "ball"}
     assert {r["checkpoint_selected_on"] for r in case_rows} == {"validation"}
-    mt = [float(r["dice_percent"]) for r in case_rows if r["run"] == "mean_teacher_f0.5_s0"]
-    assert sum(mt) / len(mt) == pytest.approx(100 * per_run["mean_teacher_f0.5_s0"]["mean_dice"], abs=0.05)
+    mt = [float(r["dice"]) for r in case_rows if r["run"] == "mean_teacher_f0.5_s0"]
+    assert sum(mt) / len(mt) == pytest.approx(per_run["mean_teacher_f0.5_s0"]["mean_dice"], abs=5e-4)
+    assert all(0.0 <= float(r["jaccard"]) <= float(r["dice"]) <= 1.0 for r in case_rows if r["dice"])
     selection = json.loads((out / "supervised_f0.5_s0" / "evaluation" / "selection.json").read_text())
     assert selection["test_reads"] == 1 and selection["checkpoint_selected_on"] == "validation"
 
@@ -94,6 +95,44 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["skipped"] == 4 and summary["trained"] == 0 and summary["evaluated"] == 0
     assert _mtimes(out) == before
+
+    # --tables-only rewrites the tables from the evaluated runs and touches nothing else
+    table_before = (out / "results.md").read_text()
+    for name in ("results.md", "results.csv", "runs.csv"):
+        (out / name).unlink()
+    code, stdout, err = _run(capsys, [*argv, "--tables-only"])
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["trained"] == 0 and summary["evaluated"] == 0 and summary["skipped"] == 4
+    assert (out / "results.md").read_text() == table_before and (out / "runs.csv").is_file()
+    assert _mtimes(out) == before
+    code, _, err = _run(capsys, [*argv, "--tables-only", "--overwrite"])
+    assert code == 2 and "--tables-only" in err and (out / "supervised_f0.5_s0" / "run.json").is_file()
+
+    # dvcl compare: rows picked from grids give the grid's own paired difference (same pairs, same bootstrap)
+    models = {r["method"]: r["inference_model"] for r in case_rows}
+    code, _, err = _run(capsys, ["compare", "--row", f"Sup={out}:supervised:{models['supervised']}",
+                                 "--row", f"Teacher study={out}:mean_teacher:{models['mean_teacher']}",
+                                 "-o", str(tmp_path / "cmp" / "table.md")])
+    assert code == 0, err
+    grid_diff = [line for line in table_before.splitlines() if line.startswith("| MT [")][-1]
+    cmp_diff = [line for line in (tmp_path / "cmp" / "table.md").read_text().splitlines()
+                if line.startswith("| Teacher study |")][-1]
+    assert cmp_diff.split(" | ")[1:] == grid_diff.split(" | ")[1:] and "[" in cmp_diff
+    with open(tmp_path / "cmp" / "table.csv", newline="") as f:
+        cmp_rows = list(csv.DictReader(f))
+    assert [(r["label"], r["seed"]) for r in cmp_rows] == [("Sup", "0"), ("Sup", "1"), ("Teacher study", "0"),
+                                                           ("Teacher study", "1")]
+    assert float(cmp_rows[2]["mean_dice"]) == pytest.approx(per_run["mean_teacher_f0.5_s0"]["mean_dice"], abs=1e-6)
+    other = tmp_path / "other_grid"
+    other.mkdir()
+    info = json.loads((out / "experiment.json").read_text())
+    (other / "experiment.json").write_text(json.dumps({**info, "iterations": 3}))
+    code, _, err = _run(capsys, ["compare", "--row", f"A={out}:supervised:{models['supervised']}",
+                                 "--row", f"B={other}:supervised:{models['supervised']}", "-o", str(tmp_path / "x.md")])
+    assert code == 2 and "differs" in err and "iterations" in err and not (tmp_path / "x.md").exists()
+    code, _, err = _run(capsys, ["compare", "--row", f"A={out}:supervised:teacher", "-o", str(tmp_path / "x.md")])
+    assert code == 2 and "supervised:" in err  # says which rows the grid has
 
     # an interrupted run (status running, last_state.pt present) resumes; a run missing its evaluation is
     # only evaluated; the table is rebuilt with both

@@ -17,7 +17,6 @@ from dvcl.losses import (
     DVCLParams,
     class_prototypes,
     cps_loss,
-    cps_weight,
     dvcl_loss,
     dvcl_loss_from_sets,
     entropy,
@@ -32,6 +31,7 @@ from dvcl.losses import (
     sigmoid_rampup,
     supervised_loss,
 )
+from dvcl.utils.rampup import rampup_weight
 
 
 def _np_softmax(z, axis):
@@ -135,12 +135,12 @@ def test_cps_rampup():
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(100, 100) == 1.0 and sigmoid_rampup(5000, 100) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
-    assert cps_weight(500, 10000, lambda_cps=2.0, rampup_fraction=0.1) == pytest.approx(2 * math.exp(-1.25))
+    assert rampup_weight(2.0, 500, 10000, rampup_fraction=0.1) == pytest.approx(2 * math.exp(-1.25))
     # supervised-only warm-up: weight 0 for the first 20 %, then the ramp starts from its beginning
-    assert cps_weight(1999, 10000, lambda_cps=1.0, rampup_fraction=0.1, warmup_fraction=0.2) == 0.0
-    assert cps_weight(2000, 10000, lambda_cps=1.0, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
+    assert rampup_weight(1.0, 1999, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == 0.0
+    assert rampup_weight(1.0, 2000, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
         math.exp(-5))
-    assert cps_weight(2500, 10000, lambda_cps=2.0, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
+    assert rampup_weight(2.0, 2500, 10000, rampup_fraction=0.1, warmup_fraction=0.2) == pytest.approx(
         2 * math.exp(-1.25))
 
 

@@ -17,7 +17,7 @@ from . import Catalog
 from .Backend import SEGMENTATION_FORMATS, DVCLModuleError
 
 DEVICES = ("auto", "cuda", "cpu")
-#: the trainer's stop-request file in a run folder (backend/dvcl/training/trainer.py STOP_FILE; a test checks it)
+#: the stop-request file in a run folder (backend/dvcl/utils/runlock.py STOP_FILE; a test checks it)
 STOP_FILE = "STOP"
 #: ``dvcl adapt``'s default work folder is ``<out>`` + this, next to the output (backend/dvcl/adapt.py WORK_SUFFIX;
 #: a test checks they match)

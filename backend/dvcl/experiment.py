@@ -23,7 +23,7 @@ Then the seeds are aggregated (mean +/- sample SD, :func:`dvcl.evaluation.aggreg
 ``OUT/results.md`` (one table per labeled fraction or count, in the paper's layout, then the per-seed values
 and the paired differences against a reference method with a 95 % bootstrap interval,
 :mod:`dvcl.paired_stats`), ``OUT/results.csv``, ``OUT/runs.csv`` (one row per run, inference model, test case
-and structure; Dice and Jaccard in percent) and ``OUT/results.png`` (mean Dice per method and fraction).
+and structure; Dice and Jaccard as fractions) and ``OUT/results.png`` (mean Dice per method and fraction).
 
 Resumable by construction: a run whose ``run.json`` says ``finished`` and whose evaluation is written is
 skipped; a finished run without evaluation is only evaluated; an interrupted run continues from its
@@ -52,6 +52,7 @@ from dvcl.errors import ConfigError, DatasetError, DVCLError
 from dvcl.methods.catalog import display_name, table_rank
 from dvcl.utils import progress
 from dvcl.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from dvcl.utils.runlock import STOP_FILE
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ TUNED_ON = ("none", "validation", "test")
 """How the grid's settings were chosen: ``none`` (defaults / given up front), ``validation``, ``test``."""
 PRED_DIR = "test_predictions"
 MODEL_DIR = "model"
-#: written into the grid folder when a parallel grid is stopped; queued cells see it and do not start
-GRID_STOP_FILE = "STOP"
 
 
 # ------------------------------------------------------------------------------------------------ the grid
@@ -120,6 +119,8 @@ class ExperimentConfig:
         reference: method the paired differences are taken against (default: ``dvcl`` if in the grid, else
             the first method).
         bootstrap: bootstrap replicates of the paired-difference intervals.
+        tables_only: rewrite the tables from the runs already finished and evaluated in ``out``; nothing is
+            trained, evaluated or deleted (e.g. after a change of the table layout, or while a grid runs).
     """
 
     data: Path
@@ -140,6 +141,7 @@ class ExperimentConfig:
     tuned_on: str = "none"
     reference: Optional[str] = None
     bootstrap: int = 10000
+    tables_only: bool = False
 
 
 def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
@@ -434,14 +436,24 @@ def run_experiment(exp: ExperimentConfig) -> ExperimentResult:
         wanted[r.name].validate()
         get_method_class(r.method).parse_params(wanted[r.name].method_params)  # unknown keys fail now
         run_dir = out / r.name
-        if exp.overwrite or not (run_dir / "config.yaml").is_file():
-            continue
+        if exp.overwrite or exp.tables_only or not (run_dir / "config.yaml").is_file():
+            continue  # (tables-only: the table shows the stored runs as they are; nothing is added to them)
         diffs = config_mismatch(TrainConfig.load(run_dir / "config.yaml"), wanted[r.name])
         if diffs:
             raise ConfigError(f"{run_dir}: made with other settings ({'; '.join(diffs)}); use another --out or "
                               "--overwrite to start this grid over")
+    if exp.tables_only:
+        if exp.overwrite:
+            raise ConfigError("--tables-only and --overwrite exclude each other (tables-only deletes nothing)")
+        if not out.is_dir():
+            raise ConfigError(f"{out}: no grid folder to make tables from")
+        result = ExperimentResult(out=out, runs=runs)
+        result.skipped = [r.name for r in runs if run_state(out / r.name) == "done"]
+        result.outputs = write_tables(out, runs, exp, cache.labels)
+        result.seconds = time.monotonic() - t0
+        return result
     out.mkdir(parents=True, exist_ok=True)
-    (out / GRID_STOP_FILE).unlink(missing_ok=True)  # an earlier stop, not a request to this run
+    (out / STOP_FILE).unlink(missing_ok=True)  # an earlier stop, not a request to this run
     if exp.overwrite:
         for r in runs:
             shutil.rmtree(out / r.name, ignore_errors=True)
@@ -493,7 +505,7 @@ def _run_cell(exp: ExperimentConfig, run: GridRun, threads: int) -> Tuple[str, b
     torch.set_num_threads(max(1, threads))
     progress.set_mode("none")  # many runs at once: the parent's bar counts finished runs
     run_dir = Path(exp.out) / run.name
-    if (Path(exp.out) / GRID_STOP_FILE).exists():  # the grid was stopped while this cell was queued
+    if (Path(exp.out) / STOP_FILE).exists():  # the grid was stopped while this cell was queued
         return run.name, False, "not started: the experiment was stopped"
     state = run_state(run_dir)
     needs_training = state in ("new", "partial")
@@ -544,11 +556,9 @@ def _stop_grid(out: Path, pending: Sequence[GridRun], pool: Any) -> None:
     the background. A running run is asked through its ``STOP`` file (the Trainer polls it every iteration and
     saves its checkpoint, so ``dvcl experiment`` again resumes it); queued cells see the grid's stop file.
     """
-    from dvcl.training.trainer import STOP_FILE
-
     log.warning("experiment stopping: queued runs are dropped, running ones save a checkpoint and stop")
     with contextlib.suppress(OSError):
-        (out / GRID_STOP_FILE).touch()
+        (out / STOP_FILE).touch()
     for r in pending:
         if (out / r.name).is_dir():
             with contextlib.suppress(OSError):
@@ -765,22 +775,7 @@ def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labe
                                if row["n_seeds"] != len(exp.seeds))
         if seeds_note:
             lines += [f"Seeds evaluated (fewer than asked): {seeds_note}.", ""]
-        lines += ["Per-seed mean Dice (%):", "", "| Row | " + " | ".join(f"seed {s}" for s in exp.seeds) + " |",
-                  "|---|" + ":-:|" * len(exp.seeds)]
-        for row in agg["rows"]:
-            by_seed = dict(zip(row["seeds"], row["seed_values"]))
-            lines.append(f"| {row['name']} | " + " | ".join(
-                "" if by_seed.get(s) is None else f"{100 * by_seed[s]:.2f}" for s in exp.seeds) + " |")
-        diffs = paired_rows(agg, reference, exp.bootstrap)
-        if diffs:
-            lines += ["", f"Paired differences in mean Dice (percentage points), {diffs[0]['reference']} minus "
-                      "each row, same seed and same test case; 95 % bootstrap interval over cases and seeds "
-                      f"({exp.bootstrap} replicates):", "", "| Row | Difference [95 % CI] | Pairs | CI excludes 0 |",
-                      "|---|:-:|:-:|:-:|"]
-            for d in diffs:
-                lines.append(f"| {d['name']} | {d['difference'].text(100)} | {d['pairs']} | "
-                             f"{'yes' if d['difference'].excludes_zero else 'no'} |")
-        lines.append("")
+        lines += seed_and_paired_lines(agg, exp.seeds, reference, exp.bootstrap)
     if missing:
         lines += [f"Not in the table (not finished or failed): {', '.join(missing)}.", ""]
     if failed:
@@ -792,9 +787,41 @@ def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labe
     return paths
 
 
+def seed_and_paired_lines(agg: dict, seeds: Sequence[int], reference: Optional[str],
+                          bootstrap: int) -> List[str]:
+    """Markdown under a results table: per-seed mean Dice of every row, then the paired differences.
+
+    ``reference`` is a row's ``method`` (its first row is the reference; see :func:`paired_rows`). Shared by
+    the grid's own tables and by :mod:`dvcl.grid_comparison`.
+    """
+    lines = ["Per-seed mean Dice (%):", "", "| Row | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + ":-:|" * len(seeds)]
+    for row in agg["rows"]:
+        by_seed = dict(zip(row["seeds"], row["seed_values"]))
+        lines.append(f"| {row['name']} | " + " | ".join(
+            "" if by_seed.get(s) is None else f"{100 * by_seed[s]:.2f}" for s in seeds) + " |")
+    diffs = paired_rows(agg, reference, bootstrap)
+    if diffs:
+        lines += ["", f"Paired differences in mean Dice (percentage points), {diffs[0]['reference']} minus "
+                  "each row, same seed and same test case; 95 % bootstrap interval over cases and seeds "
+                  f"({bootstrap} replicates):", "", "| Row | Difference [95 % CI] | Pairs | CI excludes 0 |",
+                  "|---|:-:|:-:|:-:|"]
+        for d in diffs:
+            lines.append(f"| {d['name']} | {d['difference'].text(100)} | {d['pairs']} | "
+                         f"{'yes' if d['difference'].excludes_zero else 'no'} |")
+    return lines + [""]
+
+
 _TUNED_TEXT = {"none": "the defaults and the `--set` values given up front (not tuned)",
                "validation": "tuned on the validation split (declared with --tuned-on validation)",
                "test": "**tuned on the test split** (declared with --tuned-on test)"}
+
+
+def _fraction(percent: Any) -> str:
+    """A metrics.csv percentage as a fraction with 6 decimals (``"87.5" -> "0.875000"``; empty stays empty)."""
+    if percent in (None, ""):
+        return ""
+    return _fmt(float(percent) / 100.0)
 
 
 def _fmt(v: Any) -> str:
@@ -823,11 +850,15 @@ def _results_csv(tables: Dict[Setting, dict], structures: Sequence[str]) -> str:
 
 
 def _runs_csv(out: Path, summaries: Dict[Tuple[GridRun, str], dict], tuned_on: str = "none") -> str:
-    """One row per run, inference model, test case and structure (from each evaluation's metrics.csv)."""
+    """One row per run, inference model, test case and structure (from each evaluation's metrics.csv).
+
+    ``dice`` and ``jaccard`` are fractions in [0, 1] like ``results.csv`` (the evaluation's metrics.csv holds
+    percentages); empty where the structure was not scored.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "method", "fraction", "labeled_count", "seed", "inference_model", "split", "case", "structure",
-                "dice_percent", "jaccard_percent", "hd95_mm", "assd_mm", "status", "checkpoint_selected_on",
+                "dice", "jaccard", "hd95_mm", "assd_mm", "status", "checkpoint_selected_on",
                 "hyperparameters_tuned_on"])
     for r, label in sorted(summaries, key=lambda k: (k[0].method, k[0].fraction, k[0].seed, k[1])):
         for eval_name in (EVAL_DIR, EVAL_DIR_A):
@@ -843,8 +874,9 @@ def _runs_csv(out: Path, summaries: Dict[Tuple[GridRun, str], dict], tuned_on: s
             selected_on = selection.get("checkpoint_selected_on", "validation")
             for c in case_rows:
                 w.writerow([r.name, r.method, f"{r.fraction:g}", "" if r.count is None else r.count, r.seed, label,
-                            selection.get("split", "test"), c.get("case"), c.get("structure"), c.get("dice_pct"),
-                            c.get("jaccard_pct"), c.get("hd95_mm"), c.get("assd_mm"), c.get("status"), selected_on,
+                            selection.get("split", "test"), c.get("case"), c.get("structure"),
+                            _fraction(c.get("dice_pct")), _fraction(c.get("jaccard_pct")), c.get("hd95_mm"),
+                            c.get("assd_mm"), c.get("status"), selected_on,
                             tuned_on])
     return buf.getvalue()
 

@@ -63,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation for the test segmentation")
     p.add_argument("--keep-going", action="store_true", help="log a failed run and continue with the others")
     p.add_argument("--overwrite", action="store_true", help="delete this grid's run folders in OUT and start over")
+    p.add_argument("--tables-only", action="store_true", help="only rewrite results.md/csv, runs.csv and the plot "
+                   "from the runs already finished and evaluated in OUT (trains and evaluates nothing)")
     p.set_defaults(func=run)
 
 
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                            profile=args.profile, iterations=args.iterations, options=list(args.set),
                            device=args.device, num_workers=args.workers, keep_going=args.keep_going, tta=args.tta,
                            overwrite=args.overwrite, jobs=args.jobs, labeled_count=args.labeled_count,
-                           tuned_on=args.tuned_on, reference=args.reference)
+                           tuned_on=args.tuned_on, reference=args.reference, tables_only=args.tables_only)
     result = run_experiment(exp)
     for kind, path in result.outputs.items():
         progress.emit("output", path=str(Path(path).resolve()), kind=kind)

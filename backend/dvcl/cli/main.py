@@ -31,6 +31,7 @@ COMMANDS = {
     "prepare": "dvcl.cli.prepare",
     "train": "dvcl.cli.train",
     "experiment": "dvcl.cli.experiment",
+    "compare": "dvcl.cli.compare",
     "export": "dvcl.cli.export",
     "adapt": "dvcl.cli.adapt",
     "segment": "dvcl.cli.segment",

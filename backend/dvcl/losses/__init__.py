@@ -8,7 +8,7 @@ voxel-wise contrastive loss) and ``params`` (every DVCL hyper-parameter). All ar
 
 from __future__ import annotations
 
-from dvcl.losses.cps import cps_loss, cps_weight, sigmoid_rampup
+from dvcl.losses.cps import cps_loss, sigmoid_rampup
 from dvcl.losses.dvcl import (
     DVCLSelection,
     dvcl_loss,
@@ -30,7 +30,6 @@ __all__ = [
     "SupervisedLoss",
     "class_prototypes",
     "cps_loss",
-    "cps_weight",
     "dvcl_loss",
     "dvcl_loss_from_sets",
     "entropy",

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dvcl.losses.entropy import entropy
-from dvcl.utils.rampup import rampup_weight, sigmoid_rampup
+from dvcl.utils.rampup import sigmoid_rampup
 
-__all__ = ["cps_loss", "cps_weight", "hard_labels", "sigmoid_rampup"]
+__all__ = ["cps_loss", "hard_labels", "sigmoid_rampup"]
 
 
 def hard_labels(logits: Tensor) -> Tensor:
@@ -60,8 +60,3 @@ def cps_loss(logits_a: Tensor, logits_b: Tensor, entropy_weighting: bool = False
     return (_cross_entropy_to(logits_a, logits_b, entropy_weighting, pseudo_b)
             + _cross_entropy_to(logits_b, logits_a, entropy_weighting, pseudo_a))
 
-
-def cps_weight(iteration: int, max_iterations: int, lambda_cps: float, rampup_fraction: float,
-               warmup_fraction: float = 0.0) -> float:
-    """lambda_cps(t): :func:`dvcl.training.schedules.rampup_weight`; the defaults live in ``DVCLParams`` only."""
-    return rampup_weight(lambda_cps, iteration, max_iterations, rampup_fraction, warmup_fraction)

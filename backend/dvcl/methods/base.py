@@ -262,9 +262,11 @@ class Method:
         total = max(1, int(self.cfg.iterations))
         return min(1.0, max(0.0, iteration / total))
 
-    def rampup_weight(self, weight: float, rampup_fraction: float, iteration: int) -> float:
-        """``weight`` ramped up (sigmoid) over ``rampup_fraction`` of this run: every method's loss schedule."""
-        return rampup_weight(weight, iteration, int(self.cfg.iterations), rampup_fraction)
+    def rampup_weight(self, weight: float, rampup_fraction: float, iteration: int,
+                      warmup_fraction: float = 0.0) -> float:
+        """``weight`` ramped up (sigmoid) over ``rampup_fraction`` of this run, after an optional supervised-only
+        ``warmup_fraction``: every method's loss schedule (:func:`dvcl.utils.rampup.rampup_weight`)."""
+        return rampup_weight(weight, iteration, int(self.cfg.iterations), rampup_fraction, warmup_fraction)
 
     def named_models(self) -> Iterator[Tuple[str, nn.Module]]:
         return iter(self.models.items())

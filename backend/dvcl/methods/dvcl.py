@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from dvcl.errors import ConfigError
-from dvcl.losses.cps import cps_loss, cps_weight, hard_labels
+from dvcl.losses.cps import cps_loss, hard_labels
 from dvcl.losses.dvcl import dvcl_loss, outsider_weight_at
 from dvcl.losses.entropy import entropy_from_logits, reliable_split
 from dvcl.losses.hqcl import ClassMemoryBank, hqcl_loss, sort_negatives
@@ -145,8 +145,7 @@ class DVCLMethod(Method):
         sup = terms["sup_A"] + terms["sup_B"]
 
         zero = sup.new_zeros(())
-        w_cps = cps_weight(iteration, int(self.cfg.iterations), p.lambda_cps, p.cps_rampup_fraction,
-                           p.warmup_fraction)
+        w_cps = self.rampup_weight(p.lambda_cps, p.cps_rampup_fraction, iteration, p.warmup_fraction)
         w_c = contrastive_weight(p, iteration, int(self.cfg.iterations))
         contrastive = w_c > 0 and not warming_up
         unl = {m: halves[m][1] for m in MODELS}

@@ -53,6 +53,7 @@ from dvcl.training.schedules import poly_lr, set_lr
 from dvcl.utils import progress
 from dvcl.utils.atomic import write_json_atomic, write_text_atomic
 from dvcl.utils.device import select_device
+from dvcl.utils.runlock import STOP_FILE
 from dvcl.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,8 @@ PathLike = Union[str, Path]
 #: files of a run directory (removed by ``overwrite``)
 RUN_FILES = ("config.yaml", "environment.json", "metrics.csv", "run.json", "tb", "checkpoints")
 MAX_NONFINITE = 10
-#: a file in the run directory that asks the run to save and stop at the next iteration boundary: how the Slicer
-#: module stops a run (its launcher forwards no signal to the interpreter); same effect as SIGINT/SIGTERM
-STOP_FILE = "STOP"
+#: STOP_FILE (dvcl.utils.runlock) in the run directory asks the run to save and stop at the next iteration
+#: boundary; same effect as SIGINT/SIGTERM
 #: test hook: seconds slept inside every iteration (makes "Stop during a slow iteration" testable on a real run)
 SLOW_ITERATION_ENV = "DVCL_TEST_SLOW_ITERATION_S"
 _PROCESS_START = time.time()

@@ -19,6 +19,10 @@ from dvcl.errors import ConfigError, OutputWriteError
 from dvcl.utils.atomic import describe_os_error
 
 LOCK_NAME = ".lock"
+#: a file that asks whoever works in the folder to stop: a training run saves its checkpoint and stops at the next
+#: iteration (how the Slicer module stops a run: its launcher forwards no signal), a stopped experiment grid starts
+#: no queued run. One name for both, here, where neither torch nor the trainer is needed to read it.
+STOP_FILE = "STOP"
 
 
 class FolderInUseError(ConfigError):

@@ -1,0 +1,165 @@
+"""One table from rows of several ``dvcl experiment`` grids: ablations and option studies.
+
+Why this exists: an ablation is the same method trained with one setting changed (``--set dvcl:beta=0``), and
+``dvcl experiment`` names run folders by method, fraction and seed, so each variant lives in its own grid
+folder. A reviewer wants the variants side by side with the paired differences against the full method
+(same seeds, same test cases), the same statistics as a grid's own table. This module picks one row
+(method and inference model) from each grid, renames it, and writes that table; it reads only evaluations
+that already exist (the test split is not read again).
+
+Rows are only comparable when they share the data cache, the profile and the iteration count; a row whose
+grid differs in any of these is refused (:class:`~dvcl.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from dvcl.errors import ConfigError
+from dvcl.utils.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: grid settings that must be equal for two rows to be compared (keys of ``experiment.json``)
+SAME_IN_EVERY_GRID = ("data", "profile", "iterations", "fractions", "labeled_count")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the comparison: ``label`` is what the table calls it.
+
+    Attributes:
+        label: row name in the table (e.g. ``"CPS + HqCL"``).
+        grid: a ``dvcl experiment`` output folder (with ``experiment.json``).
+        method: the method whose runs make the row.
+        inference_model: ``A+B``, ``A``, ``student``, ``teacher``, ``net`` (as in the grid's table).
+    """
+
+    label: str
+    grid: Path
+    method: str
+    inference_model: str
+
+
+def parse_row(text: str) -> RowSpec:
+    """``"LABEL=GRID:METHOD:MODEL"`` -> :class:`RowSpec` (GRID may contain ``:``; it is split from the right)."""
+    label, sep, rest = text.partition("=")
+    parts = rest.rsplit(":", 2)
+    if not sep or not label.strip() or len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ConfigError(f"--row '{text}': expected LABEL=GRID:METHOD:MODEL, e.g. 'CPS=runs/grid:cps:A+B'")
+    return RowSpec(label.strip(), Path(parts[0]), parts[1].strip(), parts[2].strip())
+
+
+def _grid_info(grid: Path) -> Dict[str, Any]:
+    path = grid / "experiment.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{grid}: not a dvcl experiment folder ({path}: {exc})") from exc
+
+
+def _options_of(info: Dict[str, Any], method: str) -> List[str]:
+    """The ``--set`` options of a grid that reach ``method`` (unscoped ones and ``method:`` ones)."""
+    keep = []
+    for item in info.get("options") or []:
+        scope, sep, rest = str(item).partition(":")
+        if sep and "=" not in scope:
+            if scope.lower() == method.lower():
+                keep.append(rest)
+        else:
+            keep.append(str(item))
+    return keep
+
+
+def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]]]:
+    """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, and each row's options.
+
+    Raises:
+        ConfigError: a grid is missing or differs from the first in :data:`SAME_IN_EVERY_GRID`, a row has no
+            evaluated run, or two rows share a label.
+    """
+    from dvcl.experiment import aggregate_tables, plan_grid
+
+    if len({s.label for s in specs}) != len(specs):
+        raise ConfigError("every --row needs its own label")
+    first: Optional[Dict[str, Any]] = None
+    rows, seeds, options = [], [], {}
+    for spec in specs:
+        info = _grid_info(spec.grid)
+        if first is None:
+            first = info
+        diff = [k for k in SAME_IN_EVERY_GRID if info.get(k) != first.get(k)]
+        if diff:
+            raise ConfigError(f"{spec.grid}: differs from {specs[0].grid} in {', '.join(diff)}; rows of "
+                              "different benchmarks cannot be compared")
+        runs = plan_grid(info["methods"], info["fractions"], info["seeds"], info.get("labeled_count"))
+        tables, _ = aggregate_tables(spec.grid, runs, info["methods"])
+        found = [row for agg in tables.values() for row in agg["rows"]
+                 if row["method"] == spec.method and row["inference_model"] == spec.inference_model]
+        if not found:
+            have = sorted({f"{row['method']}:{row['inference_model']}" for agg in tables.values()
+                           for row in agg["rows"]})
+            raise ConfigError(f"{spec.grid}: no evaluated runs of {spec.method} [{spec.inference_model}]; "
+                              f"it has {', '.join(have) or 'no evaluated runs'}")
+        row = dict(found[0])
+        row["name"] = spec.label
+        row["method"] = spec.label  # the reference is chosen by label
+        rows.append(row)
+        seeds += [s for s in row["seeds"] if s not in seeds]
+        options[spec.label] = _options_of(info, spec.method)
+        tuned = (info.get("selection") or {}).get("hyperparameters_tuned_on", "none")
+        if tuned == "test":
+            options[spec.label].append("TUNED ON TEST")
+    return {"rows": rows}, sorted(seeds), options
+
+
+def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional[str] = None,
+                     title: str = "Comparison", bootstrap: int = 10000) -> Dict[str, Path]:
+    """Write the table (markdown) and a CSV next to it (``<stem>.csv``: one row per label and seed).
+
+    ``reference`` is a row label (default: the first row); the paired differences are reference minus row.
+    """
+    from dvcl.evaluation import markdown_table
+    from dvcl.experiment import seed_and_paired_lines
+
+    if not specs:
+        raise ConfigError("a comparison needs at least one --row")
+    agg, seeds, options = collect_rows(specs)
+    labels = [s.label for s in specs]
+    reference = reference or labels[0]
+    if reference not in labels:
+        raise ConfigError(f"--reference '{reference}' is not one of the rows ({', '.join(labels)})")
+    structures = list(agg["rows"][0]["structures"])
+    lines = [f"# {title}", ""]
+    tuned_on_test = [label for label, opts in options.items() if "TUNED ON TEST" in opts]
+    if tuned_on_test:
+        lines += [f"> **WARNING: NOT A VALID COMPARISON.** The settings of {', '.join(tuned_on_test)} were tuned "
+                  "on the test split (--tuned-on test).", ""]
+    lines += ["Rows picked from finished `dvcl experiment` grids (no test split read again); test split, mean ± "
+              "sample SD over seeds, each seed's value its mean over structures and test cases.", "",
+              "| Row | Grid | Method [model] | Settings (`--set`) |", "|---|---|---|---|"]
+    for s in specs:
+        lines.append(f"| {s.label} | `{s.grid.name}` | {s.method} [{s.inference_model}] | "
+                     f"{', '.join(f'`{o}`' for o in options[s.label]) or 'defaults'} |")
+    lines += ["", markdown_table(agg["rows"], structures).rstrip(), ""]
+    lines += seed_and_paired_lines(agg, seeds, reference, bootstrap)
+    out_md = Path(out_md)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_md, "\n".join(lines))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", "grid", "method", "inference_model", "settings", "seed", "mean_dice"])
+    for s, row in zip(specs, agg["rows"]):
+        for seed, value in zip(row["seeds"], row["seed_values"]):
+            w.writerow([s.label, s.grid.name, s.method, s.inference_model, ";".join(options[s.label]), seed,
+                        "" if value is None else f"{float(value):.6f}"])
+    out_csv = out_md.with_suffix(".csv")
+    write_text_atomic(out_csv, buf.getvalue())
+    log.info("comparison of %d rows written to %s", len(specs), out_md)
+    return {"markdown": out_md, "csv": out_csv}
