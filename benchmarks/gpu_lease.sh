@@ -14,9 +14,12 @@
 # 4. PARTS=...,synth (issue 13): synthetic abdominal CT generated on the device, a model trained on it
 #    (benchmarks/synthetic_model.sh, SYN_* below), scored once on the real abdomen CT of tests/data; the model
 #    package comes back as OUT/synth_model.tgz, its report as OUT/synth_report.md.
+# 5. PARTS=...,ablation (issue 12): DVCL with one term or option changed (ABLATIONS below), 3 seeds each, one setting
+#    after the other next to the grid, in WORK/abl/<name>; `dvcl compare` tables them against the grid's rows
+#    (docs/results/ssl_benchmark.md, "Ablations").
 # Run folders come back as OUT/runs.tgz without checkpoints; `dvcl experiment` with the same arguments on
 # that folder rewrites the tables from the finished runs (finished runs are skipped).
-# PARTS [step,segment,grid,paper] chooses the parts (comma-separated); the parts in the background share the GPU.
+# PARTS [step,segment,grid,paper] chooses the parts (comma-separated; also synth, ablation); the parts in the background share the GPU.
 #
 # The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README).
 set -uo pipefail
@@ -50,7 +53,7 @@ if want synth; then
     EXTRA="--set val_every=${SYN_VAL_EVERY:-1000} --set num_workers=4" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
     setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth.log" 2>&1 & p4=$!
 fi
-if want grid || want paper; then
+if want grid || want paper || want ablation; then
 echo "== data ($(left) s left)"
 $DVCL --progress none phantom "$W/phantoms" --kind cardiac --labeled 20 --unlabeled 0 --seed 0 --raw-values
 # `wait` with no PIDs would also wait for the `tee` of the process substitution above, which never ends
@@ -77,7 +80,20 @@ STOP_AT=$(($(left) - 25))
 CATALOG=$(python3 -c 'from dvcl.methods.catalog import method_names
 core = ["supervised", "cps", "dvcl", "fully"]
 print(",".join(core + [m for m in method_names() if m not in core]))')
-p1=""; p3=""
+p1=""; p3=""; p5=""
+if want ablation; then
+  # name|--set options: the term ablation, the supplementary's Table 5 (K / K'), issue 12's options
+  ABLATIONS=${ABLATIONS:-"hqcl_only|dvcl:beta=0 dvcl_only|dvcl:hqcl_weight=0 no_qds|dvcl:qds=false
+    no_nps|dvcl:nps_oneway=1.0 k5_5|dvcl:k=5,dvcl:k_out=5 k5_10|dvcl:k=5,dvcl:k_out=10 k10_10|dvcl:k=10,dvcl:k_out=10
+    k15_15|dvcl:k=15,dvcl:k_out=15 prob_space|dvcl:neighbour_space=probabilities split_image|dvcl:split_scope=image"}
+  (for item in $ABLATIONS; do
+     [ "$(left)" -gt 90 ] || break  # what is left goes to the packing; orphans are killed after the wait below
+     sets=(); IFS=, read -ra kv <<< "${item#*|}"; for o in "${kv[@]}"; do sets+=(--set "$o"); done
+     DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=3 WORKERS=1 METHODS=dvcl timeout $(($(left) - 25)) \
+       bash benchmarks/ssl_benchmark.sh gpu "$W" "${sets[@]}" --out "$W/abl/${item%%|*}"
+   done) > "$OUT/ablation.log" 2>&1 &
+  p5=$!
+fi
 if want grid; then
 DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-16} WORKERS=1 METHODS=${METHODS:-$CATALOG} \
   setsid timeout "$STOP_AT" bash benchmarks/ssl_benchmark.sh gpu "$W" > "$OUT/grid.log" 2>&1 & p1=$!
@@ -89,12 +105,12 @@ setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" 
   --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
 fi
 # shellcheck disable=SC2086  # the PIDs of the parts that run
-[ -n "$p1$p3$p4" ] && wait $p1 $p3 $p4
+[ -n "$p1$p3$p4$p5" ] && wait $p1 $p3 $p4 $p5
 pkill -f "python3 -m dvcl" 2>/dev/null
 sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
-  -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper 2>/dev/null
+  -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper abl 2>/dev/null
 if want synth; then
   for v in "$W"/syn/*/; do
     [ -f "$v/model/model.json" ] && tar czf "$OUT/synth_model_$(basename "$v").tgz" -C "$v" model run/metrics.csv run/config.yaml

@@ -7,8 +7,9 @@ folder. A reviewer wants the variants side by side with the paired differences a
 (method and inference model) from each grid, renames it, and writes that table; it reads only evaluations
 that already exist (the test split is not read again).
 
-Rows are only comparable when they share the data cache, the profile and the iteration count; a row whose
-grid differs in any of these is refused (:class:`~dvcl.errors.ConfigError`).
+Rows are only comparable when they share the data cache, the profile, the iteration count, the labeled split
+and the device (a CUDA run and a CPU run of one seed are different runs); a row whose grid differs in any of
+these is refused (:class:`~dvcl.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dvcl.utils.atomic import write_text_atomic
 log = logging.getLogger(__name__)
 
 #: grid settings that must be equal for two rows to be compared (keys of ``experiment.json``)
-SAME_IN_EVERY_GRID = ("data", "profile", "iterations", "fractions", "labeled_count")
+SAME_IN_EVERY_GRID = ("data", "profile", "iterations", "fractions", "labeled_count", "device")
 
 
 @dataclass(frozen=True)
