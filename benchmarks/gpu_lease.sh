@@ -106,7 +106,8 @@ setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" 
 fi
 # shellcheck disable=SC2086  # the PIDs of the parts that run
 [ -n "$p1$p3$p4$p5" ] && wait $p1 $p3 $p4 $p5
-pkill -f "python3 -m dvcl" 2>/dev/null
+# only this script's runs (every one names WORK in its arguments), not other dvcl processes of the machine
+pkill -f -- "$W/" 2>/dev/null
 sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
