@@ -49,7 +49,10 @@ class RowSpec:
 
 
 def parse_row(text: str) -> RowSpec:
-    """``"LABEL=GRID:METHOD:MODEL"`` -> :class:`RowSpec` (GRID may contain ``:``; it is split from the right)."""
+    """``"LABEL=GRID:METHOD:MODEL"`` -> :class:`RowSpec`.
+
+    The label ends at the first ``=`` (so it cannot hold one); GRID may contain ``:`` (split from the right).
+    """
     label, sep, rest = text.partition("=")
     parts = rest.rsplit(":", 2)
     if not sep or not label.strip() or len(parts) != 3 or not all(p.strip() for p in parts):

@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "experiment` grid and writes them as one table with per-seed values and paired differences "
                        "against a reference row. Reads existing evaluations only: no test split is read again.")
     p.add_argument("--row", action="append", required=True, metavar="LABEL=GRID:METHOD:MODEL",
-                   help="a row: its label, the grid folder, the method and the inference model (A+B, A, student, "
-                   "teacher, net); repeat for each row, in table order")
+                   help="a row: its label (no '='), the grid folder, the method and the inference model (A+B, A, "
+                   "student, teacher, net); repeat for each row, in table order")
     p.add_argument("--reference", default=None, help="label of the row the differences are taken against "
                    "(default: the first row)")
     p.add_argument("--title", default="Comparison", help="the table's heading")
