@@ -69,20 +69,20 @@ def _grid_info(grid: Path) -> Dict[str, Any]:
 
 
 def _options_of(info: Dict[str, Any], method: str) -> List[str]:
-    """The ``--set`` options of a grid that reach ``method`` (unscoped ones and ``method:`` ones)."""
+    """The ``--set`` options of a grid that reach ``method`` (unscoped ones and ``method:`` ones), as KEY=VALUE."""
+    from dvcl.experiment import parse_option
+
     keep = []
     for item in info.get("options") or []:
-        scope, sep, rest = str(item).partition(":")
-        if sep and "=" not in scope:
-            if scope.lower() == method.lower():
-                keep.append(rest)
-        else:
-            keep.append(str(item))
+        scope, key, value = parse_option(str(item))
+        if scope is None or scope == method.lower():
+            keep.append(f"{key}={value}")
     return keep
 
 
-def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]]]:
-    """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, and each row's options.
+def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]], List[str]]:
+    """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, each row's options, and the
+    labels of rows whose grid declares its settings tuned on the test split.
 
     Raises:
         ConfigError: a grid is missing or differs from the first in :data:`SAME_IN_EVERY_GRID`, a row has no
@@ -93,7 +93,7 @@ def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, L
     if len({s.label for s in specs}) != len(specs):
         raise ConfigError("every --row needs its own label")
     first: Optional[Dict[str, Any]] = None
-    rows, seeds, options = [], [], {}
+    rows, seeds, options, tuned_on_test = [], [], {}, []
     for spec in specs:
         info = _grid_info(spec.grid)
         if first is None:
@@ -117,10 +117,9 @@ def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, L
         rows.append(row)
         seeds += [s for s in row["seeds"] if s not in seeds]
         options[spec.label] = _options_of(info, spec.method)
-        tuned = (info.get("selection") or {}).get("hyperparameters_tuned_on", "none")
-        if tuned == "test":
-            options[spec.label].append("TUNED ON TEST")
-    return {"rows": rows}, sorted(seeds), options
+        if (info.get("selection") or {}).get("hyperparameters_tuned_on") == "test":
+            tuned_on_test.append(spec.label)
+    return {"rows": rows}, sorted(seeds), options, tuned_on_test
 
 
 def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional[str] = None,
@@ -134,14 +133,13 @@ def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional
 
     if not specs:
         raise ConfigError("a comparison needs at least one --row")
-    agg, seeds, options = collect_rows(specs)
+    agg, seeds, options, tuned_on_test = collect_rows(specs)
     labels = [s.label for s in specs]
     reference = reference or labels[0]
     if reference not in labels:
         raise ConfigError(f"--reference '{reference}' is not one of the rows ({', '.join(labels)})")
     structures = list(agg["rows"][0]["structures"])
     lines = [f"# {title}", ""]
-    tuned_on_test = [label for label, opts in options.items() if "TUNED ON TEST" in opts]
     if tuned_on_test:
         lines += [f"> **WARNING: NOT A VALID COMPARISON.** The settings of {', '.join(tuned_on_test)} were tuned "
                   "on the test split (--tuned-on test).", ""]
