@@ -62,8 +62,8 @@ PathLike = Union[str, Path]
 #: files of a run directory (removed by ``overwrite``)
 RUN_FILES = ("config.yaml", "environment.json", "metrics.csv", "run.json", "tb", "checkpoints")
 MAX_NONFINITE = 10
-#: STOP_FILE (dvcl.utils.runlock) in the run directory asks the run to save and stop at the next iteration
-#: boundary; same effect as SIGINT/SIGTERM
+# STOP_FILE (dvcl.utils.runlock) in the run directory asks the run to save and stop at the next iteration
+# boundary; same effect as SIGINT/SIGTERM
 #: test hook: seconds slept inside every iteration (makes "Stop during a slow iteration" testable on a real run)
 SLOW_ITERATION_ENV = "DVCL_TEST_SLOW_ITERATION_S"
 _PROCESS_START = time.time()
