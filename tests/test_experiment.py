@@ -133,6 +133,17 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
     assert code == 2 and "differs" in err and "iterations" in err and not (tmp_path / "x.md").exists()
     code, _, err = _run(capsys, ["compare", "--row", f"A={out}:supervised:teacher", "-o", str(tmp_path / "x.md")])
     assert code == 2 and "supervised:" in err  # says which rows the grid has
+    # a run whose test split was read twice makes the comparison say so (and name it); the other row is clean
+    sel_path = out / "mean_teacher_f0.5_s1" / "evaluation" / "selection.json"
+    sel_text = sel_path.read_text()
+    sel_path.write_text(json.dumps({**json.loads(sel_text), "test_reads": 2}))
+    code, _, err = _run(capsys, ["compare", "--row", f"Sup={out}:supervised:{models['supervised']}",
+                                 "--row", f"MT={out}:mean_teacher:{models['mean_teacher']}",
+                                 "-o", str(tmp_path / "cmp" / "reread.md")])
+    warning = [line for line in (tmp_path / "cmp" / "reread.md").read_text().splitlines() if "WARNING" in line]
+    assert code == 0 and len(warning) == 1 and "mean_teacher_f0.5_s1/evaluation" in warning[0]
+    assert "supervised_f0.5" not in warning[0]
+    sel_path.write_text(sel_text)
 
     # an interrupted run (status running, last_state.pt present) resumes; a run missing its evaluation is
     # only evaluated; the table is rebuilt with both

@@ -731,6 +731,20 @@ def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
+def test_rereads(out: Path, runs: Sequence[GridRun]) -> List[str]:
+    """``RUN/evaluation*`` folders whose test split was read more than once (``selection.json`` ``test_reads``).
+
+    A re-read test split can have steered a decision, so every table built from such runs says so.
+    """
+    reread = []
+    for r in runs:
+        for eval_name in (EVAL_DIR, EVAL_DIR_A):
+            n = _read_json(out / r.name / eval_name / "selection.json").get("test_reads")
+            if n and int(n) > 1:
+                reread.append(f"{r.name}/{eval_name}")
+    return sorted(reread)
+
+
 def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labels: Dict[int, str],
                  failed: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
     """Write results.md, results.csv, runs.csv and results.png from the evaluated runs in ``out``."""
@@ -741,13 +755,7 @@ def write_tables(out: Path, runs: Sequence[GridRun], exp: ExperimentConfig, labe
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "runs_csv": out / "runs.csv",
              "plot": out / "results.png"}
     missing = sorted({r.name for r in runs} - {r.name for r, _ in summaries})
-    reads = {}
-    for r in runs:
-        for eval_name in (EVAL_DIR, EVAL_DIR_A):
-            n = _read_json(out / r.name / eval_name / "selection.json").get("test_reads")
-            if n:
-                reads[f"{r.name}/{eval_name}"] = int(n)
-    reread = sorted(k for k, n in reads.items() if n > 1)
+    reread = test_rereads(out, runs)
     reference = exp.reference or ("dvcl" if "dvcl" in exp.methods else (exp.methods[0] if exp.methods else None))
     iters = f", {exp.iterations} iterations" if exp.iterations else ""
     lines = ["# Comparison", ""]

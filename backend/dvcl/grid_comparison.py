@@ -5,7 +5,8 @@ Why this exists: an ablation is the same method trained with one setting changed
 folder. A reviewer wants the variants side by side with the paired differences against the full method
 (same seeds, same test cases), the same statistics as a grid's own table. This module picks one row
 (method and inference model) from each grid, renames it, and writes that table; it reads only evaluations
-that already exist (the test split is not read again).
+that already exist (the test split is not read again), and warns in the table, as a grid's own table does, when
+a row's grid was tuned on the test split or one of its runs' test split was read more than once.
 
 Rows are only comparable when they share the data cache, the profile, the iteration count, the labeled split
 and the device (a CUDA run and a CPU run of one seed are different runs); a row whose grid differs in any of
@@ -80,20 +81,21 @@ def _options_of(info: Dict[str, Any], method: str) -> List[str]:
     return keep
 
 
-def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]], List[str]]:
-    """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, each row's options, and the
-    labels of rows whose grid declares its settings tuned on the test split.
+def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]], List[str], List[str]]:
+    """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, each row's options, the
+    labels of rows whose grid declares its settings tuned on the test split, and the evaluations (``GRID/RUN/
+    evaluation*``) of the rows' runs whose test split was read more than once.
 
     Raises:
         ConfigError: a grid is missing or differs from the first in :data:`SAME_IN_EVERY_GRID`, a row has no
             evaluated run, or two rows share a label.
     """
-    from dvcl.experiment import aggregate_tables, plan_grid
+    from dvcl.experiment import aggregate_tables, plan_grid, test_rereads
 
     if len({s.label for s in specs}) != len(specs):
         raise ConfigError("every --row needs its own label")
     first: Optional[Dict[str, Any]] = None
-    rows, seeds, options, tuned_on_test = [], [], {}, []
+    rows, seeds, options, tuned_on_test, reread = [], [], {}, [], []
     for spec in specs:
         info = _grid_info(spec.grid)
         if first is None:
@@ -119,7 +121,10 @@ def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, L
         options[spec.label] = _options_of(info, spec.method)
         if (info.get("selection") or {}).get("hyperparameters_tuned_on") == "test":
             tuned_on_test.append(spec.label)
-    return {"rows": rows}, sorted(seeds), options, tuned_on_test
+        mine = [r for r in runs if r.method == spec.method]
+        reread += [f"{spec.grid.name}/{name}" for name in test_rereads(spec.grid, mine)
+                   if f"{spec.grid.name}/{name}" not in reread]
+    return {"rows": rows}, sorted(seeds), options, tuned_on_test, reread
 
 
 def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional[str] = None,
@@ -133,7 +138,7 @@ def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional
 
     if not specs:
         raise ConfigError("a comparison needs at least one --row")
-    agg, seeds, options, tuned_on_test = collect_rows(specs)
+    agg, seeds, options, tuned_on_test, reread = collect_rows(specs)
     labels = [s.label for s in specs]
     reference = reference or labels[0]
     if reference not in labels:
@@ -143,6 +148,9 @@ def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional
     if tuned_on_test:
         lines += [f"> **WARNING: NOT A VALID COMPARISON.** The settings of {', '.join(tuned_on_test)} were tuned "
                   "on the test split (--tuned-on test).", ""]
+    if reread:
+        lines += [f"> **WARNING: NOT A VALID COMPARISON.** The test split was read more than once for "
+                  f"{', '.join(reread)}; its numbers are biased upwards.", ""]
     lines += ["Rows picked from finished `dvcl experiment` grids (no test split read again); test split, mean ± "
               "sample SD over seeds, each seed's value its mean over structures and test cases.", "",
               "| Row | Grid | Method [model] | Settings (`--set`) |", "|---|---|---|---|"]
