@@ -1,9 +1,11 @@
 """Rebuild docs/synthesis.png: axial slices of synthetic cases (different phases and resolutions) next to an
 axial slice of the real abdomen CT in tests/data (shown for comparison only; nothing is tuned on it), and
-docs/synthesis_pelvis.png: coronal and pelvic axial slices of synthetic abdomen + pelvis cases.
+docs/synthesis_pelvis.png: coronal and pelvic axial slices of synthetic abdomen + pelvis cases, and
+docs/synthesis_cardiac.png: synthetic cardiac cases, one per contrast timing, next to the real chest CT angiography
+of tests/data (for comparison only).
 
     .venv/bin/python tools/synthesis_figure.py [--out docs/synthesis.png] [--pelvis-out docs/synthesis_pelvis.png]
-        [--only axial|pelvis]
+        [--cardiac-out docs/synthesis_cardiac.png] [--only axial|pelvis|cardiac]
 """
 
 from __future__ import annotations
@@ -30,6 +32,50 @@ CASES = ((1, "native"), (2, "arterial"), (3, "portal"), (4, "delayed"), (5, None
 WINDOW = (-160.0, 240.0)  # abdominal window (level 40, width 400)
 #: (seed, forced phase, caudal end: 0 mid-pelvis .. 1 below the symphysis) of the pelvis figure
 PELVIS_CASES = ((1, "portal", 1.0), (2, "delayed", 0.5), (6, "native", 0.0))
+REAL_CTA = ROOT / "tests" / "data" / "chest_cta_1p5mm" / "image.nii.gz"
+#: (seed, forced timing) of the cardiac figure; the last panel outlines the labels of the first case
+CARDIAC_CASES = ((1, "arterial"), (2, "pulmonary"), (3, "venous"), (4, "native"))
+CARDIAC_WINDOW = (-250.0, 650.0)  # a CT angiography window (level 200, width 900)
+
+
+def cardiac_figure(out: Path) -> None:
+    """Axial slices through the four chambers of synthetic cardiac cases (one per timing), the first case's
+    MM-WHS labels outlined, and the real chest CTA of tests/data."""
+    panels = []
+    for seed, phase in CARDIAC_CASES:
+        t0 = time.perf_counter()
+        case = synthesize(seed, SynthesisConfig(fov=False), phase=phase, kind="cardiac")
+        arr = sitk.GetArrayFromImage(case.image).astype(np.float32)
+        lab = sitk.GetArrayFromImage(case.label)
+        k = int(np.argmax(np.stack([(lab == c).sum(axis=(1, 2)) > 0 for c in (2, 3, 4, 5)]).sum(0) * 1e9
+                          + (lab > 0).sum(axis=(1, 2))))
+        sx, sy, sz = case.image.GetSpacing()
+        panels.append((arr[k], lab[k] if not panels else None, sy / sx,
+                       f"synthetic heart #{seed}: {case.info['phase']}\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm, "
+                       f"{time.perf_counter() - t0:.0f} s"))
+    first = panels[0]
+    panels[0] = (first[0], None, first[2], first[3])
+    panels.append((first[0], first[1], first[2], "the same slice, MM-WHS labels outlined\n(LV, myocardium, RV, LA, "
+                   "RA, aorta, PA)"))
+    real = sitk.DICOMOrient(sitk.ReadImage(str(REAL_CTA)), "LPS")
+    arr = sitk.GetArrayFromImage(real).astype(np.float32)
+    sx, sy, sz = real.GetSpacing()
+    k = int(np.argmax((arr > 150).sum(axis=(1, 2))))
+    panels.append((arr[k], None, sy / sx, f"REAL chest CTA (tests/data, not used)\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm"))
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.4))
+    for ax, (sl, lab, aspect, title) in zip(axes.ravel(), panels):
+        ax.imshow(sl, cmap="gray", vmin=CARDIAC_WINDOW[0], vmax=CARDIAC_WINDOW[1], aspect=aspect,
+                  interpolation="bilinear")
+        if lab is not None:
+            ax.contour(lab, levels=np.arange(0.5, 8), cmap="tab10", linewidths=0.8)
+        ax.set_title(title, fontsize=8.5)
+        ax.axis("off")
+    fig.suptitle("dvcl synth --kind cardiac: synthetic cardiac CT per contrast timing (window -250..650 HU) vs a "
+                 "real chest CTA", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    logging.info("wrote %s (%.0f KB)", out, out.stat().st_size / 1024)
 
 
 def pelvis_figure(out: Path) -> None:
@@ -82,12 +128,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "synthesis.png")
     parser.add_argument("--pelvis-out", type=Path, default=ROOT / "docs" / "synthesis_pelvis.png")
-    parser.add_argument("--only", choices=("axial", "pelvis"), help="write one of the two figures")
+    parser.add_argument("--cardiac-out", type=Path, default=ROOT / "docs" / "synthesis_cardiac.png")
+    parser.add_argument("--only", choices=("axial", "pelvis", "cardiac"), help="write one of the three figures")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.only != "axial":
+    if args.only in (None, "cardiac"):
+        cardiac_figure(args.cardiac_out)
+    if args.only in (None, "pelvis"):
         pelvis_figure(args.pelvis_out)
-    if args.only == "pelvis":
+    if args.only in ("pelvis", "cardiac"):
         return 0
     panels = []
     for seed, phase in CASES:

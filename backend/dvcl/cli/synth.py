@@ -1,4 +1,5 @@
-"""`dvcl synth`: write a data set of domain-randomised synthetic abdominal CT (FLARE22 labels) for `dvcl prepare`."""
+"""`dvcl synth`: write a data set of domain-randomised synthetic CT for `dvcl prepare`: abdomen (FLARE22 labels) or
+heart (MM-WHS labels)."""
 
 from __future__ import annotations
 
@@ -10,35 +11,39 @@ from pathlib import Path
 SWITCH_HELP = {
     "elastic": "smooth random deformation of the anatomy",
     "affine": "random size, rotation and position",
-    "absence": "randomly missing organs (gallbladder, a kidney, spleen)",
+    "absence": "randomly missing organs (gallbladder, a kidney, spleen; abdomen only)",
     "phase": "random contrast phase (off: portal venous)",
     "texture": "per-tissue texture",
     "noise": "image noise",
     "bias": "low-frequency intensity non-uniformity",
     "blur": "point-spread function and slice profile",
-    "streaks": "beam-hardening streaks and metal",
+    "streaks": "beam-hardening streaks and metal (pedicle screws; sternotomy wires in the heart)",
     "resolution": "random spacing and slice thickness (off: 0.8 x 0.8 x 2.5 mm)",
     "fov": "truncated fields of view",
     "arms": "arms beside the body",
     "table": "patient table",
-    "pelvis": "pelvis below the abdomen (off: the abdomen stops near the iliac crests)",
+    "pelvis": "pelvis below the abdomen (off: the abdomen stops near the iliac crests; abdomen only)",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
-        help="write domain-randomised synthetic abdominal CT with FLARE22 labels (for training without real labels)",
-        description="Generate SynthSeg-style synthetic abdominal CT: phantom anatomy with elastic deformation and "
+        help="write domain-randomised synthetic CT with labels (abdomen: FLARE22, heart: MM-WHS) for training "
+        "without real labels",
+        description="Generate SynthSeg-style synthetic CT: phantom anatomy with elastic deformation and "
         "organ absence, per-tissue HU drawn from literature ranges for a random contrast phase, texture, noise, "
         "bias, blur, streaks, random spacing (0.6-1 mm in-plane, 0.6-5 mm slices) and field of view. Writes the "
-        "simple layout with a dataset.json that `dvcl prepare` reads. Case i depends only on the seed and the "
-        "switches. See docs/synthesis.md.",
+        "simple layout with a dataset.json that `dvcl prepare` reads. Case i depends only on the seed, the kind and "
+        "the switches. See docs/synthesis.md.",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="data set folder to write")
     p.add_argument("--count", type=int, default=10, metavar="N", help="number of cases (default 10)")
     p.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes (default 1)")
+    p.add_argument("--kind", choices=("abdomen", "cardiac"), default="abdomen",
+                   help="abdominal CT with FLARE22 labels (default) or cardiac CT angiography with the 7 MM-WHS "
+                   "structures (contrast timings: coronary CTA, pulmonary CTA, venous, none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
@@ -56,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
     with progress.Progress("synth", total=max(args.count, 0), desc="synthetic CT", unit="case") as bar:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,
-                                         progress=lambda name: bar.update(message=name))
+                                         progress=lambda name: bar.update(message=name), kind=args.kind)
     return report_dataset("synth", result)

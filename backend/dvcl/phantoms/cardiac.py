@@ -17,6 +17,7 @@ the RA, the descending aorta and pulmonary veins look like labeled vessels.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -29,6 +30,7 @@ from dvcl.phantoms.shapes import (
     Ellipsoid,
     Func,
     GridDraw,
+    PhantomGrid,
     Region,
     TorsoRanges,
     Tube,
@@ -63,6 +65,55 @@ TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.62, 0.78), 
 _RIBS_K = range(1, 13)
 
 
+@dataclass
+class CardiacAnatomy:
+    """The painted, noise-free cardiac phantom before acquisition: what :func:`make_cardiac_phantom` blurs and
+    adds noise to, exposed so that :mod:`dvcl.synthesis.cardiac` can re-draw every tissue's intensity."""
+
+    canvas: Canvas
+    grid: PhantomGrid
+    body: Body
+    hu: Dict[str, float]
+    """the HU drawn for each named tissue, as painted"""
+    phase: str
+    rng: np.random.Generator
+    """the case's generator, positioned after the painting (the acquisition draws continue from here)"""
+    noise_draw: float
+
+
+def cardiac_anatomy(
+    seed: int,
+    size: Optional[Sequence[int]] = None,
+    spacing: Optional[Sequence[float]] = None,
+    direction: Optional[Union[str, Sequence[float]]] = None,
+    phase: Optional[str] = None,
+    record_strokes: bool = False,
+) -> CardiacAnatomy:
+    """Paint one random chest and heart (arguments as :func:`make_cardiac_phantom`); ``record_strokes`` keeps,
+    per voxel, which paint call wrote it (see :meth:`Canvas.record_strokes`). The random draws are the same
+    with and without it."""
+    rng = np.random.default_rng(seed)
+    draw = GridDraw(rng)
+    phase_draw = PHASES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
+    phase = phase or phase_draw
+    if phase not in PHASES:
+        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
+    noise_draw = float(rng.uniform(10, 30))
+
+    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
+    if record_strokes:
+        canvas.record_strokes()
+
+    hu = _contrast(rng, phase)
+    paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
+    _paint_chest(canvas, rng, body, hu)
+    _paint_heart(canvas, rng, hu)
+    base = rng.uniform(-8, 8)  # rib k's head sits one thoracic vertebra (25 mm) below rib k-1
+    ribs = [(25.0 * (7 - k) + base, *_rib_reach(k)) for k in _RIBS_K]
+    paint_ribs(canvas, rng, body, ribs)
+    return CardiacAnatomy(canvas, grid, body, hu, phase, rng, noise_draw)
+
+
 def make_cardiac_phantom(
     seed: int,
     size: Optional[Sequence[int]] = None,
@@ -82,35 +133,22 @@ def make_cardiac_phantom(
         raw_values: write the raw MM-WHS values (205 myocardium ... 850 pulmonary artery, uint16) instead of
             class ids 1..7 (uint8), to exercise the remapping of the ``mmwhs`` preset.
     """
-    rng = np.random.default_rng(seed)
-    draw = GridDraw(rng)
-    phase_draw = PHASES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
-    phase = phase or phase_draw
-    if phase not in PHASES:
-        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
-    noise_draw = float(rng.uniform(10, 30))
-    noise_sd = noise_draw if noise_sd is None else float(noise_sd)
-
-    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
-
-    hu = _contrast(rng, phase)
-    paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
-    _paint_chest(canvas, rng, body, hu)
-    _paint_heart(canvas, rng, hu)
-    base = rng.uniform(-8, 8)  # rib k's head sits one thoracic vertebra (25 mm) below rib k-1
-    ribs = [(25.0 * (7 - k) + base, *_rib_reach(k)) for k in _RIBS_K]
-    paint_ribs(canvas, rng, body, ribs)
-
+    anat = cardiac_anatomy(seed, size, spacing, direction, phase)
+    canvas, grid, rng = anat.canvas, anat.grid, anat.rng
+    noise_sd = anat.noise_draw if noise_sd is None else float(noise_sd)
     blur = (rng.uniform(0.45, 0.75) * grid.spacing[0], rng.uniform(0.3, 0.5) * grid.spacing[2])
     arr = finish_ct(canvas, rng, blur, noise_sd, noise_corr_mm=0.6 * grid.spacing[0])
-    lab = canvas.lab
-    if raw_values:
-        lut = np.zeros(256, np.uint16)
-        for raw, cid in PRESETS["mmwhs"].raw_values.items():
-            lut[cid] = raw
-        lab = lut[lab]
-    log.debug("cardiac phantom seed=%d phase=%s size=%s spacing=%s", seed, phase, grid.size, grid.spacing)
+    lab = to_raw_mmwhs(canvas.lab) if raw_values else canvas.lab
+    log.debug("cardiac phantom seed=%d phase=%s size=%s spacing=%s", seed, anat.phase, grid.size, grid.spacing)
     return grid.to_image(arr), grid.to_image(lab)
+
+
+def to_raw_mmwhs(lab: np.ndarray) -> np.ndarray:
+    """Class ids 0..7 -> the values MM-WHS files store (205 myocardium ... 850 pulmonary artery), uint16."""
+    lut = np.zeros(256, np.uint16)
+    for raw, cid in PRESETS["mmwhs"].raw_values.items():
+        lut[cid] = raw
+    return lut[lab]
 
 
 def _rib_reach(k: int) -> Tuple[float, float]:

@@ -85,7 +85,7 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
         out.label, out.tissue, out.origin, pinfo = add_pelvis(out.label, out.tissue, out.origin, g, anat, pdraw)
         out.info.update(pinfo)
     n_ext = out.label.shape[0] - nz_abd
-    _pad(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
+    pad_around(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
     table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
     out.info["table"] = bool(cfg.table and u_table < cfg.table_p)
     if out.info["table"]:
@@ -177,17 +177,12 @@ def classify_tissues(anat: AbdomenAnatomy) -> np.ndarray:
     if per_voxel["spine"]:
         m = np.isin(strokes, per_voxel["spine"])
         v = H[m]
-        out = np.where(v >= 400, T["bone_cortical"], np.where(v >= 150, T["bone_cancellous"], T["muscle"]))
-        out[np.abs(v - 90.0) < 1e-3] = T["disc"]
-        tissue[m] = out.astype(np.uint8)
+        tissue[m] = spine_tissues(v)
     # ribs (one exact HU for bone, one for cartilage) in the body wall and fat; small bowel in the free fat
     if per_voxel["wall"] or per_voxel["free"]:
         m = np.isin(strokes, per_voxel["wall"] + per_voxel["free"])
         v = H[m]
-        dense = v > 100
-        values, counts = np.unique(v[dense], return_counts=True)
-        rib_values = values[counts >= 8]
-        rib = dense & np.isin(v, rib_values)
+        rib = rib_voxels(v)
         t = tissue[m]
         t[rib] = np.where(v[rib] >= 300, T["bone_cortical"], T["cartilage"])
         free = np.isin(strokes[m], per_voxel["free"])
@@ -200,6 +195,23 @@ def classify_tissues(anat: AbdomenAnatomy) -> np.ndarray:
     in_liver = lab == LIVER
     tissue[in_liver & ~np.isin(tissue, [T["vein"], T["portal_vein"], T["liver_lesion"]])] = T["liver"]
     return tissue
+
+
+def spine_tissues(v: np.ndarray) -> np.ndarray:
+    """Tissues of the voxels :func:`~dvcl.phantoms.shapes.paint_spine` wrote, from their HU ``v``: cortical and
+    cancellous bone, discs (exactly 90 HU), soft tissue between the processes."""
+    out = np.where(v >= 400, T["bone_cortical"], np.where(v >= 150, T["bone_cancellous"], T["muscle"]))
+    out[np.abs(v - 90.0) < 1e-3] = T["disc"]
+    return out.astype(np.uint8)
+
+
+def rib_voxels(v: np.ndarray) -> np.ndarray:
+    """Which of the HU values ``v`` (voxels of the body wall) are rib bone or costal cartilage:
+    :func:`~dvcl.phantoms.shapes.paint_ribs` writes one exact value for each, over many voxels, while
+    textured soft tissue never repeats a value that often."""
+    dense = v > 100
+    values, counts = np.unique(v[dense], return_counts=True)
+    return dense & np.isin(v, values[counts >= 8])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -222,7 +234,7 @@ def remove_organs(a: Anatomy, rng: np.random.Generator, probs: Dict[str, float])
     return [n for n, _ in removed]
 
 
-def _pad(a: Anatomy, side_mm: float, back_mm: float) -> None:
+def pad_around(a: Anatomy, side_mm: float, back_mm: float) -> None:
     """Room beside (arms) and behind (table) the body, filled with air."""
     px, py = int(np.ceil(side_mm / a.spacing)), int(np.ceil(back_mm / a.spacing))
     if px == 0 and py == 0:

@@ -42,6 +42,9 @@ class SynthesisConfig:
     """the phantom's in-plane field of view; the body fills 80-93 % of it (body width about 240-390 mm)"""
     z_extent_mm: Range = (180.0, 300.0)
     """cranio-caudal extent of the painted anatomy (lung bases to below the kidneys)"""
+    heart_z_extent_mm: Range = (110.0, 220.0)
+    """the same for a cardiac case (``kind="cardiac"``: from the heart's base or the aortic arch to below the
+    apex); ``absence`` and ``pelvis`` do not apply to cardiac cases"""
     anatomy_mm: float = 2.0
     """voxel size on which the anatomy is painted (the finest detail of a case; cost grows as its cube)"""
     arms: bool = True
@@ -147,7 +150,20 @@ class SynthesisConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_phase(phase: Optional[str]) -> Optional[str]:
-    if phase is not None and phase not in PHASES:
-        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
+#: what a synthetic case can show: the abdomen (FLARE22 labels) or the heart (MM-WHS labels)
+KINDS: Tuple[str, ...] = ("abdomen", "cardiac")
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown synthetic case kind '{kind}': choose one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_phase(phase: Optional[str], kind: str = "abdomen") -> Optional[str]:
+    from dvcl.synthesis.priors import CARDIAC_PHASES
+
+    phases = CARDIAC_PHASES if check_kind(kind) == "cardiac" else PHASES
+    if phase is not None and phase not in phases:
+        raise ConfigError(f"unknown contrast phase '{phase}' for a {kind} case: choose one of {', '.join(phases)}")
     return phase

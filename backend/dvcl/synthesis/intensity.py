@@ -15,43 +15,68 @@ import numpy as np
 
 from dvcl.synthesis.anatomy import Anatomy
 from dvcl.synthesis.config import SynthesisConfig
-from dvcl.synthesis.priors import DEFAULT_PHASE, HU, N_BASE_TISSUES, PHASE_WEIGHTS, PHASES, TEXTURE_SD, TISSUES
+from dvcl.synthesis.priors import (
+    CARDIAC_DEFAULT_PHASE,
+    CARDIAC_PHASE_WEIGHTS,
+    CARDIAC_PHASES,
+    DEFAULT_PHASE,
+    N_ABDOMEN_TISSUES,
+    N_BASE_TISSUES,
+    PHASE_WEIGHTS,
+    PHASES,
+    TEXTURE_SD,
+    TISSUES,
+    hu_range,
+)
 from dvcl.synthesis.spatial import smooth_field
 
 log = logging.getLogger(__name__)
 
 
-def draw_phase(rng: np.random.Generator, cfg: SynthesisConfig, override: Optional[str] = None) -> str:
-    """The case's contrast phase (one draw always, so other draws do not depend on the switch)."""
-    p = np.array([PHASE_WEIGHTS[ph] for ph in PHASES], float)
-    drawn = PHASES[int(rng.choice(len(PHASES), p=p / p.sum()))]
+def draw_phase(rng: np.random.Generator, cfg: SynthesisConfig, override: Optional[str] = None,
+               kind: str = "abdomen") -> str:
+    """The case's contrast phase (one draw always, so other draws do not depend on the switch); a cardiac case
+    draws from the cardiac timings."""
+    phases, weights, default = ((CARDIAC_PHASES, CARDIAC_PHASE_WEIGHTS, CARDIAC_DEFAULT_PHASE) if kind == "cardiac"
+                                else (PHASES, PHASE_WEIGHTS, DEFAULT_PHASE))
+    p = np.array([weights[ph] for ph in phases], float)
+    drawn = phases[int(rng.choice(len(phases), p=p / p.sum()))]
     if override is not None:
         return override
-    return drawn if cfg.phase else DEFAULT_PHASE
+    return drawn if cfg.phase else default
 
 
-def draw_means(rng: np.random.Generator, phase: str, tissues=TISSUES[:N_BASE_TISSUES]) -> np.ndarray:
+def draw_means(rng: np.random.Generator, phase: str, tissues=TISSUES[:N_BASE_TISSUES],
+               kind: str = "abdomen") -> np.ndarray:
     """One mean HU per tissue of ``tissues`` (default: those before the pelvis), uniform in the phase's range."""
     u = rng.uniform(size=len(tissues))
-    lo = np.array([HU[t][phase][0] for t in tissues])
-    hi = np.array([HU[t][phase][1] for t in tissues])
+    lo = np.array([hu_range(t, phase, kind)[0] for t in tissues])
+    hi = np.array([hu_range(t, phase, kind)[1] for t in tissues])
     return (lo + u * (hi - lo)).astype(np.float32)
 
 
-def tissue_image(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig,
-                 phase: str) -> Tuple[np.ndarray, Dict[str, object]]:
+def tissue_image(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig, phase: str,
+                 kind: str = "abdomen") -> Tuple[np.ndarray, Dict[str, object]]:
     """HU image on the anatomy grid: tissue means plus (if ``cfg.texture``) two smooth texture fields mixed
-    with per-tissue weights. Returns the image and the drawn means by tissue name."""
-    base, extra = TISSUES[:N_BASE_TISSUES], TISSUES[N_BASE_TISSUES:]
-    means = draw_means(rng, phase, base)
+    with per-tissue weights. Returns the image and the drawn means by tissue name.
+
+    An abdominal case draws its tissues in the order they were added to the generator (those before the pelvis,
+    then the pelvis's), so older cases keep their values; a cardiac case draws every tissue in one go."""
+    if kind == "cardiac":
+        groups = [TISSUES]
+    else:
+        groups = [TISSUES[:N_BASE_TISSUES], TISSUES[N_BASE_TISSUES:N_ABDOMEN_TISSUES]]
+    base = groups[0]
+    means = draw_means(rng, phase, base, kind)
     sd = np.array([rng.uniform(*TEXTURE_SD[t]) for t in base], np.float32)
     mix = rng.uniform(size=len(base)).astype(np.float32)
     cells = rng.uniform(*cfg.texture_mm, size=2)
     field_seed = int(rng.integers(2**32))
     # tissues added later (the pelvis's) draw after all of the above, so older draws keep their values
-    means = np.concatenate([means, draw_means(rng, phase, extra)])
-    sd = np.concatenate([sd, np.array([rng.uniform(*TEXTURE_SD[t]) for t in extra], np.float32)])
-    mix = np.concatenate([mix, rng.uniform(size=len(extra)).astype(np.float32)])
+    for extra in groups[1:]:
+        means = np.concatenate([means, draw_means(rng, phase, extra, kind)])
+        sd = np.concatenate([sd, np.array([rng.uniform(*TEXTURE_SD[t]) for t in extra], np.float32)])
+        mix = np.concatenate([mix, rng.uniform(size=len(extra)).astype(np.float32)])
     img = means[a.tissue]
     if cfg.texture:
         frng = np.random.default_rng(field_seed)

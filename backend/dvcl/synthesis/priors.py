@@ -57,6 +57,31 @@ dependent layer                                                                 
                                                                                   Radiol 2008); density (est.)
 =================  =============  ==============  ==============  ==============  ===============================
 
+Cardiac cases (:mod:`dvcl.synthesis.cardiac`) have their own contrast timings: ``native``, ``arterial``
+(coronary CT angiography: left heart and aorta brightest), ``pulmonary`` (pulmonary CT angiography: right heart
+and pulmonary artery brightest) and ``venous`` (a late chest scan: both sides alike). The tissues they share
+with the abdomen take the abdominal range of the matching phase (:data:`CARDIAC_PHASE_MAP`); blood pools and
+myocardium have their own ranges:
+
+=================  =============  ==============  ==============  ==============  ===============================
+cardiac tissue     native         arterial        pulmonary       venous          source
+=================  =============  ==============  ==============  ==============  ===============================
+left heart blood,  30..55         300..550        120..300        120..220        coronary CTA aims at >= 250..300
+aorta                                                                             HU in the aortic root and
+                                                                                  coronaries (SCCT guideline,
+                                                                                  Abbara JCCT 2016); native as
+                                                                                  blood; others (est.)
+right heart        30..55         60..350         250..500        120..220        saline chaser washes the right
+blood, PA                                                                         heart out in coronary CTA;
+                                                                                  CTPA >= 250 HU in the pulmonary
+                                                                                  trunk (est. from CTPA practice)
+myocardium         30..55         80..160         60..120         80..130         first-pass enhancement about
+                                                                                  100..130 HU (est.)
+contrast inflow    30..55         200..1500       300..1500       100..200        undiluted contrast in the SVC /
+(SVC jet)                                                                         brachiocephalic vein during
+                                                                                  injection (est.)
+=================  =============  ==============  ==============  ==============  ===============================
+
 Phase timing (radiodaddy, seekhealthz): late arterial 25-40 s, portal venous 60-70 s (50-90 s), delayed 3-5 min.
 Image noise of abdominal CT: 8 HU standard dose, 11.5 HU low dose (Husarik, Acad Radiol 2011); 30-38 HU on
 thin-slice FBP chest CT (Eur Radiol Exp 2018); it is spatially correlated (Kanal, AJR 2007).
@@ -81,10 +106,14 @@ TISSUES: Tuple[str, ...] = (
     "bile", "food", "oral_contrast", "gi_wall", "liver", "liver_lesion", "spleen", "kidney_cortex",
     "kidney_medulla", "pancreas", "adrenal", "artery", "vein", "portal_vein", "heart", "table", "metal",
     "urine",
+    # cardiac cases only (dvcl.synthesis.cardiac); after every abdominal tissue, so abdominal draws are unchanged
+    "myocardium", "blood_left", "blood_right", "contrast_inflow",
 )
 #: tissues before the pelvis was added: their random draws come first and in this order, so a case without
 #: a pelvis keeps the intensities it had (the later tissues draw after everything else)
 N_BASE_TISSUES = 27
+#: tissues an abdominal case can hold (the pelvis's included); the ones after them are the cardiac tissues
+N_ABDOMEN_TISSUES = 28
 T: Dict[str, int] = {name: i for i, name in enumerate(TISSUES)}
 
 
@@ -128,6 +157,32 @@ HU: Dict[str, Dict[str, Range]] = {
     "urine": _phases((-5, 20), (-5, 20), (-5, 20), (0, 600)),
 }
 
+#: cardiac contrast timings (see the module docstring), how often each is drawn (est.: MM-WHS-like data are
+#: mostly coronary CTA), and the phase used when phase randomisation is off
+CARDIAC_PHASES: Tuple[str, ...] = ("native", "arterial", "pulmonary", "venous")
+CARDIAC_PHASE_WEIGHTS: Dict[str, float] = {"native": 0.1, "arterial": 0.5, "pulmonary": 0.2, "venous": 0.2}
+CARDIAC_DEFAULT_PHASE = "arterial"
+#: the abdominal phase whose ranges a cardiac phase uses for the tissues both share (fat, muscle, bone, lung ...)
+CARDIAC_PHASE_MAP: Dict[str, str] = {"native": "native", "arterial": "arterial", "pulmonary": "arterial",
+                                     "venous": "portal"}
+
+#: mean HU range of the cardiac-only tissues per cardiac phase (the second table of the module docstring)
+CARDIAC_HU: Dict[str, Dict[str, Range]] = {
+    "blood_left": {"native": (30, 55), "arterial": (300, 550), "pulmonary": (120, 300), "venous": (120, 220)},
+    "blood_right": {"native": (30, 55), "arterial": (60, 350), "pulmonary": (250, 500), "venous": (120, 220)},
+    "myocardium": {"native": (30, 55), "arterial": (80, 160), "pulmonary": (60, 120), "venous": (80, 130)},
+    "contrast_inflow": {"native": (30, 55), "arterial": (200, 1500), "pulmonary": (300, 1500),
+                        "venous": (100, 200)},
+}
+
+
+def hu_range(tissue: str, phase: str, kind: str = "abdomen") -> Range:
+    """The mean HU range of ``tissue`` in ``phase`` of a ``kind`` case (``abdomen`` or ``cardiac``)."""
+    if kind == "cardiac":
+        return CARDIAC_HU[tissue][phase] if tissue in CARDIAC_HU else HU[tissue][CARDIAC_PHASE_MAP[phase]]
+    return HU[tissue][phase]
+
+
 #: standard deviation (HU) of each tissue's smooth texture, drawn per case (est.; organs are nearly homogeneous,
 #: lung, bone, bowel content and the arterial spleen are not)
 TEXTURE_SD: Dict[str, Range] = {name: (2.0, 8.0) for name in TISSUES}
@@ -143,9 +198,14 @@ ABSENCE: Dict[str, float] = {"gallbladder": 0.15, "kidney": 0.05, "spleen": 0.02
 def check_tables() -> None:
     """Fail loudly if the tables disagree (every tissue has a range for every phase, lo <= hi)."""
     for name in TISSUES:
-        for phase in PHASES:
-            lo, hi = HU[name][phase]
-            assert lo <= hi, (name, phase)
+        for kind, phases in (("abdomen", PHASES), ("cardiac", CARDIAC_PHASES)):
+            if kind == "abdomen" and name in CARDIAC_HU:
+                continue
+            for phase in phases:
+                lo, hi = hu_range(name, phase, kind)
+                assert lo <= hi, (name, phase)
         lo, hi = TEXTURE_SD[name]
         assert 0 <= lo <= hi, name
-    assert set(HU) == set(TISSUES) and T["air"] == 0 and TISSUES[N_BASE_TISSUES - 1] == "metal"
+    assert set(HU) == set(TISSUES[:N_ABDOMEN_TISSUES]) and set(CARDIAC_HU) == set(TISSUES[N_ABDOMEN_TISSUES:])
+    assert T["air"] == 0 and TISSUES[N_BASE_TISSUES - 1] == "metal" and TISSUES[N_ABDOMEN_TISSUES - 1] == "urine"
+    assert set(CARDIAC_PHASE_WEIGHTS) == set(CARDIAC_PHASES) == set(CARDIAC_PHASE_MAP)
