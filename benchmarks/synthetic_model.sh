@@ -29,7 +29,7 @@ OUT="$WORK/$VARIANT"
 mkdir -p "$OUT"
 echo "synthetic_model: $COUNT cases, variant $VARIANT, $METHOD $PROFILE x $ITERATIONS iterations -> $OUT" >&2
 if [ ! -f "$OUT/synth/dataset.json" ]; then
-  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" ${ABLATE:+--no-$ABLATE}
+  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" --resume ${ABLATE:+--no-$ABLATE}
 fi
 if [ ! -f "$OUT/cache/dataset.json" ]; then
   # shellcheck disable=SC2086  # SPACING is three numbers

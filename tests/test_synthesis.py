@@ -278,3 +278,43 @@ def test_tall_volumes_stay_within_the_output_budget():
     for seed in range(10):
         acq = draw_acquisition(a, np.random.default_rng(seed), cfg)
         assert int(np.prod(acq.size)) <= cfg.max_voxels and acq.spacing[2] <= cfg.slice_mm[1] + 1e-9
+
+
+def test_an_interrupted_synth_run_resumes_to_the_same_data_set(tmp_path, capsys):
+    from dvcl.cli.main import main
+    from dvcl.errors import OutputExistsError
+
+    out, written = tmp_path / "synth", []
+
+    def interrupt_after_two(name):
+        written.append(name)
+        if len(written) == 2:
+            raise KeyboardInterrupt  # Ctrl+C (or a killed job) after two finished cases
+
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(out, 3, seed=2, config=SMALL, progress=interrupt_after_two)
+    assert not (out / "dataset.json").exists()
+    first = out / "labeled" / "images" / "synth_abd_000.nii.gz"
+    before = first.stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="--resume"):
+        write_synthetic_dataset(out, 3, seed=2, config=SMALL)
+    for other in ({"seed": 3, "config": SMALL}, {"seed": 2, "config": SMALL.without("noise")}):
+        with pytest.raises(ConfigError, match="other settings"):
+            write_synthetic_dataset(out, 3, resume=True, **other)
+    result = write_synthetic_dataset(out, 3, seed=2, config=SMALL, resume=True)
+    assert (result["kept"], result["generated"]) == (2, 1) and first.stat().st_mtime_ns == before
+    # the same data set as one uninterrupted run
+    fresh = tmp_path / "fresh"
+    write_synthetic_dataset(fresh, 3, seed=2, config=SMALL)
+    for sub in ("images", "labels"):
+        for i in range(3):
+            a = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labeled" / sub / f"synth_abd_{i:03d}.nii.gz")))
+            b = sitk.GetArrayFromImage(sitk.ReadImage(str(fresh / "labeled" / sub / f"synth_abd_{i:03d}.nii.gz")))
+            assert np.array_equal(a, b), (sub, i)
+    assert json.loads((out / "dataset.json").read_text()) == json.loads((fresh / "dataset.json").read_text())
+    # a folder that no data-set writer made is not resumed
+    stranger = tmp_path / "stranger"
+    (stranger / "labeled").mkdir(parents=True)
+    (stranger / "notes.txt").write_text("mine")
+    assert main(["--progress", "none", "synth", str(stranger), "--count", "1", "--resume"]) == 2
+    assert "cannot resume" in capsys.readouterr().err and (stranger / "notes.txt").read_text() == "mine"

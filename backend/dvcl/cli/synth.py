@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="abdominal CT with FLARE22 labels (default) or cardiac CT angiography with the 7 MM-WHS "
                    "structures (contrast timings: coronary CTA, pulmonary CTA, venous, none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (or add cases to a finished one): keeps the cases already "
+                   "written, generates the rest; refused unless the other arguments are the same as before")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
         g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true", help=f"no {text}")
@@ -61,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
     with progress.Progress("synth", total=max(args.count, 0), desc="synthetic CT", unit="case") as bar:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,
-                                         progress=lambda name: bar.update(message=name), kind=args.kind)
+                                         progress=lambda name: bar.update(message=name), kind=args.kind,
+                                         resume=args.resume)
     return report_dataset("synth", result)

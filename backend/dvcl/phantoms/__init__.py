@@ -10,6 +10,7 @@ ground truth that costs nothing to make, and let learning-curve experiments run 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ KINDS: Dict[str, Tuple[str, str, Callable[..., Tuple[sitk.Image, sitk.Image]]]] 
     "cardiac": ("mmwhs", "phantom_card", make_cardiac_phantom),
 }
 _KIND_CODE = {"abdomen": 1, "cardiac": 2}
+#: what a data-set writer records before generating (kind, seed, generator settings): what --resume checks
+RUN_SETTINGS = "generation.json"
 _SPLIT_CODE = {"labeled": 0, "unlabeled": 1}
 
 
@@ -62,6 +65,7 @@ def write_phantom_dataset(
     prefix: Optional[str] = None,
     meta: Optional[dict] = None,
     workers: int = 1,
+    resume: bool = False,
 ) -> dict:
     """Write a phantom data set in the simple layout and return a summary.
 
@@ -79,6 +83,9 @@ def write_phantom_dataset(
         prefix: case-name prefix instead of the kind's (``synth_abd``).
         meta: extra keys merged into dataset.json (name, description, generator settings).
         workers: processes generating cases in parallel (1: in this process).
+        resume: continue a run that was interrupted (or extend a finished one): cases whose files all exist are
+            kept, the others are generated. Allowed only when the folder's recorded settings (everything but the
+            counts) equal these; case ``i`` depends only on them, so the result equals an uninterrupted run.
 
     Returns:
         ``{"out_dir", "kind", "preset", "labeled": [...], "unlabeled": [...], "dataset_json", "seconds",
@@ -86,7 +93,9 @@ def write_phantom_dataset(
 
     Raises:
         ConfigError: unknown kind, negative or zero counts, raw values for the abdomen.
-        OutputExistsError: a file to be written exists and ``overwrite`` is false (nothing is written then).
+        OutputExistsError: a file to be written exists and neither ``overwrite`` nor ``resume`` is set (nothing
+            is written then).
+        ConfigError: ``resume`` on a folder written with other settings, or whose settings are unknown.
     """
     from dvcl import __version__
     from dvcl.presets import PRESETS
@@ -115,10 +124,17 @@ def write_phantom_dataset(
             "unlabeled": root / "unlabeled"}
     targets = [dirs["images"] / f"{c}.nii.gz" for c in labeled] + [dirs["labels"] / f"{c}.nii.gz" for c in labeled]
     targets += [dirs["unlabeled"] / f"{c}.nii.gz" for c in unlabeled] + [root / "dataset.json"]
+    settings = {"kind": kind, "seed": seed, "prefix": prefix, "raw_values": bool(raw_values),
+                "meta": json.loads(json.dumps(meta or {}, default=str))}
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other")
+    if resume:
+        _check_resume_settings(root, settings)
     existing = [p for p in targets if p.exists()]
-    if existing and not overwrite:
+    if existing and not overwrite and not resume:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputExistsError(f"{existing[0]}: exists{more} (use --overwrite to replace the data set)")
+        raise OutputExistsError(f"{existing[0]}: exists{more} (use --overwrite to replace the data set, "
+                                "--resume to continue it)")
     # about 3 MB per compressed phantom image + label; fail before generating, not after the first files
     check_writable(root, (2 * n_labeled + n_unlabeled) * 3 * 2**20, what="phantom output")
     if overwrite:
@@ -136,6 +152,16 @@ def write_phantom_dataset(
              [dirs["images"] / f"{name}.nii.gz", dirs["labels"] / f"{name}.nii.gz"] if split == "labeled"
              else [dirs["unlabeled"] / f"{name}.nii.gz"], name)
             for split, names in (("labeled", labeled), ("unlabeled", unlabeled)) for i, name in enumerate(names)]
+    if resume:  # files are written atomically: one that exists is complete
+        kept = [job[-1] for job in jobs if all(path.exists() for path in job[3])]
+        jobs = [job for job in jobs if job[-1] not in kept]
+        log.info("resuming %s: %d case(s) kept, %d to generate", root, len(kept), len(jobs))
+        if progress is not None:
+            for name in kept:
+                progress(name)
+    # the settings go down first, so an interrupted run can be resumed (and only with the same settings)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / RUN_SETTINGS, settings)
     if workers == 1:
         for job in jobs:
             gen_seconds += _write_case(*job)
@@ -169,11 +195,32 @@ def write_phantom_dataset(
     write_json_atomic(root / "dataset.json", meta)
     seconds = time.perf_counter() - start
     n = n_labeled + n_unlabeled
+    n_made = max(len(jobs), 1)
     what = f"{kind} phantoms" if generator is None else f"{prefix} cases"
-    log.info("wrote %d %s to %s in %.1f s (generation %.2f s per case)", n, what, root, seconds, gen_seconds / n)
+    log.info("wrote %d %s to %s in %.1f s (generation %.2f s per case)", len(jobs), what, root, seconds,
+             gen_seconds / n_made)
     return {"out_dir": str(root.resolve()), "kind": kind, "preset": preset_name, "labeled": labeled,
             "unlabeled": unlabeled, "dataset_json": str((root / "dataset.json").resolve()),
-            "seconds": round(seconds, 3), "seconds_per_case": round(gen_seconds / n, 3)}
+            "generated": len(jobs), "kept": n - len(jobs),
+            "seconds": round(seconds, 3), "seconds_per_case": round(gen_seconds / n_made, 3)}
+
+
+def _check_resume_settings(root: Path, settings: dict) -> None:
+    """Refuse to resume a folder that was written with other settings (or by something else)."""
+    recorded = root / RUN_SETTINGS
+    if not recorded.is_file():
+        if root.is_dir() and any(root.iterdir()):
+            raise ConfigError(f"{root}: cannot resume: no {RUN_SETTINGS} records how it was written (use "
+                              "--overwrite to replace it)")
+        return  # nothing there yet: a resume is a first run
+    try:
+        before = json.loads(recorded.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{recorded}: unreadable ({exc}); use --overwrite to replace the data set") from exc
+    diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+    if diff:
+        raise ConfigError(f"{root}: cannot resume: it was written with other settings ({', '.join(diff)} "
+                          "differ); use the same arguments, or --overwrite to replace it")
 
 
 def _write_case(make: Callable[..., Tuple[sitk.Image, sitk.Image]], seed: int, kwargs: dict, paths: List[Path],

@@ -10,9 +10,10 @@ has a switch in :class:`SynthesisConfig`. See ``docs/synthesis.md``.
 Cardiac cases (``kind="cardiac"``, the 7 MM-WHS structures) take the same route from the cardiac phantom, with
 cardiac contrast timings (:mod:`dvcl.synthesis.cardiac`).
 
-Modules: ``priors`` (HU table and probabilities, with sources), ``config`` (switches and ranges), ``anatomy``
-(tissue maps, absence, arms, table, metal), ``cardiac`` (the heart's tissue maps and sternotomy wires), ``spatial`` (affine and elastic), ``intensity`` (phase, HU,
-texture), ``acquisition`` (scanner), ``generator`` (one case), ``dataset`` (a data folder).
+Modules: ``priors`` (HU tables and probabilities, with sources), ``config`` (switches and ranges), ``anatomy``
+(tissue maps, absence, arms, table, metal), ``cardiac`` (the heart's tissue maps and sternotomy wires),
+``spatial`` (affine and elastic), ``intensity`` (phase, HU, texture), ``acquisition`` (scanner), ``generator``
+(one case), ``dataset`` (a data folder).
 """
 
 from __future__ import annotations

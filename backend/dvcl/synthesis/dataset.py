@@ -44,11 +44,13 @@ def write_synthetic_dataset(
     workers: int = 1,
     progress: Optional[Callable[[str], None]] = None,
     kind: str = "abdomen",
+    resume: bool = False,
 ) -> dict:
     """Write ``count`` labeled synthetic cases (``synth_abd_000`` ..., or ``synth_heart_000`` ... for
     ``kind="cardiac"``, whose label files hold the raw MM-WHS values 205..850) in the simple layout.
 
-    Case ``i`` depends only on (``seed``, ``i``, ``config``), so asking for more cases keeps the first ones.
+    Case ``i`` depends only on (``seed``, ``i``, ``config``), so asking for more cases keeps the first ones, and
+    ``resume`` continues an interrupted run (same arguments) with the cases it finished.
     Returns the summary of :func:`dvcl.phantoms.write_phantom_dataset` (``seconds_per_case`` is generation time).
 
     Raises:
@@ -69,6 +71,7 @@ def write_synthetic_dataset(
     # cardiac label files hold the raw MM-WHS values, as the real data set's do (the mmwhs preset remaps them)
     result = write_phantom_dataset(out_dir, count, 0, kind=kind, seed=seed, overwrite=overwrite,
                                    progress=progress, generator=functools.partial(_make, config=cfg, kind=kind),
-                                   prefix=PREFIXES[kind], meta=meta, workers=workers, raw_values=kind == "cardiac")
+                                   prefix=PREFIXES[kind], meta=meta, workers=workers, raw_values=kind == "cardiac",
+                                   resume=resume)
     log.info("synthetic data set: %d cases, %.2f s per case (generation)", count, result["seconds_per_case"])
     return result
