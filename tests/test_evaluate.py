@@ -425,3 +425,35 @@ def test_dice_per_structure_by_hand():
     pred[2, 2, 2] = 3           # structure 3 predicted but absent from the reference: not scored
     dice = dice_per_structure(pred, ref, {1: "liver", 2: "spleen", 3: "aorta"})
     assert dice == {"liver": pytest.approx(4 / 6), "spleen": 0.0}
+
+
+def test_groups_score_a_prediction_against_a_coarser_label_set(tmp_path, capsys):
+    # prediction in MM-WHS style (1..5 chambers and myocardium, 6 aorta), reference with 2 = whole heart, 1 = aorta
+    pred = np.zeros((8, 16, 16), np.uint8)
+    pred[1:5, 2:6, 2:6] = 3  # LV
+    pred[1:5, 6:9, 2:6] = 1  # myocardium
+    pred[1:5, 9:12, 2:6] = 5  # RV
+    pred[5:7, 2:6, 10:14] = 6  # aorta
+    ref = np.zeros_like(pred)
+    ref[1:5, 2:11, 2:6] = 2  # the whole heart, one row short of the RV
+    ref[4:7, 2:6, 10:14] = 1  # aorta, one slice more
+    p, r = _small(tmp_path, "pred/case.nii.gz", pred), _small(tmp_path, "ref/case.nii.gz", ref)
+    heart_p, heart_r = np.isin(pred, [1, 2, 3, 4, 5]), ref == 2
+    aorta_p, aorta_r = pred == 6, ref == 1
+    code = main(["--progress", "none", "evaluate", str(p), str(r), "--group", "heart=1,2,3,4,5:2",
+                 "--group", "aorta=6:1", "--no-distances", "--out", str(tmp_path / "report")])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    for name, (a, b) in {"heart": (heart_p, heart_r), "aorta": (aorta_p, aorta_r)}.items():
+        assert summary["structures"][name]["dice_pct_mean"] == pytest.approx(100 * np_dice_jaccard(a, b)[0], abs=1e-4)
+    assert set(summary["structures"]) == {"heart", "aorta"}
+    # an empty group list is no grouping: the files' own values are scored (value 1: myocardium vs aorta)
+    plain = evaluate_paths(p, r, groups=[])
+    assert "heart" not in plain.structures and len(plain.structures) == 6
+    for bad, message in ((["--group", "heart"], "NAME=PRED_VALUES:REF_VALUES"),
+                         (["--group", "heart=1,x:2"], "whole numbers"),
+                         (["--group", "heart=1,2:2", "--group", "aorta=2:1"], "both 'heart' and 'aorta'"),
+                         (["--group", "heart=1:2", "--preset", "mmwhs"], "--preset")):
+        capsys.readouterr()
+        assert main(["--progress", "none", "evaluate", str(p), str(r), "--no-distances", *bad]) == 2, bad
+        assert message in capsys.readouterr().err, bad

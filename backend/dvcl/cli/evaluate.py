@@ -23,6 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("gt", metavar="GT", help="reference label map (file or folder)")
     p.add_argument("--preset", default=None, metavar="P",
                    help=f"label set: {', '.join(list_presets())} or a dataset.json (default: read from the files)")
+    p.add_argument("--group", action="append", default=None, metavar="NAME=PRED:REF",
+                   help="score a structure shared by label sets that differ, from the values stored in the files, "
+                   "e.g. 'heart=1,2,3,4,5:2' (MM-WHS chambers and myocardium against a whole-heart label); "
+                   "repeat for more; only the groups are scored (not with --preset)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write metrics.csv, summary.json, report.md and PNG plots here (default: print the "
                    "table only)")
@@ -56,15 +60,18 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     if args.out:  # a report that cannot be written is refused before minutes of computing
         check_report_targets(args.out, overwrite=args.overwrite)
+    from dvcl.evaluation.groups import parse_group
+
+    groups = [parse_group(g) for g in args.group or []]
     result = evaluate_paths(args.pred, args.gt, preset=args.preset, name=args.name,
-                            distances=not args.no_distances)
+                            distances=not args.no_distances, groups=groups or None)
     if args.out:
         pairs = match_cases(args.pred, args.gt)
         cases = [c for c, _, _ in pairs]
         written = write_report(
             result, args.out, overwrite=args.overwrite, images=find_images(args.images, cases),
             predictions={c: p for c, p, _ in pairs}, references={c: r for c, _, r in pairs},
-            max_overlays=args.max_overlays, plots=not args.no_plots,
+            max_overlays=0 if groups else args.max_overlays, plots=not args.no_plots,  # overlays show stored values
         )
         for kind, path in written.items():
             progress.emit("output", path=str(path.resolve()), kind=kind.split(":")[0])

@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dvcl.errors import ConfigError, DatasetError, LabelValueError, OutputExistsError
+from dvcl.evaluation.groups import StructureGroup, apply_groups, check_groups
 from dvcl.evaluation.metrics import (
     CONVENTION,
     CaseResult,
@@ -254,6 +255,7 @@ def evaluate_paths(
     preset: Optional[Union[str, Preset]] = None,
     name: Optional[str] = None,
     distances: bool = True,
+    groups: Optional[Sequence[StructureGroup]] = None,
 ) -> EvaluationResult:
     """Evaluate a prediction file/folder against a reference file/folder (matched by case name).
 
@@ -262,12 +264,19 @@ def evaluate_paths(
             remapping of the references); without one the labels are read from the files.
         name: the run's name in tables (default: the prediction path's name).
         distances: compute HD95/ASSD.
+        groups: score these shared structures instead (:mod:`dvcl.evaluation.groups`: each side's stored values
+            grouped, for a reference with another label set); excludes ``preset``.
     """
     pairs = match_cases(pred, ref)
-    pre = get_preset(preset) if isinstance(preset, str) else preset
-    if pre is None:
-        pre = recorded_preset([p for _, p, _ in pairs])
-    labels = resolve_labels(pairs, pre)
+    if groups:
+        if preset is not None:
+            raise ConfigError("--group scores the values stored in the files; it cannot be combined with --preset")
+        labels, pre = check_groups(groups), None
+    else:
+        pre = get_preset(preset) if isinstance(preset, str) else preset
+        if pre is None:
+            pre = recorded_preset([p for _, p, _ in pairs])
+        labels = resolve_labels(pairs, pre)
     default_name = strip_suffix(pred) if Path(pred).is_file() else Path(pred).name
     result = EvaluationResult(labels=labels, name=name or default_name, preset=pre.name if pre else "")
     metrics = MonaiMetrics()
@@ -275,6 +284,9 @@ def evaluate_paths(
         for case, p, r in pairs:
             reference = _read_reference(r, pre)
             prediction = _read_prediction(p)
+            if groups:
+                reference = apply_groups(reference, groups, "reference")
+                prediction = apply_groups(prediction, groups, "prediction")
             result.cases.append(evaluate_case(prediction, reference, labels, case=case, pred_name=str(p),
                                               ref_name=str(r), distances=distances, metrics=metrics))
             bar.update(1, message=case)
