@@ -7,7 +7,11 @@
 #   ABLATE=noise bash benchmarks/synthetic_model.sh WORK       # the same with one randomisation off (dvcl synth --no-noise)
 #   COUNT=4 ITERATIONS=5 PROFILE=quick bash benchmarks/synthetic_model.sh /tmp/smoke   # a smoke run on a CPU
 #
-# Environment (defaults in brackets): COUNT [200 synthetic cases]  SEED [0]  SPACING ["1.5 1.5 3.0" mm]
+#   KIND=cardiac bash benchmarks/synthetic_model.sh WORK         # the heart (MM-WHS labels), checked on the chest
+#                                                                # CTA of tests/data: whole heart, aorta, PA
+#
+# Environment (defaults in brackets): KIND [abdomen | cardiac]  COUNT [200 synthetic cases]  SEED [0]
+#   SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
 #   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
@@ -22,18 +26,31 @@ DVCL=${DVCL:-python3 -m dvcl}
 COUNT=${COUNT:-200}; SEED=${SEED:-0}; SPACING=${SPACING:-1.5 1.5 3.0}
 PROFILE=${PROFILE:-paper}; ITERATIONS=${ITERATIONS:-20000}; METHOD=${METHOD:-supervised}; DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}
-REAL_CT="$ROOT/tests/data/abdomen_ct_3mm/image.nii.gz"
-REAL_LABEL="$ROOT/tests/data/abdomen_ct_3mm/label_flare22.nii.gz"
+KIND=${KIND:-abdomen}
+if [ "$KIND" = cardiac ]; then
+  # the chest CTA labels the whole heart (2), the aorta (1) and the pulmonary artery (3): MM-WHS structures grouped
+  REAL_CT="$ROOT/tests/data/chest_cta_1p5mm/image.nii.gz"
+  REAL_LABEL="$ROOT/tests/data/chest_cta_1p5mm/label.nii.gz"
+  PRESET=mmwhs
+  SCORE=(--group "heart=1,2,3,4,5:2" --group "aorta=6:1" --group "pulmonary artery=7:3")
+else
+  REAL_CT="$ROOT/tests/data/abdomen_ct_3mm/image.nii.gz"
+  REAL_LABEL="$ROOT/tests/data/abdomen_ct_3mm/label_flare22.nii.gz"
+  PRESET=flare22
+  SCORE=(--preset flare22)
+fi
 VARIANT=${ABLATE:+no_$ABLATE}; VARIANT=${VARIANT:-all}
+if [ "$KIND" = cardiac ]; then VARIANT="heart_$VARIANT"; fi
 OUT="$WORK/$VARIANT"
 mkdir -p "$OUT"
-echo "synthetic_model: $COUNT cases, variant $VARIANT, $METHOD $PROFILE x $ITERATIONS iterations -> $OUT" >&2
+echo "synthetic_model: $COUNT $KIND cases, variant $VARIANT, $METHOD $PROFILE x $ITERATIONS iterations -> $OUT" >&2
 if [ ! -f "$OUT/synth/dataset.json" ]; then
-  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" --resume ${ABLATE:+--no-$ABLATE}
+  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" --resume --kind "$KIND" \
+    ${ABLATE:+--no-$ABLATE}
 fi
 if [ ! -f "$OUT/cache/dataset.json" ]; then
   # shellcheck disable=SC2086  # SPACING is three numbers
-  $DVCL --progress none prepare "$OUT/synth" -o "$OUT/cache" --preset flare22 --spacing $SPACING --workers "$WORKERS"
+  $DVCL --progress none prepare "$OUT/synth" -o "$OUT/cache" --preset "$PRESET" --spacing $SPACING --workers "$WORKERS"
 fi
 LIMIT=()
 [ -n "${TRAIN_UNTIL:-}" ] && TRAIN_SECONDS=$((TRAIN_UNTIL - $(date +%s)))
@@ -54,6 +71,6 @@ if [ ! -f "$OUT/model/model.json" ]; then
 fi
 # the real CT: segmented and scored once per finished model
 $DVCL --progress none segment "$REAL_CT" --model "$OUT/model" -o "$OUT/real_ct_pred.nii.gz" --device "$DEVICE" --overwrite
-$DVCL --progress none evaluate "$OUT/real_ct_pred.nii.gz" "$REAL_LABEL" --preset flare22 --out "$OUT/real_ct" \
+$DVCL --progress none evaluate "$OUT/real_ct_pred.nii.gz" "$REAL_LABEL" "${SCORE[@]}" --out "$OUT/real_ct" \
   --name "synthetic $VARIANT" --no-plots --overwrite
 cat "$OUT/real_ct/report.md"
