@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -85,18 +85,28 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
         out.label, out.tissue, out.origin, pinfo = add_pelvis(out.label, out.tissue, out.origin, g, anat, pdraw)
         out.info.update(pinfo)
     n_ext = out.label.shape[0] - nz_abd
-    pad_around(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
-    table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
-    out.info["table"] = bool(cfg.table and u_table < cfg.table_p)
-    if out.info["table"]:
-        add_table(out, table_rng)
-    out.info["arms"] = bool(cfg.arms and u_arms < cfg.arms_p)
-    if out.info["arms"]:
-        add_arms(out, arms_rng)
-    out.info["metal"] = bool(cfg.streaks and u_metal < cfg.metal_p)
-    if out.info["metal"]:
-        add_metal(out, metal_rng, anat, nz_abd, n_ext)
+    add_surroundings(out, rng, cfg, (u_table, u_arms, u_metal),
+                     lambda a, metal_rng: add_metal(a, metal_rng, anat, nz_abd, n_ext))
     return out
+
+
+def add_surroundings(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig, u: Tuple[float, float, float],
+                     add_implant: Callable[[Anatomy, np.random.Generator], None]) -> None:
+    """Room around the body, then a table, arms and a metal implant, each where its uniform draw in ``u``
+    (table, arms, metal) falls under its probability; ``add_implant`` places the kind's implant. Shared by the
+    abdominal and the cardiac anatomy (same draws in the same order)."""
+    u_table, u_arms, u_metal = u
+    pad_around(a, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
+    table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
+    a.info["table"] = bool(cfg.table and u_table < cfg.table_p)
+    if a.info["table"]:
+        add_table(a, table_rng)
+    a.info["arms"] = bool(cfg.arms and u_arms < cfg.arms_p)
+    if a.info["arms"]:
+        add_arms(a, arms_rng)
+    a.info["metal"] = bool(cfg.streaks and u_metal < cfg.metal_p)
+    if a.info["metal"]:
+        add_implant(a, metal_rng)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Dict, List
 import numpy as np
 
 from dvcl.phantoms.cardiac import CardiacAnatomy, cardiac_anatomy
-from dvcl.synthesis.anatomy import Anatomy, add_arms, add_table, pad_around, rib_voxels, spine_tissues
+from dvcl.synthesis.anatomy import Anatomy, add_surroundings, rib_voxels, spine_tissues
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.priors import T
 
@@ -51,17 +51,8 @@ def paint_cardiac_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisCon
                   {"absent": [], "pelvis": False})
     tissue[tissue == T["table"]] = T["air"]  # the phantom's own table: replaced by the one drawn below
     u_table, u_arms, u_metal = rng.uniform(size=3)
-    pad_around(out, (150.0 if cfg.arms else 0.0), 90.0 if cfg.table else 0.0)
-    table_rng, arms_rng, metal_rng = (np.random.default_rng(rng.integers(2**32)) for _ in range(3))
-    out.info["table"] = bool(cfg.table and u_table < cfg.table_p)
-    if out.info["table"]:
-        add_table(out, table_rng)
-    out.info["arms"] = bool(cfg.arms and u_arms < cfg.arms_p)
-    if out.info["arms"]:
-        add_arms(out, arms_rng)
-    out.info["metal"] = bool(cfg.streaks and u_metal < cfg.metal_p)
-    if out.info["metal"]:
-        add_sternal_wires(out, metal_rng, anat)
+    add_surroundings(out, rng, cfg, (u_table, u_arms, u_metal),
+                     lambda a, metal_rng: add_sternal_wires(a, metal_rng, anat))
     return out
 
 
