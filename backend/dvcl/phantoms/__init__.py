@@ -217,10 +217,23 @@ def _check_resume_settings(root: Path, settings: dict) -> None:
         before = json.loads(recorded.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{recorded}: unreadable ({exc}); use --overwrite to replace the data set") from exc
-    diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+    old, new = _flat(before), _flat(settings)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
-        raise ConfigError(f"{root}: cannot resume: it was written with other settings ({', '.join(diff)} "
-                          "differ); use the same arguments, or --overwrite to replace it")
+        shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+        raise ConfigError(f"{root}: cannot resume: it was written with other settings ({shown} differ); use the "
+                          "same arguments, or --overwrite to replace it")
+
+
+def _flat(d: dict, prefix: str = "") -> Dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (so a refusal names the setting that differs)."""
+    out: Dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _write_case(make: Callable[..., Tuple[sitk.Image, sitk.Image]], seed: int, kwargs: dict, paths: List[Path],
