@@ -18,7 +18,8 @@
 #   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
 #   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]
 # Resumable: each step is skipped when its output exists; training resumes from its last checkpoint.
-# Output: WORK/<variant>/real_ct/report.md (per-organ Dice on the real CT) and WORK/<variant>/model (the package).
+# Output: WORK/<variant>/real_ct/report.md (per-organ Dice on the real CT) and WORK/<variant>/model (the package);
+# `python benchmarks/synthetic_table.py WORK -o T.md` puts every variant in one table (the randomisation study).
 set -euo pipefail
 WORK=${1:?usage: synthetic_model.sh WORK}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

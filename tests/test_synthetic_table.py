@@ -1,0 +1,60 @@
+"""benchmarks/synthetic_table.py: the randomisation-study table built from real `dvcl evaluate` reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from dvcl.cli.main import main as dvcl_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("synthetic_table", ROOT / "benchmarks" / "synthetic_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
+    ref = np.zeros((6, 12, 12), np.uint8)
+    ref[1:5, 1:6, 1:6] = 1
+    ref[1:5, 6:11, 6:11] = 2
+    gt = _write(tmp_path / "ref.nii.gz", ref)
+    work = tmp_path / "work"
+    good, worse = ref.copy(), ref.copy()
+    good[1, 1:6, 1:6] = 0  # one slice of structure 1 missed
+    worse[1:3, 1:6, 1:6] = 0  # two slices missed, and structure 2 shifted
+    worse[1:5, 6:11, 6:11] = 0
+    worse[1:5, 5:10, 6:11] = 2
+    for variant, pred, best in (("all", good, 0.61), ("no_noise", worse, 0.55)):
+        p = _write(work / variant / "real_ct_pred.nii.gz", pred)
+        assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
+                          "--out", str(work / variant / "real_ct")]) == 0
+        (work / variant / "run").mkdir()
+        (work / variant / "run" / "run.json").write_text(json.dumps({"best_val_dice": best}))
+    (work / "no_bias").mkdir()  # a variant still training: no report yet
+    capsys.readouterr()
+
+    table = _load_script().build_table(work)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")}
+    assert list(rows) == ["all", "no_noise"]
+    summaries = {v: json.loads((work / v / "real_ct" / "summary.json").read_text()) for v in rows}
+    means = {v: s["mean_dice_pct"] for v, s in summaries.items()}
+    assert rows["all"][3] == f"{means['all']:.1f}" and rows["no_noise"][3] == f"{means['no_noise']:.1f}"
+    assert rows["no_noise"][4] == f"{means['no_noise'] - means['all']:+.1f}" and means["no_noise"] < means["all"]
+    assert rows["no_noise"][5].strip(" |") == "55.0" and "No real-CT report yet: no_bias" in table
