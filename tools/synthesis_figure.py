@@ -62,16 +62,24 @@ def cardiac_figure(out: Path) -> None:
     sx, sy, sz = real.GetSpacing()
     k = int(np.argmax((arr > 150).sum(axis=(1, 2))))
     panels.append((arr[k], None, sy / sx, f"REAL chest CTA (tests/data, not used)\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm"))
+    panel_grid(panels, CARDIAC_WINDOW, "dvcl synth --kind cardiac: synthetic cardiac CT per contrast timing (window "
+               "-250..650 HU) vs a real chest CTA", out)
+
+
+def panel_grid(panels, window, suptitle: str, out: Path) -> None:
+    """Six axial panels in a 2 x 3 grid: (slice, label slice to outline or None, aspect, title) each."""
     fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.4))
     for ax, (sl, lab, aspect, title) in zip(axes.ravel(), panels):
-        ax.imshow(sl, cmap="gray", vmin=CARDIAC_WINDOW[0], vmax=CARDIAC_WINDOW[1], aspect=aspect,
-                  interpolation="bilinear")
+        ax.imshow(sl, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="bilinear")
         if lab is not None:
             ax.contour(lab, levels=np.arange(0.5, 8), cmap="tab10", linewidths=0.8)
         ax.set_title(title, fontsize=8.5)
         ax.axis("off")
-    fig.suptitle("dvcl synth --kind cardiac: synthetic cardiac CT per contrast timing (window -250..650 HU) vs a "
-                 "real chest CTA", fontsize=10)
+    fig.suptitle(suptitle, fontsize=10)
+    save(fig, out)
+
+
+def save(fig, out: Path) -> None:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
@@ -104,10 +112,7 @@ def pelvis_figure(out: Path) -> None:
         ax.axis("off")
     fig.suptitle("dvcl synth with the pelvis (window -160..240 HU): bladder, pelvic bones, rectum, iliac vessels, "
                  "all label 0", fontsize=9.5)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    logging.info("wrote %s (%.0f KB)", out, out.stat().st_size / 1024)
+    save(fig, out)
 
 
 def axial(image: sitk.Image, label: sitk.Image | None = None) -> np.ndarray:
@@ -144,23 +149,14 @@ def main() -> int:
         case = synthesize(seed, phase=phase)
         sl, aspect = axial(case.image, case.label)
         sx, sy, sz = case.image.GetSpacing()
-        panels.append((sl, aspect, f"synthetic #{seed}: {case.info['phase']}\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm, "
+        panels.append((sl, None, aspect, f"synthetic #{seed}: {case.info['phase']}\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm, "
                        f"{time.perf_counter() - t0:.0f} s"))
     real = sitk.ReadImage(str(REAL))
     sl, aspect = axial(real)
     sx, sy, sz = real.GetSpacing()
-    panels.append((sl, aspect, f"REAL CT (tests/data, not used)\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm"))
-    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7.4))
-    for ax, (sl, aspect, title) in zip(axes.ravel(), panels):
-        ax.imshow(sl, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], aspect=aspect, interpolation="bilinear")
-        ax.set_title(title, fontsize=8.5)
-        ax.axis("off")
-    fig.suptitle("dvcl synth: domain-randomised synthetic CT (window -160..240 HU) vs a real abdominal CT",
-                 fontsize=10)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
-    logging.info("wrote %s (%.0f KB)", args.out, args.out.stat().st_size / 1024)
+    panels.append((sl, None, aspect, f"REAL CT (tests/data, not used)\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm"))
+    panel_grid(panels, WINDOW, "dvcl synth: domain-randomised synthetic CT (window -160..240 HU) vs a real "
+               "abdominal CT", args.out)
     return 0
 
 

@@ -60,19 +60,9 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     """The phantom abdomen of ``seed`` on a ``cfg.anatomy_mm`` grid, classified into tissues, then organ
     absence, table, arms and metal drawn from ``rng``; the pelvis (:mod:`dvcl.synthesis.pelvis`) from
     ``pelvis_rng`` (its own stream; default: one derived from ``seed``)."""
-    g = float(cfg.anatomy_mm)
-    fov = float(rng.uniform(*cfg.body_fov_mm))
-    extent = float(rng.uniform(*cfg.z_extent_mm))
-    n_xy, n_z = max(int(round(fov / g)), 16), max(int(round(extent / g)), 8)
-    anat = abdominal_anatomy(seed, size=(n_xy, n_xy, n_z), spacing=(g, g, g), direction="LPS", phase="portal",
-                             record_strokes=True)
-    label = anat.canvas.lab.copy()
-    tissue = classify_tissues(anat)
-    scale = anat.canvas.scale
-    sx, sy = float(anat.body.rx * scale[0]), float(anat.body.ry * scale[1])
-    cx, cy = float(anat.grid.body_center[0]), float(anat.grid.body_center[1])
-    out = Anatomy(label, tissue, g, np.asarray(anat.grid.origin, float), (cx, cy), (sx, sy), {})
-    tissue[tissue == T["table"]] = T["air"]  # the phantom's own table: replaced by the one drawn below
+    size, spacing = draw_anatomy_grid(rng, cfg, cfg.z_extent_mm)
+    anat = abdominal_anatomy(seed, size=size, spacing=spacing, direction="LPS", phase="portal", record_strokes=True)
+    out = anatomy_of(anat, classify_tissues(anat))
     # draws happen whatever the switches, so switching one off leaves the others' draws unchanged
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
@@ -82,12 +72,36 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     nz_abd = out.label.shape[0]
     out.info["pelvis"] = bool(pdraw["on"])
     if pdraw["on"]:
-        out.label, out.tissue, out.origin, pinfo = add_pelvis(out.label, out.tissue, out.origin, g, anat, pdraw)
+        out.label, out.tissue, out.origin, pinfo = add_pelvis(out.label, out.tissue, out.origin, out.spacing,
+                                                              anat, pdraw)
         out.info.update(pinfo)
     n_ext = out.label.shape[0] - nz_abd
     add_surroundings(out, rng, cfg, (u_table, u_arms, u_metal),
                      lambda a, metal_rng: add_metal(a, metal_rng, anat, nz_abd, n_ext))
     return out
+
+
+def draw_anatomy_grid(rng: np.random.Generator, cfg: SynthesisConfig,
+                      extent_mm: Tuple[float, float]) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+    """Size (x, y, z) and spacing of the isotropic ``cfg.anatomy_mm`` grid a phantom is painted on: a random
+    in-plane field of view (``cfg.body_fov_mm``) and cranio-caudal extent (``extent_mm``, the kind's)."""
+    g = float(cfg.anatomy_mm)
+    fov = float(rng.uniform(*cfg.body_fov_mm))
+    extent = float(rng.uniform(*extent_mm))
+    n_xy, n_z = max(int(round(fov / g)), 16), max(int(round(extent / g)), 8)
+    return (n_xy, n_xy, n_z), (g, g, g)
+
+
+def anatomy_of(phantom, tissue: np.ndarray, info: Optional[Dict[str, object]] = None) -> Anatomy:
+    """The :class:`Anatomy` of a phantom painted with stroke recording (an abdominal or cardiac one: anything with
+    ``canvas``, ``grid`` and ``body``) and its tissue map; the phantom's own table becomes air (a random one is
+    drawn later)."""
+    scale = phantom.canvas.scale
+    sx, sy = float(phantom.body.rx * scale[0]), float(phantom.body.ry * scale[1])
+    cx, cy = float(phantom.grid.body_center[0]), float(phantom.grid.body_center[1])
+    tissue[tissue == T["table"]] = T["air"]
+    return Anatomy(phantom.canvas.lab.copy(), tissue, float(phantom.grid.spacing[0]),
+                   np.asarray(phantom.grid.origin, float), (cx, cy), (sx, sy), dict(info or {}))
 
 
 def add_surroundings(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig, u: Tuple[float, float, float],

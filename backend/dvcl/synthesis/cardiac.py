@@ -23,7 +23,14 @@ from typing import Dict, List
 import numpy as np
 
 from dvcl.phantoms.cardiac import CardiacAnatomy, cardiac_anatomy
-from dvcl.synthesis.anatomy import Anatomy, add_surroundings, rib_voxels, spine_tissues
+from dvcl.synthesis.anatomy import (
+    Anatomy,
+    add_surroundings,
+    anatomy_of,
+    draw_anatomy_grid,
+    rib_voxels,
+    spine_tissues,
+)
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.priors import T
 
@@ -36,20 +43,9 @@ PAINT_PHASE = "arterial"
 def paint_cardiac_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig) -> Anatomy:
     """The cardiac phantom of ``seed`` on a ``cfg.anatomy_mm`` grid, classified into tissues, then table, arms
     and sternotomy wires drawn from ``rng`` (every draw made whatever the switches)."""
-    g = float(cfg.anatomy_mm)
-    fov = float(rng.uniform(*cfg.body_fov_mm))
-    extent = float(rng.uniform(*cfg.heart_z_extent_mm))
-    n_xy, n_z = max(int(round(fov / g)), 16), max(int(round(extent / g)), 8)
-    anat = cardiac_anatomy(seed, size=(n_xy, n_xy, n_z), spacing=(g, g, g), direction="LPS", phase=PAINT_PHASE,
-                           record_strokes=True)
-    label = anat.canvas.lab.copy()
-    tissue = classify_cardiac_tissues(anat)
-    scale = anat.canvas.scale
-    sx, sy = float(anat.body.rx * scale[0]), float(anat.body.ry * scale[1])
-    cx, cy = float(anat.grid.body_center[0]), float(anat.grid.body_center[1])
-    out = Anatomy(label, tissue, g, np.asarray(anat.grid.origin, float), (cx, cy), (sx, sy),
-                  {"absent": [], "pelvis": False})
-    tissue[tissue == T["table"]] = T["air"]  # the phantom's own table: replaced by the one drawn below
+    size, spacing = draw_anatomy_grid(rng, cfg, cfg.heart_z_extent_mm)
+    anat = cardiac_anatomy(seed, size=size, spacing=spacing, direction="LPS", phase=PAINT_PHASE, record_strokes=True)
+    out = anatomy_of(anat, classify_cardiac_tissues(anat), {"absent": [], "pelvis": False})
     u_table, u_arms, u_metal = rng.uniform(size=3)
     add_surroundings(out, rng, cfg, (u_table, u_arms, u_metal),
                      lambda a, metal_rng: add_sternal_wires(a, metal_rng, anat))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Dict, Optional, Tuple
 
 from dvcl.errors import ConfigError
-from dvcl.synthesis.priors import PHASES
+from dvcl.synthesis.priors import PHASE_TABLES
 
 Range = Tuple[float, float]
 
@@ -151,7 +151,7 @@ class SynthesisConfig:
 
 
 #: what a synthetic case can show: the abdomen (FLARE22 labels) or the heart (MM-WHS labels)
-KINDS: Tuple[str, ...] = ("abdomen", "cardiac")
+KINDS: Tuple[str, ...] = tuple(PHASE_TABLES)
 
 
 def check_kind(kind: str) -> str:
@@ -161,9 +161,7 @@ def check_kind(kind: str) -> str:
 
 
 def check_phase(phase: Optional[str], kind: str = "abdomen") -> Optional[str]:
-    from dvcl.synthesis.priors import CARDIAC_PHASES
-
-    phases = CARDIAC_PHASES if check_kind(kind) == "cardiac" else PHASES
+    phases = PHASE_TABLES[check_kind(kind)][0]
     if phase is not None and phase not in phases:
         raise ConfigError(f"unknown contrast phase '{phase}' for a {kind} case: choose one of {', '.join(phases)}")
     return phase

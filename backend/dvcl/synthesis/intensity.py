@@ -15,19 +15,7 @@ import numpy as np
 
 from dvcl.synthesis.anatomy import Anatomy
 from dvcl.synthesis.config import SynthesisConfig
-from dvcl.synthesis.priors import (
-    CARDIAC_DEFAULT_PHASE,
-    CARDIAC_PHASE_WEIGHTS,
-    CARDIAC_PHASES,
-    DEFAULT_PHASE,
-    N_ABDOMEN_TISSUES,
-    N_BASE_TISSUES,
-    PHASE_WEIGHTS,
-    PHASES,
-    TEXTURE_SD,
-    TISSUES,
-    hu_range,
-)
+from dvcl.synthesis.priors import N_ABDOMEN_TISSUES, N_BASE_TISSUES, PHASE_TABLES, TEXTURE_SD, TISSUES, hu_range
 from dvcl.synthesis.spatial import smooth_field
 
 log = logging.getLogger(__name__)
@@ -37,8 +25,7 @@ def draw_phase(rng: np.random.Generator, cfg: SynthesisConfig, override: Optiona
                kind: str = "abdomen") -> str:
     """The case's contrast phase (one draw always, so other draws do not depend on the switch); a cardiac case
     draws from the cardiac timings."""
-    phases, weights, default = ((CARDIAC_PHASES, CARDIAC_PHASE_WEIGHTS, CARDIAC_DEFAULT_PHASE) if kind == "cardiac"
-                                else (PHASES, PHASE_WEIGHTS, DEFAULT_PHASE))
+    phases, weights, default = PHASE_TABLES[kind]
     p = np.array([weights[ph] for ph in phases], float)
     drawn = phases[int(rng.choice(len(phases), p=p / p.sum()))]
     if override is not None:

@@ -176,6 +176,13 @@ CARDIAC_HU: Dict[str, Dict[str, Range]] = {
 }
 
 
+#: per kind of case: its phases, how often each is drawn, and the phase used when phase randomisation is off
+PHASE_TABLES: Dict[str, Tuple[Tuple[str, ...], Dict[str, float], str]] = {
+    "abdomen": (PHASES, PHASE_WEIGHTS, DEFAULT_PHASE),
+    "cardiac": (CARDIAC_PHASES, CARDIAC_PHASE_WEIGHTS, CARDIAC_DEFAULT_PHASE),
+}
+
+
 def hu_range(tissue: str, phase: str, kind: str = "abdomen") -> Range:
     """The mean HU range of ``tissue`` in ``phase`` of a ``kind`` case (``abdomen`` or ``cardiac``)."""
     if kind == "cardiac":
