@@ -96,7 +96,7 @@ p1=""; p3=""; p5=""
 if want ablation; then
   # name|--set options: the term ablation, the supplementary's Table 5 (K / K'), issue 12's options
   ABLATIONS=${ABLATIONS:-"hqcl_only|dvcl:beta=0 dvcl_only|dvcl:hqcl_weight=0 no_qds|dvcl:qds=false
-    no_nps|dvcl:nps_oneway=1.0 k5_5|dvcl:k=5,dvcl:k_out=5 k5_10|dvcl:k=5,dvcl:k_out=10 k10_10|dvcl:k=10,dvcl:k_out=10
+    nrc_nps|dvcl:nps_oneway=0.1 k5_5|dvcl:k=5,dvcl:k_out=5 k5_10|dvcl:k=5,dvcl:k_out=10 k10_10|dvcl:k=10,dvcl:k_out=10
     k15_15|dvcl:k=15,dvcl:k_out=15 prob_space|dvcl:neighbour_space=probabilities split_image|dvcl:split_scope=image"}
   (for item in $ABLATIONS; do
      [ "$(left)" -gt 90 ] || break  # what is left goes to the packing; orphans are killed after the wait below

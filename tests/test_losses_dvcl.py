@@ -254,7 +254,7 @@ def _angle_pool():
 
 def test_dvcl_sets_neighbours_outsiders_and_nps_by_hand():
     pool = _angle_pool()
-    sel = select_dvcl_sets(pool, torch.tensor([0]), k=2, k_out=2, qds=False)
+    sel = select_dvcl_sets(pool, torch.tensor([0]), k=2, k_out=2, qds=False, nps_oneway=0.1)  # NRC reading
     assert sel.neighbours[0].tolist() == [1, 2]  # a (10) and b (25)
     assert sorted(sel.outsiders[0].tolist()) == [5, 6]  # f (170) and g (180)
     # a's 2 nearest are q (10 deg) and b (15 deg): mutual -> 1.0; b's are c (5) and d (8), not q: one-way -> 0.1
@@ -276,7 +276,7 @@ def test_dvcl_sets_match_brute_force_on_random_features():
     g = torch.Generator().manual_seed(7)
     feats = torch.randn(200, 32, generator=g)
     queries = torch.arange(0, 200, 7)
-    sel = select_dvcl_sets(feats, queries, k=10, k_out=15, qds=False)
+    sel = select_dvcl_sets(feats, queries, k=10, k_out=15, qds=False, nps_oneway=0.1)
     f = feats.numpy() / np.linalg.norm(feats.numpy(), axis=1, keepdims=True)
     sim = f @ f.T
     np.fill_diagonal(sim, -np.inf)
@@ -291,11 +291,23 @@ def test_dvcl_sets_match_brute_force_on_random_features():
     assert 0 < float((sel.affinity == 1.0).float().mean()) < 1  # both kinds occur
 
 
+def test_dvcl_default_weights_every_neighbour_like_a_mutual_one():
+    """The default one-way affinity (1.0, chosen on validation in issue 12): b, a one-way neighbour of q, counts
+    fully, so the loss is -(p_q.p_a + p_q.p_b) + p_q.p_f + p_q.p_g."""
+    pool = _angle_pool()
+    probs = torch.tensor(_np_softmax(np.random.default_rng(1).normal(size=(8, 3)), axis=1), dtype=torch.float32)
+    loss, sel = dvcl_loss(probs, pool, torch.tensor([0]), k=2, k_out=2, qds=False)
+    assert sel.affinity[0].tolist() == [1.0, 1.0]
+    p = probs.numpy()
+    assert loss.item() == pytest.approx(-(p[0] @ p[1] + p[0] @ p[2]) + p[0] @ p[5] + p[0] @ p[6], rel=1e-5)
+    assert DVCLParams().nps_oneway == 1.0
+
+
 def test_dvcl_loss_value_by_hand():
     pool = _angle_pool()
     probs = torch.tensor(_np_softmax(np.random.default_rng(0).normal(size=(8, 3)), axis=1), dtype=torch.float32)
     probs.requires_grad_()
-    loss, _ = dvcl_loss(probs, pool, torch.tensor([0]), k=2, k_out=2, qds=False)
+    loss, _ = dvcl_loss(probs, pool, torch.tensor([0]), k=2, k_out=2, qds=False, nps_oneway=0.1)
     p = probs.detach().numpy()
     expected = -(1.0 * p[0] @ p[1] + 0.1 * p[0] @ p[2]) + p[0] @ p[5] + p[0] @ p[6]
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -435,7 +447,7 @@ def test_params_defaults_roundtrip_and_validation():
     expected = {"alpha": 0.5, "lambda_cps": 0.1, "cps_rampup_fraction": 1.0, "cps_entropy_weighting": False,
                 "num_anchors": 256, "prototype_samples": 2048, "num_negatives": 50, "temperature": 1.0,
                 "anchor_threshold": None, "memory_bank": False, "num_queries": 256, "pool_size": 4096, "k": 10,
-                "k_out": 15, "outsider_mode": "farthest", "nps_mutual": 1.0, "nps_oneway": 0.1, "qds": True,
+                "k_out": 15, "outsider_mode": "farthest", "nps_mutual": 1.0, "nps_oneway": 1.0, "qds": True,
                 "beta": 0.3, "lambda_c": 0.1, "feature_dim": 256}
     d = p.to_dict()
     for key, value in expected.items():

@@ -100,7 +100,7 @@ def nps_affinity(pool_features: Tensor, query_positions: Tensor, neighbours: Ten
 
 @torch.no_grad()
 def select_dvcl_sets(pool_features: Tensor, query_positions: Tensor, k: int = 10, k_out: int = 15,
-                     outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 0.1,
+                     outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 1.0,
                      qds: bool = True, qds_std_factor: float = 1.0,
                      generator: Optional[torch.Generator] = None, similarity: str = "cosine") -> DVCLSelection:
     """Choose C_i, D_i and A_in for queries drawn from the pool (no gradient).
@@ -185,7 +185,7 @@ def dvcl_loss_from_sets(query_probs: Tensor, neighbour_probs: Tensor, affinity: 
 
 
 def dvcl_loss(pool_probs: Tensor, pool_features: Tensor, query_positions: Tensor, k: int = 10, k_out: int = 15,
-              outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 0.1, qds: bool = True,
+              outsider_mode: str = "farthest", nps_mutual: float = 1.0, nps_oneway: float = 1.0, qds: bool = True,
               qds_std_factor: float = 1.0, generator: Optional[torch.Generator] = None,
               neighbour_space: str = "features", outsider_weight: float = 1.0) -> tuple:
     """L_dvcl for one model over a pool of unreliable voxels -> ``(loss, selection)``.
