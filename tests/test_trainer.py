@@ -269,6 +269,30 @@ def test_padding_and_foreground_oversampling(tmp_path):
     assert fg_hits == 20 and rnd_hits < 20
 
 
+def test_class_balanced_oversampling_finds_the_small_organ(tmp_path):
+    """``oversample_mode=class`` (nnU-Net): a 1-voxel organ next to a 1000-voxel one is a crop centre about half
+    the time; ``any`` foreground voxel almost never picks it."""
+    label = np.zeros((16, 24, 24), np.uint8)
+    label[2:12, 2:12, 2:12] = 1  # 1000 voxels
+    label[14, 21, 21] = 2  # 1 voxel, far from organ 1
+    img = tmp_path / "c_img.npy"
+    seg = tmp_path / "c_seg.npy"
+    np.save(img, label.astype(np.float32))
+    np.save(seg, label)
+    items = [CaseItem("c", str(img), str(seg))]
+
+    def hits(mode: str) -> int:
+        stream = PatchStream(items, (4, 4, 4), seed=0, stream=1, labeled=True, foreground_oversample=1.0,
+                             flip_prob=0.0, oversample_mode=mode, num_classes=3)
+        return sum(bool((stream[k]["label"] == 2).any()) for k in range(40))
+
+    assert 10 <= hits("class") <= 30
+    assert hits("any") <= 2
+    with pytest.raises(DatasetError, match="number of classes"):
+        PatchStream(items, (4, 4, 4), seed=0, stream=1, labeled=True, foreground_oversample=1.0,
+                    oversample_mode="class")
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_cli_prepares_raw_data_then_trains(tmp_path, abdomen_simple_layout, capsys):

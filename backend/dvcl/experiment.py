@@ -243,7 +243,7 @@ def parse_option(item: str) -> Tuple[Optional[str], str, str]:
 #: TrainConfig fields that define a run's result; a run directory made with other values is not reused.
 _SIGNATURE_FIELDS = ("method", "labeled_fraction", "labeled_count", "seed", "iterations", "batch_labeled",
                      "batch_unlabeled", "patch", "lr", "momentum", "weight_decay", "poly_power", "flip_prob",
-                     "foreground_oversample")
+                     "foreground_oversample", "oversample_mode")
 
 
 def config_mismatch(stored, wanted) -> List[str]:

@@ -24,6 +24,9 @@ from dvcl.profiles import PRESET_SCHEDULE_KEYS, get_profile, profile_names
 from dvcl.utils.atomic import write_text_atomic
 from dvcl.utils.fields import convert_field, param, validate_params
 
+#: where an oversampled labeled crop is centred (TrainConfig.oversample_mode)
+OVERSAMPLE_MODES = ("any", "class")
+
 PROFILES = tuple(profile_names())
 
 
@@ -50,6 +53,9 @@ class TrainConfig:
             iterations are far too few for SGD from scratch, AdamW at lr 3e-3 learns in that budget).
         foreground_oversample: probability that a labeled crop is centred on a foreground voxel
             (MONAI RandCropByPosNegLabeld) instead of uniformly random [decided: 0, the paper crops randomly].
+        oversample_mode: which foreground voxel an oversampled crop is centred on: ``any`` labeled voxel (large
+            organs dominate) or ``class``: an organ drawn uniformly among those present, then one of its voxels
+            (nnU-Net; MONAI RandCropByLabelClassesd), so small organs are seen as often as large ones.
         flip_prob: probability of a flip along each axis [given: random flips; 0.5 decided].
         val_every: validate (and checkpoint) every N iterations; 0 = only at the end.
         val_cases: validate on at most N val cases (0 = all).
@@ -96,6 +102,7 @@ class TrainConfig:
     nesterov: bool = False
     optimizer: str = param("sgd", choices=("sgd", "adamw"))
     foreground_oversample: float = param(0.0, ge=0, le=1)
+    oversample_mode: str = param("any", choices=OVERSAMPLE_MODES)
     flip_prob: float = param(0.5, ge=0, le=1)
     val_every: int = param(500, ge=0)
     val_cases: int = param(0, ge=0)

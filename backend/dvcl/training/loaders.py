@@ -17,7 +17,14 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandSpatialCropd, SpatialPadd
+from monai.transforms import (
+    Compose,
+    RandCropByLabelClassesd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandSpatialCropd,
+    SpatialPadd,
+)
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dvcl.errors import DatasetError
@@ -47,7 +54,7 @@ class PatchStream(Dataset):
 
     def __init__(self, items: Sequence[CaseItem], patch: Sequence[int], seed: int, stream: int,
                  labeled: bool, foreground_oversample: float = 0.0, flip_prob: float = 0.5,
-                 cache_in_memory: bool = False) -> None:
+                 cache_in_memory: bool = False, oversample_mode: str = "any", num_classes: int = 0) -> None:
         if not items:
             raise DatasetError("no cases for a training stream")
         if labeled and any(it.label is None for it in items):
@@ -65,7 +72,20 @@ class PatchStream(Dataset):
         pad = SpatialPadd(keys, spatial_size=self.patch, mode="constant")
         self.random_crop = Compose([pad, RandSpatialCropd(keys, roi_size=self.patch, random_size=False), *flips])
         self.fg_crop = None
-        if self.fg > 0:
+        if self.fg > 0 and oversample_mode == "class":
+            # nnU-Net's sampling: a class drawn uniformly among the organs present in the case, then a voxel of it,
+            # so a 2 ml adrenal gland is a crop centre as often as a 1.5 l liver (MONAI warns per absent class:
+            # off, an absent organ is normal in abdominal CT)
+            if num_classes < 2:
+                raise DatasetError(f"class-balanced oversampling needs the number of classes, got {num_classes}")
+            self.fg_crop = Compose([
+                pad,
+                RandCropByLabelClassesd(keys, label_key="label", spatial_size=self.patch,
+                                        ratios=[0.0] + [1.0] * (num_classes - 1), num_classes=num_classes,
+                                        num_samples=1, allow_smaller=True, warn=False),
+                *flips,
+            ])
+        elif self.fg > 0:
             self.fg_crop = Compose([
                 pad,
                 RandCropByPosNegLabeld(keys, label_key="label", spatial_size=self.patch, pos=1.0, neg=0.0,
@@ -104,7 +124,7 @@ class PatchStream(Dataset):
         pipeline = self.fg_crop if use_fg else self.random_crop
         pipeline.set_random_state(seed=_mix(self.seed, self.stream, k, 2))
         out = pipeline(data)
-        if isinstance(out, list):  # RandCropByPosNegLabeld returns a list of num_samples=1 dicts
+        if isinstance(out, list):  # the label-driven crops return a list of num_samples=1 dicts
             out = out[0]
         sample: Dict[str, object] = {"image": _plain(out["image"]).float(), "case": item.case_id, "index": int(k)}
         if self.labeled:

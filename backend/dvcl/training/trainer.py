@@ -358,7 +358,8 @@ class Trainer:
                      for c in self.labeled_ids]
         self.stream_l = PatchStream(lab_items, cfg.patch, cfg.seed, STREAM_LABELED, labeled=True,
                                     foreground_oversample=cfg.foreground_oversample, flip_prob=cfg.flip_prob,
-                                    cache_in_memory=cfg.cache_in_memory)
+                                    cache_in_memory=cfg.cache_in_memory, oversample_mode=cfg.oversample_mode,
+                                    num_classes=self.num_classes)
         self.loader_l = make_loader(self.stream_l, cfg.batch_labeled, self.start_iteration, self.dist.rank,
                                     self.dist.world_size, cfg.num_workers, pin)
         self.loader_u: Optional[Iterator] = None
