@@ -17,6 +17,7 @@ import torch
 from dvcl.losses.params import PAPER_LITERAL
 from dvcl.methods import get_method_class
 from dvcl.networks.config import NetworkConfig
+from dvcl.networks.memory_format import batch_to_channels_last, to_channels_last
 from dvcl.training.config import TrainConfig
 
 SMALL = {"feature_dim": 16, "num_anchors": 16, "prototype_samples": 64, "negative_pool_per_class": 32,
@@ -24,6 +25,11 @@ SMALL = {"feature_dim": 16, "num_anchors": 16, "prototype_samples": 64, "negativ
 #: the options added after the pin, at the reading the pinned code had (later defaults may differ)
 LITERAL: dict = dict(PAPER_LITERAL)
 CPS_LITERAL: dict = {"lambda_cps": 1.0, "cps_rampup_fraction": 0.1}  # the CPS schedule at the pin
+#: the DVCL defaults of 2026-11-26, spelled out so that later default changes do not move the pin
+NPS1: dict = {"lambda_cps": 0.1, "cps_rampup_fraction": 1.0, "lambda_c_delay_fraction": 0.0,
+              "lambda_c_rampup_fraction": 1.0, "neighbour_space": "features", "outsider_weight": 1.0,
+              "outsider_decay": 5.0, "split_scope": "batch", "hqcl_pseudo_source": "own", "nps_mutual": 1.0,
+              "nps_oneway": 1.0}
 
 PINNED = {
     "dvcl_small": {
@@ -41,6 +47,15 @@ PINNED = {
         "sup": 3.2867159843444824, "sup_A": 1.6090227365493774, "sup_B": 1.6776931285858154,
         "unreliable_A": 0.454345703125, "unreliable_B": 0.404449462890625, "cps_weight": 1.0,
         "grad_norm": 2.3858704307231067,
+    },
+    # the defaults of 2026-11-26 (schedules ramped over the run, AaD decay 5, every neighbour at NPS affinity 1),
+    # pinned from commit 1a770df, before the channels-last gather and the equal-affinity shortcut
+    "dvcl_nps1_default": {
+        "contra": 5.2878007888793945, "cps": 3.871079444885254, "dvcl": -5.587974548339844, "dvcl_A":
+        -2.3883771896362305, "dvcl_B": -3.199597120285034, "hqcl": 6.964193344116211, "hqcl_A":
+        3.48734974861145, "hqcl_B": 3.4768435955047607, "loss": 3.5491223335266113, "sup": 3.2867159843444824,
+        "sup_A": 1.6090227365493774, "sup_B": 1.6776931285858154, "unreliable_A": 0.454345703125,
+        "unreliable_B": 0.404449462890625, "cps_weight": 0.028650479686019012, "grad_norm": 1.3509156935124946,
     },
     "cps_default": {
         "cps": 3.871079444885254, "loss": 7.157795429229736, "sup": 3.2867159843444824,
@@ -65,29 +80,35 @@ def _batches(num_classes: int, shape, seed: int):
             {"image": image[2:], "case": ["u0", "u1"]})
 
 
-def _terms(name: str, num_classes: int, shape, params: dict, iteration: int = 50) -> dict:
+def _terms(name: str, num_classes: int, shape, params: dict, iteration: int = 50, channels_last: bool = False) -> dict:
     net = NetworkConfig(channels=(4, 8), feature_dim=params.get("feature_dim", 256), num_classes=num_classes)
     cfg = TrainConfig(method=name, iterations=100, network=net, method_params=params)
     torch.manual_seed(0)
     method = get_method_class(name)(cfg, num_classes, torch.device("cpu"))
     method.setup()
+    batch_l, batch_u = _batches(num_classes, shape, 7)
+    if channels_last:  # as the Trainer runs on a CPU: the layout must not change a value
+        to_channels_last(method.models)
+        batch_l, batch_u = batch_to_channels_last(batch_l), batch_to_channels_last(batch_u)
     torch.manual_seed(123)
-    loss, terms = method.compute_loss(*_batches(num_classes, shape, 7), iteration)
+    loss, terms = method.compute_loss(batch_l, batch_u, iteration)
     loss.backward()
     grads = [p.grad.double().pow(2).sum() for p in method.trainable_parameters() if p.grad is not None]
     return dict(terms, grad_norm=float(torch.stack(grads).sum().sqrt()))
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 @pytest.mark.parametrize("case, name, num_classes, shape, params", [
     ("dvcl_small", "dvcl", 3, (8, 16, 16), {**SMALL, **LITERAL}),
     ("dvcl_default", "dvcl", 5, (16, 32, 32), dict(LITERAL)),
+    ("dvcl_nps1_default", "dvcl", 5, (16, 32, 32), dict(NPS1)),
     ("cps_default", "cps", 5, (16, 32, 32), dict(CPS_LITERAL)),
 ])
-def test_loss_values_unchanged_on_a_fixed_seed(case, name, num_classes, shape, params):
+def test_loss_values_unchanged_on_a_fixed_seed(case, name, num_classes, shape, params, channels_last):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the pins were made single-threaded (reduction order)
     try:
-        terms = _terms(name, num_classes, shape, params)
+        terms = _terms(name, num_classes, shape, params, channels_last=channels_last)
     finally:
         torch.set_num_threads(threads)
     pinned = PINNED[case]

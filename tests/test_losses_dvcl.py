@@ -303,6 +303,18 @@ def test_dvcl_default_weights_every_neighbour_like_a_mutual_one():
     assert DVCLParams().nps_oneway == 1.0
 
 
+def test_equal_nps_affinities_skip_the_reciprocity_test_with_the_same_result():
+    """``mutual == oneway`` returns the constant without ranking the neighbours' neighbours: the same as the full
+    computation, whose reciprocal and one-way entries both carry that value."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(300, 16, generator=g)
+    queries = torch.arange(0, 300, 11)
+    sel = select_dvcl_sets(feats, queries, k=10, k_out=15, qds=False, nps_mutual=0.7, nps_oneway=0.7)
+    full = nps_affinity(feats, queries, sel.neighbours, k=10, mutual=0.7, oneway=0.70001)
+    assert sel.affinity.shape == sel.neighbours.shape and bool((sel.affinity == 0.7).all())
+    assert torch.allclose(sel.affinity, full, atol=1e-4)
+
+
 def test_dvcl_loss_value_by_hand():
     pool = _angle_pool()
     probs = torch.tensor(_np_softmax(np.random.default_rng(0).normal(size=(8, 3)), axis=1), dtype=torch.float32)

@@ -84,6 +84,11 @@ def nps_affinity(pool_features: Tensor, query_positions: Tensor, neighbours: Ten
     """
     if neighbours.numel() == 0:
         return neighbours.new_zeros(neighbours.shape, dtype=torch.float32)
+    if mutual == oneway:
+        # every neighbour gets the same weight (the default, nps_oneway = nps_mutual = 1): the reciprocity test,
+        # a top-K over the pool for every distinct neighbour (about 60 ms per DVCL step on a CPU core), decides
+        # nothing
+        return torch.full(neighbours.shape, float(mutual), dtype=torch.float32, device=neighbours.device)
     unit = pool_features.float() if normalized else F.normalize(pool_features.float(), dim=1)
     unique, inverse = torch.unique(neighbours, return_inverse=True)
     k_eff = min(k, unit.shape[0] - 1)
