@@ -54,7 +54,7 @@ if want synth; then
   echo "== synthetic model, in the background ($(left) s left)"
   COUNT=${SYN_COUNT:-96} SPACING=${SYN_SPACING:-2.5 2.5 5.0} PROFILE=${SYN_PROFILE:-quick} \
     ITERATIONS=${SYN_ITERATIONS:-15000} METHOD=fully DEVICE=cuda WORKERS=${SYN_WORKERS:-8} DVCL="$DVCL" \
-    EXTRA="--set val_every=${SYN_VAL_EVERY:-1000} --set num_workers=4" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
+    EXTRA="--set val_every=${SYN_VAL_EVERY:-1000} --set num_workers=4 --set foreground_oversample=0.33 --set oversample_mode=class" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
     setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth.log" 2>&1 & p4=$!
 fi
 p6=""
