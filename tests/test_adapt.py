@@ -87,6 +87,7 @@ def test_adapted_run_starts_from_the_package_and_then_learns(tmp_path, data):
     assert cfg["init_model"] == str(src.resolve()) and cfg["method"] == "dvcl"
     assert cfg["network"]["channels"] == [4, 8] and cfg["network"]["feature_dim"] == 8
     assert cfg["val_roi"] == [8, 16, 16] and cfg["labeled_fraction"] == 1.0
+    assert cfg["flip_prob"] == 0.0  # no mirrored anatomy: the label sets have left/right structures
 
     # the package: loads, keeps the source's window and preprocessing, and its card tells where it came from
     meta = json.loads((moved / "model.json").read_text())

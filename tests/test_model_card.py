@@ -109,3 +109,19 @@ def test_an_adapted_model_measured_afterwards_keeps_its_provenance(tmp_path):
 def test_renderer_is_torch_free():
     code = "import sys, dvcl.model_card, dvcl.adapt; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_real_ct_floors_name_what_is_below_them():
+    """``--real-ct``: the card claims the issue-13 floors only when the measurement reaches every one of them."""
+    tool = _tool()
+    ok = {"dice": {"liver": 0.91, "spleen": 0.8, "right kidney": 0.75, "left kidney": 0.7, "aorta": 0.72,
+                   "pancreas": 0.1}, "mean_dice": 0.55}
+    assert tool.below_floors(ok, tool.REAL_CT_FLOORS) == {}
+    low = dict(ok, dice=dict(ok["dice"], spleen=0.69), mean_dice=0.4)
+    assert tool.below_floors(low, tool.REAL_CT_FLOORS) == {"spleen": 0.69, "mean": 0.4}
+    missing = dict(ok, dice={k: v for k, v in ok["dice"].items() if k != "aorta"})
+    assert tool.below_floors(missing, tool.REAL_CT_FLOORS) == {"aorta": 0.0}
+    assert set(tool.REAL_CT_FLOORS) - {"mean"} <= set(json.loads(
+        (ROOT / "backend" / "dvcl" / "models" / "phantom_demo" / "model.json").read_text())["card"]["real_ct"]["dice"])
+    card = tool.new_card("synthetic CT", "bash benchmarks/synthetic_model.sh W", [], real_ct=True)
+    assert card["intended_use"] == tool.REAL_CT_INTENDED_USE

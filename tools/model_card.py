@@ -32,6 +32,13 @@ REAL_CT = ROOT / "tests" / "data" / "abdomen_ct_3mm"
 PHANTOM_SEEDS = (987654, 987655, 987656)
 INTENDED_USE = ("Research and demonstration of the dvcl pipeline (and of the Slicer module) only. Trained on synthetic "
                 "phantoms: it does not segment patient scans reliably. Not a medical device; not for clinical use.")
+#: A model trained to segment real CT (``--real-ct``): what it is for, and the floors it claims on the real abdomen CT
+#: (issue 13; ``tests/test_shipped_models_real_ct.py`` holds every shipped model that claims them to them).
+REAL_CT_INTENDED_USE = ("Research and demonstration only: one-click abdominal organ segmentation of CT, trained on "
+                        "domain-randomised synthetic CT alone (no patient data). Check every result; not a medical "
+                        "device; not for clinical use.")
+REAL_CT_FLOORS = {"liver": 0.80, "spleen": 0.70, "right kidney": 0.70, "left kidney": 0.70, "aorta": 0.70,
+                  "mean": 0.55}
 
 
 def dice_per_organ(pred: np.ndarray, ref: np.ndarray, labels: Dict[int, str]) -> Dict[str, float]:
@@ -75,10 +82,17 @@ def measure(model_dir: Path) -> dict:
     }
 
 
-def new_card(training: str, rebuild: str, argv: List[str]) -> dict:
+def new_card(training: str, rebuild: str, argv: List[str], real_ct: bool = False) -> dict:
     """What this tool says about a model besides the measurements."""
-    return {"training_data": training, "intended_use": INTENDED_USE, "date": datetime.date.today().isoformat(),
-            "rebuild": rebuild, "measure": "python tools/model_card.py " + " ".join(shlex.quote(a) for a in argv)}
+    return {"training_data": training, "intended_use": REAL_CT_INTENDED_USE if real_ct else INTENDED_USE,
+            "date": datetime.date.today().isoformat(), "rebuild": rebuild,
+            "measure": "python tools/model_card.py " + " ".join(shlex.quote(a) for a in argv)}
+
+
+def below_floors(real_ct: dict, floors: Dict[str, float]) -> Dict[str, float]:
+    """The organs (and ``mean``) of a real-CT measurement under ``floors``, with their measured Dice."""
+    measured = dict(real_ct["dice"], mean=real_ct["mean_dice"])
+    return {k: measured.get(k, 0.0) for k, v in floors.items() if measured.get(k, 0.0) < v}
 
 
 def merged_card(old: object, new: dict) -> dict:
@@ -96,13 +110,27 @@ def main(argv=None) -> int:
     ap.add_argument("--training", required=True, help="what it was trained on")
     ap.add_argument("--mode", choices=("standard", "fast"), default=None,
                     help="also set model.json's mode (fast: the model `dvcl segment --fast` picks)")
+    ap.add_argument("--real-ct", action="store_true",
+                    help="a model for real CT: its intended use, and the issue-13 floors on the real abdomen CT in "
+                         "the card (refused, card unchanged, when the measurement is below them)")
+    ap.add_argument("--generator", default=None,
+                    help="card.labeled_data_generator: the synthetic data `dvcl adapt` uses with this model")
     args = ap.parse_args(argv)
 
     from dvcl.model_card import write_model_card
 
     meta = json.loads((args.model_dir / "model.json").read_text())
-    card = new_card(args.training, args.rebuild, argv if argv is not None else sys.argv[1:])
+    card = new_card(args.training, args.rebuild, argv if argv is not None else sys.argv[1:], args.real_ct)
     card.update(measure(args.model_dir))
+    if args.real_ct:
+        low = below_floors(card["real_ct"], REAL_CT_FLOORS)
+        if low:
+            print(json.dumps(card["real_ct"], indent=2))
+            print(f"below the real-CT floors {REAL_CT_FLOORS}: {low}; card not written", file=sys.stderr)
+            return 1
+        card["real_ct_floors"] = dict(REAL_CT_FLOORS)
+    if args.generator:
+        card["labeled_data_generator"] = args.generator
     meta["card"] = merged_card(meta.get("card"), card)
     if args.mode:
         meta["mode"] = args.mode

@@ -16,7 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class ModelInfo:
     description: str = ""
     preset: str = ""
     labels: List[LabelInfo] = field(default_factory=list)
+    #: the whole model.json, for rules the backend owns (which model to preselect: ``Catalog.preferred_model``)
+    meta: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def display_name(self) -> str:
@@ -185,7 +187,14 @@ def read_model_info(path: PathLike) -> ModelInfo:
         description=str(meta.get("description", "")),
         preset=str(meta.get("preset", "")),
         labels=labels,
+        meta=meta,
     )
+
+
+def is_shipped_model(info: ModelInfo) -> bool:
+    """The model came with the installed backend (not from the user models folder or an added folder)."""
+    root = _package_models_dir()
+    return root is not None and info.path.parent == root.resolve()
 
 
 def _package_models_dir() -> Optional[Path]:

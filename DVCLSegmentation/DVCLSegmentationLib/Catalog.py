@@ -21,12 +21,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional
 
-from .Backend import DVCLModuleError, find_backend_dir
+from .Backend import DVCLModuleError, ModelInfo, find_backend_dir, is_shipped_model
 
 log = logging.getLogger(__name__)
 
 #: catalogue key -> file inside the ``dvcl`` package
-CATALOG_FILES = {"methods": "methods/catalog.py", "presets": "presets.py", "profiles": "profiles.py"}
+CATALOG_FILES = {"methods": "methods/catalog.py", "presets": "presets.py", "profiles": "profiles.py",
+                 "models": "model_choice.py"}
 #: options of a profile the Train tab shows (profile keys as ``--set`` names them)
 SCHEDULE_KEYS = ("iterations", "batch_labeled", "batch_unlabeled", "patch")
 
@@ -166,6 +167,13 @@ def profile_defaults(profile: str, preset: str = "") -> Dict[str, Any]:
         if key in options:
             values[key] = tuple(options[key]) if key == "patch" else options[key]
     return values
+
+
+def preferred_model(models: List[ModelInfo]) -> Optional[ModelInfo]:
+    """The model ``dvcl segment`` would use without ``--model`` (the backend's ``model_choice`` rule, default
+    preset, standard mode) among ``models``; None when none serves that preset."""
+    index = load("models").best_model_index([m.meta for m in models], [is_shipped_model(m) for m in models])
+    return None if index is None else models[index]
 
 
 def adapt_default_iterations() -> int:

@@ -9,8 +9,10 @@ new node is made; segmenting a second volume never overwrites the first one's re
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
+from . import Catalog
 from .Backend import DVCLModuleError
 from .ModelRegistry import ModelRegistry
 from .Parameter import SegmentationParameters
@@ -18,6 +20,8 @@ from .Process import ProgressInfo
 from .SegmentationLogic import SegmentationLogic, attached_result
 from .Signal import Signal
 from .TabBase import PanelHost, Tab, prop, show_progress
+
+log = logging.getLogger(__name__)
 
 NO_BACKEND_TEXT = ("The DVCL backend is not installed yet: press Segment (or Install in the Setup tab) to install "
                    "it. Its demo model (trained on synthetic phantoms, not for patients) comes with it.")
@@ -69,11 +73,21 @@ class SegmentTab(Tab):
                 combo.addItem(info.name, str(info.path))
                 combo.setItemData(prop(combo, "count") - 1, info.description or str(info.path), 3)  # ToolTipRole
             index = combo.findData(select) if select else -1
+            if index < 0:  # nothing chosen before: the model `dvcl segment` uses by default
+                index = combo.findData(self._preferred_model_dir())
             combo.setCurrentIndex(index if index >= 0 else 0)
         finally:
             combo.blockSignals(was_blocked)
         self.on_model_changed()
         self.models_changed.emit()
+
+    def _preferred_model_dir(self) -> str:
+        try:
+            best = Catalog.preferred_model(self.models.models())
+        except DVCLModuleError as exc:  # no backend found: the first model is as good as any
+            log.debug("no preferred model: %s", exc)
+            return ""
+        return str(best.path) if best is not None else ""
 
     def add_model_package(self, info: Any) -> None:
         """A model made by the panel (training, adaptation): remember its folder and select it."""

@@ -177,7 +177,8 @@ def test_first_segment_click_installs_and_refreshes_in_place(scene, tmp_path):
         (command,) = pip_calls
         assert command[0] == "--no-deps" and command[-1] == str(REPO / "backend")
         assert ui.modelComboBox.count() == len(installed_models()) >= 1
-        assert ui.modelComboBox.currentText() == "phantom_demo" and "structures" in ui.modelInfoLabel.text()
+        preferred = Catalog.preferred_model(installed_models())  # what `dvcl segment` uses without --model
+        assert ui.modelComboBox.currentText() == preferred.name and "structures" in ui.modelInfoLabel.text()
         assert logic.running  # the click went on to segment with the freshly listed model
     finally:
         logic.cancel()

@@ -36,11 +36,11 @@ FLARE22 = ["liver", "right kidney", "spleen", "pancreas", "aorta", "inferior ven
 CLOSED_SURFACE = "Closed surface"
 
 
-def _model_folder(folder):
+def _model_folder(folder, **meta):
     folder.mkdir(parents=True)
     labels = {str(i + 1): {"name": n, "color": [200, 100, 50]} for i, n in enumerate(FLARE22)}
     (folder / "model.json").write_text(json.dumps({"format": "dvcl-model/1", "name": "stand_in",
-                                                   "description": "stand-in", "labels": labels}))
+                                                   "description": "stand-in", "labels": labels, **meta}))
     (folder / "weights.safetensors").write_bytes(b"x")
     return folder
 
@@ -101,6 +101,26 @@ def test_segment_flow(scene, tmp_path, monkeypatch):
     assert len(slicer.util.getNodesByClass("vtkMRMLSegmentationNode")) == 2
     assert [n.GetName() for n in slicer.util.getNodesByClass("vtkMRMLTableNode")] == ["first CT volumes",
                                                                                    "second CT volumes"]
+
+
+def test_segment_tab_preselects_the_model_dvcl_segment_would_use(scene, tmp_path):
+    """No model chosen before: the tab selects what ``dvcl segment`` uses without --model (the backend's
+    model_choice rule: standard mode, best measured real-CT Dice); a remembered choice wins over it."""
+    from dvcl.model_choice import best_model_index
+
+    folders = [_model_folder(tmp_path / name, name=name, preset="flare22", mode=mode,
+                             card={"real_ct": {"mean_dice": score}} if score is not None else {})
+               for name, mode, score in (("a_unmeasured", "standard", None), ("b_fast", "fast", 0.9),
+                                         ("c_better", "standard", 0.6), ("d_worse", "standard", 0.1))]
+    metas = [json.loads((f / "model.json").read_text()) for f in folders]
+    assert best_model_index(metas, [False] * 4) == 2  # the backend's choice
+    host = Host(scene, default_params())
+    tab = SegmentTab(load_ui(), host, SegmentationLogic(SubprocessProcess, temp_root=str(tmp_path)),
+                     ModelRegistry([str(f) for f in folders], installed=list))
+    tab.refresh_models()
+    assert tab.ui.modelComboBox.currentText() == "c_better"
+    tab.refresh_models(str(folders[3].resolve()))
+    assert tab.ui.modelComboBox.currentText() == "d_worse"
 
 
 def test_train_flow_profile_gpu_check_stop_and_force_stop(scene, tmp_path, monkeypatch):

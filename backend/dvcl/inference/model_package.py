@@ -36,6 +36,7 @@ from dvcl.inference.model_validation import (
 )
 from dvcl.inference.sliding_window import PAPER_ROI, PAPER_STRIDE, WindowConfig
 from dvcl.io.segmentation import SegmentInfo, segments_from_labels
+from dvcl.model_choice import DEFAULT_SEGMENT_PRESET, best_model_index, card_score, mode_of
 from dvcl.networks.config import NetworkConfig
 from dvcl.preprocessing.pipeline import PreprocessConfig
 from dvcl.utils.atomic import atomic_path, write_json_atomic
@@ -56,10 +57,6 @@ WEIGHTS = "weights.safetensors"
 DEFAULT_ROI = PAPER_ROI
 DEFAULT_STRIDE = PAPER_STRIDE
 USER_MODELS_ENV = "DVCL_MODELS"
-#: The preset ``dvcl segment`` without ``--model`` segments (the shipped models' label set).
-DEFAULT_SEGMENT_PRESET = "flare22"
-#: ``model.json`` ``"mode"``: ``standard``, or ``fast`` for the lower-resolution model of ``dvcl segment --fast``.
-MODES = ("standard", "fast")
 
 
 # ------------------------------------------------------------------------------------------- locations
@@ -122,31 +119,14 @@ def list_installed_models() -> List[ModelInfo]:
                                    labels={int(k): v["name"] for k, v in meta["labels"].items()}, source=source,
                                    window=WindowConfig(tuple(meta["inference"]["roi"]),
                                                        tuple(meta["inference"]["stride"])).describe(),
-                                   mode=_mode(meta), real_ct_dice=_card_score(meta)))
+                                   mode=mode_of(meta), real_ct_dice=card_score(meta)))
     return found
-
-
-def _mode(meta: Mapping[str, Any]) -> str:
-    mode = meta.get("mode", "standard")
-    return mode if mode in MODES else "standard"
-
-
-def _card_score(meta: Mapping[str, Any]) -> Optional[float]:
-    """The model card's mean Dice on real CT (``card.real_ct.mean_dice``), or None when not measured."""
-    card = meta.get("card")
-    real = card.get("real_ct") if isinstance(card, dict) else None
-    score = real.get("mean_dice") if isinstance(real, dict) else None
-    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
 
 
 def default_model(preset: Optional[str] = None, fast: bool = False) -> Path:
     """The best installed model for ``preset`` (default :data:`DEFAULT_SEGMENT_PRESET`): what ``dvcl segment``
-    uses without ``--model``.
-
-    Ranking: the requested mode first (``fast`` models for ``fast=True``, else standard ones; a standard
-    request falls back to a fast model when no standard one exists, never the other way round), then the
-    model card's mean Dice on real CT (measured beats unmeasured), then shipped before user-installed, then
-    name, so the choice is deterministic.
+    uses without ``--model`` and what the Slicer Segment tab preselects (the ranking:
+    :func:`dvcl.model_choice.best_model_index`).
 
     Raises:
         ModelError: no installed model for the preset (or no fast one when ``fast``); the message lists what
@@ -154,19 +134,14 @@ def default_model(preset: Optional[str] = None, fast: bool = False) -> Path:
     """
     preset = preset or DEFAULT_SEGMENT_PRESET
     installed = list_installed_models()
-    for_preset = [m for m in installed if m.preset == preset]
-    wanted = [m for m in for_preset if (m.mode == "fast") == fast]
-    if not wanted and not fast:
-        wanted = for_preset
-    if not wanted:
+    metas = [{"name": m.name, "preset": m.preset, "mode": m.mode,
+              "card": {"real_ct": {"mean_dice": m.real_ct_dice}}} for m in installed]
+    index = best_model_index(metas, [m.source == "builtin" for m in installed], preset, fast)
+    if index is None:
         names = ", ".join(f"{m.name} ({m.preset or 'no preset'}, {m.mode})" for m in installed) or "none"
         kind = "fast model" if fast else "model"
         raise ModelError(f"no installed {kind} for preset '{preset}' (installed: {names}); give --model")
-
-    def rank(m: ModelInfo):
-        return (m.real_ct_dice is None, -(m.real_ct_dice or 0.0), m.source != "builtin", m.name)
-
-    best = min(wanted, key=rank)
+    best = installed[index]
     log.info("model: %s (%s, best installed %s model for preset %s)", best.name, best.path,
              "fast" if fast else "standard", preset)
     return best.path
