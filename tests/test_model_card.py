@@ -125,3 +125,13 @@ def test_real_ct_floors_name_what_is_below_them():
         (ROOT / "backend" / "dvcl" / "models" / "phantom_demo" / "model.json").read_text())["card"]["real_ct"]["dice"])
     card = tool.new_card("synthetic CT", "bash benchmarks/synthetic_model.sh W", [], real_ct=True)
     assert card["intended_use"] == tool.REAL_CT_INTENDED_USE
+
+
+def test_card_says_whether_the_real_ct_floors_are_reached():
+    meta = _meta()
+    floors = {"liver": 0.8, "mean": 0.55}
+    meta["card"]["real_ct_floors"] = floors
+    assert "Real-CT floors reached and held by the test suite: liver 0.80, mean 0.55." in card_markdown(meta)
+    del meta["card"]["real_ct_floors"]
+    meta["card"]["real_ct_below_floors"] = {"floors": floors, "below": {"mean": 0.41}}
+    assert "Below the real-CT floors (liver 0.80, mean 0.55): mean 0.41." in card_markdown(meta)

@@ -73,12 +73,26 @@ def _measured(card: Mapping[str, Any]) -> List[str]:
         f"**{real['mean_dice']:.3f}** ({real['seconds_cpu']} s on the machine that measured it).",
         f"Held-out phantoms (seeds {', '.join(str(s) for s in phantoms['seeds'])}):",
         f"mean **{phantoms['mean_dice']:.3f}**.",
+        *_floors(card),
         "",
         "| structure | real CT | phantoms (mean) |",
         "|---|---|---|",
         *rows,
         "",
     ]
+
+
+def _floors(card: Mapping[str, Any]) -> List[str]:
+    """The real-CT floors line: claimed (and held by the shipped-model test), or what is below them."""
+    def fmt(values: Mapping[str, float]) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+
+    if card.get("real_ct_floors"):
+        return ["", f"Real-CT floors reached and held by the test suite: {fmt(card['real_ct_floors'])}."]
+    below = card.get("real_ct_below_floors")
+    if below:
+        return ["", f"Below the real-CT floors ({fmt(below['floors'])}): {fmt(below['below'])}."]
+    return []
 
 
 def card_markdown(meta: Mapping[str, Any]) -> str:
