@@ -43,8 +43,9 @@ class DVCLSegmentation(ScriptedLoadableModule):
             "install torch (through the PyTorch extension), MONAI and the dvcl backend, and see which GPU will "
             "be used.<br>The network always runs in a separate process, so Slicer stays responsive and Cancel "
             "really stops it. Sample data: the Sample Data module's 'DVCL Segmentation' section.<br>"
-            "The bundled <i>phantom_demo</i> model was trained on synthetic phantoms: it is a demo, not for "
-            "patients."
+            "The bundled <i>synthetic_abdomen</i> model (the default) was trained on synthetic CT only and finds the "
+            "large abdominal organs on real CT (see its model card); <i>phantom_demo</i> is a phantom-trained demo. "
+            "Research and demonstration only, not for clinical use."
         )
         self.parent.acknowledgementText = _(
             "Built on MONAI and PyTorch. The module layout follows KitwareMedical/SlicerNNUnet; the import of "

@@ -17,7 +17,7 @@
 #   FLIP_PROB [0: no random flips. Both label sets have left/right structures (kidneys, adrenals, liver/spleen; heart
 #   chambers) and scans are reoriented to one orientation; on synthetic validation the abdominal model without flips
 #   reached 0.32 mean Dice at iteration 1500, with flips on every axis (TrainConfig's default) 0.11:
-#   docs/results/synthetic_flips_cpu.md]
+#   docs/results/synthetic_model_cpu.md]
 #   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
 #   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
 #   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]

@@ -24,7 +24,7 @@ from .TabBase import PanelHost, Tab, prop, show_progress
 log = logging.getLogger(__name__)
 
 NO_BACKEND_TEXT = ("The DVCL backend is not installed yet: press Segment (or Install in the Setup tab) to install "
-                   "it. Its demo model (trained on synthetic phantoms, not for patients) comes with it.")
+                   "it. Its models (trained on synthetic CT only; research use, not clinical) come with it.")
 NO_MODEL_TEXT = "No model: add a model package folder (model.json + weights)."
 
 

@@ -52,7 +52,7 @@ PROFILE = "quick"
 #: Random flips off: every label set the models ship with has left/right structures (kidneys, adrenal glands, liver
 #: and spleen; heart chambers), which a mirrored patch teaches the network to confuse, and the scans are reoriented
 #: to one canonical orientation before the network sees them (TotalSegmentator trains without mirroring for the same
-#: reason). Measured on synthetic validation (docs/results/synthetic_flips_cpu.md): without flips the abdominal
+#: reason). Measured on synthetic validation (docs/results/synthetic_model_cpu.md): without flips the abdominal
 #: model reached 0.32 mean Dice at iteration 1500, with them 0.11 (right kidney 0.66 vs 0.04).
 FLIP_PROB = 0.0
 #: The method: semi-supervised co-training of the package's two networks A and B (B<-A for a one-network model).
