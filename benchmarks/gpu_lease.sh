@@ -54,13 +54,13 @@ if want synth; then
   echo "== synthetic model, in the background ($(left) s left)"
   COUNT=${SYN_COUNT:-96} SPACING=${SYN_SPACING:-2.5 2.5 5.0} PROFILE=${SYN_PROFILE:-quick} \
     ITERATIONS=${SYN_ITERATIONS:-15000} METHOD=fully DEVICE=cuda WORKERS=${SYN_WORKERS:-8} DVCL="$DVCL" \
-    EXTRA="--set val_every=${SYN_VAL_EVERY:-1000} --set num_workers=4 --set foreground_oversample=0.33 --set oversample_mode=class" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
+    EXTRA="--set val_every=${SYN_VAL_EVERY:-1000} --set num_workers=4" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
     setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth.log" 2>&1 & p4=$!
 fi
 p6=""
 if want synth_heart; then
   echo "== synthetic heart model, in the background ($(left) s left)"
-  KIND=cardiac COUNT=${SYNH_COUNT:-64} SPACING=${SYNH_SPACING:-2.5 2.5 2.5} PROFILE=quick \
+  KIND=cardiac OVERSAMPLE=0 COUNT=${SYNH_COUNT:-64} SPACING=${SYNH_SPACING:-2.5 2.5 2.5} PROFILE=quick \
     ITERATIONS=${SYNH_ITERATIONS:-10000} METHOD=fully DEVICE=cuda WORKERS=${SYN_WORKERS:-8} DVCL="$DVCL" \
     EXTRA="--set val_every=1000 --set num_workers=2" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
     setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth_heart.log" 2>&1 & p6=$!

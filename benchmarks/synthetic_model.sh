@@ -18,6 +18,8 @@
 #   chambers) and scans are reoriented to one orientation; on synthetic validation the abdominal model without flips
 #   reached 0.32 mean Dice at iteration 1500, with flips on every axis (TrainConfig's default) 0.11:
 #   docs/results/synthetic_model_cpu.md]
+#   OVERSAMPLE [0.33: nnU-Net's share of crops centred on an organ, the organ drawn uniformly (oversample_mode=class),
+#   so small organs are seen as often as the liver]
 #   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
 #   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
 #   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]
@@ -30,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DVCL=${DVCL:-python3 -m dvcl}
 COUNT=${COUNT:-200}; SEED=${SEED:-0}; SPACING=${SPACING:-1.5 1.5 3.0}
 PROFILE=${PROFILE:-paper}; ITERATIONS=${ITERATIONS:-20000}; METHOD=${METHOD:-supervised}; DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}; FLIP_PROB=${FLIP_PROB:-0}
+WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}; FLIP_PROB=${FLIP_PROB:-0}; OVERSAMPLE=${OVERSAMPLE:-0.33}
 KIND=${KIND:-abdomen}
 if [ "$KIND" = cardiac ]; then
   # the chest CTA labels the whole heart (2), the aorta (1) and the pulmonary artery (3): MM-WHS structures grouped
@@ -67,7 +69,8 @@ if [ ! -f "$OUT/run/run.json" ] || ! grep -q '"status": "finished"' "$OUT/run/ru
     # shellcheck disable=SC2086  # EXTRA holds several arguments
     "${LIMIT[@]}" $DVCL --progress none train --data "$OUT/cache" --out "$OUT/run" --method "$METHOD" \
       --labeled-fraction 1.0 --profile "$PROFILE" --iterations "$ITERATIONS" --device "$DEVICE" --seed "$SEED" \
-      --set flip_prob="$FLIP_PROB" ${EXTRA:-} || [ ${#LIMIT[@]} -gt 0 ]
+      --set flip_prob="$FLIP_PROB" --set foreground_oversample="$OVERSAMPLE" --set oversample_mode=class \
+      ${EXTRA:-} || [ ${#LIMIT[@]} -gt 0 ]
   fi
 fi
 if [ ! -f "$OUT/model/model.json" ]; then

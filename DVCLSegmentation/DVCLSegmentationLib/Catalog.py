@@ -172,7 +172,8 @@ def profile_defaults(profile: str, preset: str = "") -> Dict[str, Any]:
 def preferred_model(models: List[ModelInfo]) -> Optional[ModelInfo]:
     """The model ``dvcl segment`` would use without ``--model`` (the backend's ``model_choice`` rule, default
     preset, standard mode) among ``models``; None when none serves that preset."""
-    index = load("models").best_model_index([m.meta for m in models], [is_shipped_model(m) for m in models])
+    rules = load("models")
+    index = rules.best_model_index([rules.ranking_entry(m.meta, is_shipped_model(m)) for m in models])
     return None if index is None else models[index]
 
 

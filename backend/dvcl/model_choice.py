@@ -11,7 +11,7 @@ CT (measured beats unmeasured), then shipped before user-installed, then name, s
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 #: the preset ``dvcl segment`` serves when none is given
 DEFAULT_SEGMENT_PRESET = "flare22"
@@ -33,20 +33,26 @@ def card_score(meta: Mapping[str, Any]) -> Optional[float]:
     return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
 
 
-def best_model_index(metas: Sequence[Mapping[str, Any]], builtin: Sequence[bool], preset: Optional[str] = None,
+def best_model_index(models: Sequence[Tuple[str, str, Optional[float], bool, str]], preset: Optional[str] = None,
                      fast: bool = False) -> Optional[int]:
-    """Position in ``metas`` (model.json contents; ``builtin[i]``: shipped with the package) of the model to use
-    for ``preset`` (default :data:`DEFAULT_SEGMENT_PRESET`), or None when no model serves the preset."""
+    """Position in ``models`` of the model to use for ``preset`` (default :data:`DEFAULT_SEGMENT_PRESET`), or None
+    when no model serves the preset. Each entry: ``(preset, mode, real-CT mean Dice or None, shipped with the
+    package, name)`` (:func:`ranking_entry` makes one from a model.json)."""
     preset = preset or DEFAULT_SEGMENT_PRESET
-    for_preset = [i for i, m in enumerate(metas) if m.get("preset", "") == preset]
-    wanted = [i for i in for_preset if (mode_of(metas[i]) == "fast") == fast]
+    for_preset = [i for i, m in enumerate(models) if m[0] == preset]
+    wanted = [i for i in for_preset if (models[i][1] == "fast") == fast]
     if not wanted and not fast:
         wanted = for_preset
     if not wanted:
         return None
 
     def rank(i: int):
-        score = card_score(metas[i])
-        return (score is None, -(score or 0.0), not builtin[i], str(metas[i].get("name", "")))
+        _, _, score, builtin, name = models[i]
+        return (score is None, -(score or 0.0), not builtin, name)
 
     return min(wanted, key=rank)
+
+
+def ranking_entry(meta: Mapping[str, Any], builtin: bool) -> Tuple[str, str, Optional[float], bool, str]:
+    """The entry :func:`best_model_index` ranks, from a model.json and where the package came from."""
+    return (str(meta.get("preset", "")), mode_of(meta), card_score(meta), bool(builtin), str(meta.get("name", "")))

@@ -106,14 +106,14 @@ def test_segment_flow(scene, tmp_path, monkeypatch):
 def test_segment_tab_preselects_the_model_dvcl_segment_would_use(scene, tmp_path):
     """No model chosen before: the tab selects what ``dvcl segment`` uses without --model (the backend's
     model_choice rule: standard mode, best measured real-CT Dice); a remembered choice wins over it."""
-    from dvcl.model_choice import best_model_index
+    from dvcl.model_choice import best_model_index, ranking_entry
 
     folders = [_model_folder(tmp_path / name, name=name, preset="flare22", mode=mode,
                              card={"real_ct": {"mean_dice": score}} if score is not None else {})
                for name, mode, score in (("a_unmeasured", "standard", None), ("b_fast", "fast", 0.9),
                                          ("c_better", "standard", 0.6), ("d_worse", "standard", 0.1))]
     metas = [json.loads((f / "model.json").read_text()) for f in folders]
-    assert best_model_index(metas, [False] * 4) == 2  # the backend's choice
+    assert best_model_index([ranking_entry(m, False) for m in metas]) == 2  # the backend's choice
     host = Host(scene, default_params())
     tab = SegmentTab(load_ui(), host, SegmentationLogic(SubprocessProcess, temp_root=str(tmp_path)),
                      ModelRegistry([str(f) for f in folders], installed=list))

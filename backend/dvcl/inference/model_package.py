@@ -134,9 +134,8 @@ def default_model(preset: Optional[str] = None, fast: bool = False) -> Path:
     """
     preset = preset or DEFAULT_SEGMENT_PRESET
     installed = list_installed_models()
-    metas = [{"name": m.name, "preset": m.preset, "mode": m.mode,
-              "card": {"real_ct": {"mean_dice": m.real_ct_dice}}} for m in installed]
-    index = best_model_index(metas, [m.source == "builtin" for m in installed], preset, fast)
+    index = best_model_index([(m.preset, m.mode, m.real_ct_dice, m.source == "builtin", m.name) for m in installed],
+                             preset, fast)
     if index is None:
         names = ", ".join(f"{m.name} ({m.preset or 'no preset'}, {m.mode})" for m in installed) or "none"
         kind = "fast model" if fast else "model"
