@@ -14,9 +14,17 @@ from dvcl_test_cases import write_tiny_case as _write_case
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # exported ONNX graphs (dvcl.inference.engines) go to a per-session folder, not the user's ~/.cache
-os.environ.setdefault("DVCL_CACHE", tempfile.mkdtemp(prefix="dvcl-test-cache-"))
+_SESSION_CACHE = None
+if "DVCL_CACHE" not in os.environ:
+    _SESSION_CACHE = os.environ["DVCL_CACHE"] = tempfile.mkdtemp(prefix="dvcl-test-cache-")
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_unconfigure(config):
+    """Remove the per-session ONNX cache (not the user's own DVCL_CACHE)."""
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -106,7 +106,11 @@ def _run_until(cmd, stop_at: int, sig: int, run: Path, log: Path) -> int:
             if event["iteration"] >= stop_at and not sent:
                 proc.send_signal(sig)
                 sent = True
-        assert sent, "the run finished before it could be interrupted"
+        if not sent:
+            rc = proc.wait(timeout=60)
+            err.flush()
+            tail = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"the run ended (exit {rc}) before it could be interrupted; its stderr:\n{tail}")
         return proc.wait(timeout=60)
 
 
