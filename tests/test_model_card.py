@@ -127,6 +127,21 @@ def test_real_ct_floors_name_what_is_below_them():
     assert card["intended_use"] == tool.REAL_CT_INTENDED_USE
 
 
+def test_reached_floors_are_claimed_and_missed_ones_named():
+    """A model that reaches some floors claims those (the shipped-model test then holds them) and names the rest."""
+    tool = _tool()
+    floors = tool.REAL_CT_FLOORS
+    partial = {"dice": {"liver": 0.82, "spleen": 0.71, "right kidney": 0.77, "left kidney": 0.66, "aorta": 0.85},
+               "mean_dice": 0.44}
+    entries = tool.floor_card_entries(partial, floors)
+    assert entries["real_ct_floors"] == {"liver": 0.80, "spleen": 0.70, "right kidney": 0.70, "aorta": 0.70}
+    assert entries["real_ct_below_floors"] == {"floors": floors, "below": {"left kidney": 0.66, "mean": 0.44}}
+    full = dict(partial, dice=dict(partial["dice"], **{"left kidney": 0.7}), mean_dice=0.6)
+    assert tool.floor_card_entries(full, floors) == {"real_ct_floors": floors}
+    none = {"dice": {"liver": 0.2}, "mean_dice": 0.02}
+    assert set(tool.floor_card_entries(none, floors)) == {"real_ct_below_floors"}
+
+
 def test_card_says_whether_the_real_ct_floors_are_reached():
     meta = _meta()
     floors = {"liver": 0.8, "mean": 0.55}
@@ -135,3 +150,7 @@ def test_card_says_whether_the_real_ct_floors_are_reached():
     del meta["card"]["real_ct_floors"]
     meta["card"]["real_ct_below_floors"] = {"floors": floors, "below": {"mean": 0.41}}
     assert "Below the real-CT floors (liver 0.80, mean 0.55): mean 0.41." in card_markdown(meta)
+    assert "reached" not in card_markdown(meta)
+    meta["card"]["real_ct_floors"] = {"liver": 0.8}  # some reached, some not: both said
+    text = card_markdown(meta)
+    assert "held by the test suite: liver 0.80.\nBelow the real-CT floors" in text

@@ -54,6 +54,16 @@ def test_shipped_model_scores_what_its_card_says_on_real_ct(info, real_ct):
         assert np.mean(list(dice.values())) >= floors.get("mean", 0.0)
 
 
+def test_the_default_model_claims_the_liver_floor():
+    """Issue 13: the model `dvcl segment` uses without ``--model`` (and the Slicer Segment tab preselects) reaches
+    the liver floor on the real CT and claims it, so the test above holds it there."""
+    from dvcl.inference.model_package import default_model
+
+    path = default_model("flare22")
+    floors = json.loads((path / "model.json").read_text())["card"].get("real_ct_floors", {})
+    assert floors.get("liver", 0.0) >= 0.80, f"default model {path.name} does not claim the liver floor: {floors}"
+
+
 def test_the_card_check_can_fail(real_ct):
     """The comparison above notices a model that lost an organ (here: the liver predicted as background)."""
     image, ref = real_ct
