@@ -14,12 +14,9 @@
 #   SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
-#   FLIP_PROB [0: no random flips. Both label sets have left/right structures (kidneys, adrenals, liver/spleen; heart
-#   chambers) and scans are reoriented to one orientation; on synthetic validation the abdominal model without flips
-#   reached 0.32 mean Dice at iteration 1500, with flips on every axis (TrainConfig's default) 0.11:
-#   docs/results/synthetic_model_cpu.md]
-#   OVERSAMPLE [0.33: nnU-Net's share of crops centred on an organ, the organ drawn uniformly (oversample_mode=class),
-#   so small organs are seen as often as the liver]
+#   FLIP_PROB, OVERSAMPLE [dvcl.synthetic_training's flip_prob (0: no random flips) and foreground_oversample (0.33,
+#   crops centred on an organ drawn uniformly: oversample_mode=class); the module says why]
+#   PYTHON [python3: reads those defaults; needs dvcl importable, as DVCL does]
 #   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
 #   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
 #   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]
@@ -32,7 +29,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DVCL=${DVCL:-python3 -m dvcl}
 COUNT=${COUNT:-200}; SEED=${SEED:-0}; SPACING=${SPACING:-1.5 1.5 3.0}
 PROFILE=${PROFILE:-paper}; ITERATIONS=${ITERATIONS:-20000}; METHOD=${METHOD:-supervised}; DEVICE=${DEVICE:-auto}
-WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}; FLIP_PROB=${FLIP_PROB:-0}; OVERSAMPLE=${OVERSAMPLE:-0.33}
+WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}; PYTHON=${PYTHON:-python3}
+FLIP_PROB=${FLIP_PROB:-$($PYTHON -m dvcl.synthetic_training flip_prob)}
+OVERSAMPLE=${OVERSAMPLE:-$($PYTHON -m dvcl.synthetic_training foreground_oversample)}
+OVERSAMPLE_MODE=$($PYTHON -m dvcl.synthetic_training oversample_mode)
 KIND=${KIND:-abdomen}
 if [ "$KIND" = cardiac ]; then
   # the chest CTA labels the whole heart (2), the aorta (1) and the pulmonary artery (3): MM-WHS structures grouped
@@ -69,7 +69,7 @@ if [ ! -f "$OUT/run/run.json" ] || ! grep -q '"status": "finished"' "$OUT/run/ru
     # shellcheck disable=SC2086  # EXTRA holds several arguments
     "${LIMIT[@]}" $DVCL --progress none train --data "$OUT/cache" --out "$OUT/run" --method "$METHOD" \
       --labeled-fraction 1.0 --profile "$PROFILE" --iterations "$ITERATIONS" --device "$DEVICE" --seed "$SEED" \
-      --set flip_prob="$FLIP_PROB" --set foreground_oversample="$OVERSAMPLE" --set oversample_mode=class \
+      --set flip_prob="$FLIP_PROB" --set foreground_oversample="$OVERSAMPLE" --set oversample_mode="$OVERSAMPLE_MODE" \
       ${EXTRA:-} || [ ${#LIMIT[@]} -gt 0 ]
   fi
 fi

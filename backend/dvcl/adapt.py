@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from dvcl.errors import ConfigError, DatasetError, OutputExistsError
 from dvcl.model_card import write_model_card
+from dvcl.synthetic_training import SYNTHETIC_TRAINING
 from dvcl.utils import progress
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,8 @@ DEFAULT_ITERATIONS = 300
 DEFAULT_LR = 3e-4
 #: The profile whose patch, batch, optimizer and workers the adaptation run uses (CPU-sized).
 PROFILE = "quick"
-#: Random flips off: every label set the models ship with has left/right structures (kidneys, adrenal glands, liver
-#: and spleen; heart chambers), which a mirrored patch teaches the network to confuse, and the scans are reoriented
-#: to one canonical orientation before the network sees them (TotalSegmentator trains without mirroring for the same
-#: reason). Measured on synthetic validation (docs/results/synthetic_model_cpu.md): without flips the abdominal
-#: model reached 0.32 mean Dice at iteration 1500, with them 0.11 (right kidney 0.66 vs 0.04).
-FLIP_PROB = 0.0
+#: Random flips off, as for every model of synthetic CT (the reason: :mod:`dvcl.synthetic_training`).
+FLIP_PROB = float(SYNTHETIC_TRAINING["flip_prob"])
 #: The method: semi-supervised co-training of the package's two networks A and B (B<-A for a one-network model).
 METHOD = "dvcl"
 #: ``best`` (validation Dice on held-out *labeled* cases, i.e. the source domain) would favour the least adapted
