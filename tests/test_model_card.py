@@ -124,7 +124,9 @@ def test_real_ct_floors_name_what_is_below_them():
     assert set(tool.REAL_CT_FLOORS) - {"mean"} <= set(json.loads(
         (ROOT / "backend" / "dvcl" / "models" / "phantom_demo" / "model.json").read_text())["card"]["real_ct"]["dice"])
     card = tool.new_card("synthetic CT", "bash benchmarks/synthetic_model.sh W", [], real_ct=True)
-    assert card["intended_use"] == tool.REAL_CT_INTENDED_USE
+    assert card["intended_use"] == tool.REAL_CT_INTENDED_USE.format(structures="abdominal organ segmentation")
+    heart = tool.new_card("synthetic CT", "bash benchmarks/synthetic_model.sh W", [], real_ct=True, preset="mmwhs")
+    assert "one-click heart segmentation (MM-WHS structures) of CT" in heart["intended_use"]
 
 
 def test_reached_floors_are_claimed_and_missed_ones_named():
