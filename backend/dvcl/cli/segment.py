@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "best installed model for --preset (`dvcl info` lists them)")
     p.add_argument("--fast", action="store_true",
                    help="use the installed fast model for the preset (of --model when given) instead: coarser grid, "
-                   "e.g. phantom_fast at 4x4x6 mm, several times faster, small structures suffer")
+                   "e.g. synthetic_abdomen_fast at 4x4x6 mm, several times faster, small structures suffer")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="without --model: whose label set to segment (default: flare22)")
     p.add_argument("--uncertainty", action="store_true",
