@@ -236,16 +236,18 @@ def test_cli_adapt_errors_in_one_line_and_help_is_torch_free(tmp_path, data):
     assert "--unlabeled" in res.stdout and TRANSDUCTIVE_LINE in " ".join(res.stdout.split())
 
 
-def test_a_model_whose_card_names_the_synthetic_generator_gets_synthetic_flare22_data(tmp_path, monkeypatch):
+@pytest.mark.parametrize("generator,preset", [("synthetic_abdomen", "flare22"), ("synthetic_heart", "mmwhs")])
+def test_a_model_whose_card_names_the_synthetic_generator_gets_its_synthetic_data(tmp_path, monkeypatch, generator,
+                                                                                  preset):
     import json
 
     import dvcl.adapt as adapt_mod
     from dvcl.adapt import labeled_data_for
 
     monkeypatch.setattr(adapt_mod, "SYNTHETIC_LABELED_COUNT", 2)
-    meta = {"name": "synthetic_model", "card": {"labeled_data_generator": "synthetic_abdomen"}}
+    meta = {"name": "synthetic_model", "card": {"labeled_data_generator": generator}}
     folder = labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3)
     info = json.loads((folder / "dataset.json").read_text())
-    assert folder == tmp_path / "work" / "labeled" and info["preset"] == "flare22" and info["numTraining"] == 2
+    assert folder == tmp_path / "work" / "labeled" and info["preset"] == preset and info["numTraining"] == 2
     assert len(list((folder / "labeled" / "labels").glob("*.nii.gz"))) == 2
     assert labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3) == folder  # reused, not redone

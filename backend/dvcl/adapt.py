@@ -18,8 +18,8 @@ its last checkpoint, a finished run is only exported); other settings are refuse
 
 Labeled data: ``labeled``, or, for a model whose card names a registered generator
 (``card.labeled_data_generator``, :func:`register_labeled_data_generator`), data that generator writes into the work
-folder: ``synthetic_abdomen`` is the domain-randomised synthetic CT of :mod:`dvcl.synthesis` (FLARE22 labels), the
-data a synthetic-trained abdominal model was made from.
+folder: ``synthetic_abdomen`` and ``synthetic_heart`` are the domain-randomised synthetic CT of :mod:`dvcl.synthesis`
+(FLARE22 and MM-WHS labels), the data the synthetic-trained abdominal and heart models were made from.
 
 Torch-free at import (the CLI's help reads the defaults below).
 """
@@ -86,20 +86,25 @@ def labeled_data_generators() -> List[str]:
 SYNTHETIC_LABELED_COUNT = 40
 
 
-def synthetic_abdomen_data(meta: Mapping[str, Any], model_dir: Path, out: Path, seed: int) -> Path:
-    """FLARE22 labeled data from the domain-randomised synthesis (``dvcl.synthesis``), for models trained on it.
+def synthetic_data(kind: str) -> LabeledDataGenerator:
+    """Labeled data from the domain-randomised synthesis (``dvcl.synthesis``, ``kind`` ``abdomen``: FLARE22 labels,
+    ``cardiac``: MM-WHS), for models trained on it.
 
     Case ``i`` depends only on (``seed``, ``i``), so an interrupted generation is simply written again.
     """
-    from dvcl.synthesis.dataset import write_synthetic_dataset
+    def generate(meta: Mapping[str, Any], model_dir: Path, out: Path, seed: int) -> Path:
+        from dvcl.synthesis.dataset import write_synthetic_dataset
 
-    if not (out / "dataset.json").is_file():
-        write_synthetic_dataset(out, SYNTHETIC_LABELED_COUNT, seed=seed, overwrite=True,
-                                workers=max(1, min(8, os.cpu_count() or 1)))
-    return out
+        if not (out / "dataset.json").is_file():
+            write_synthetic_dataset(out, SYNTHETIC_LABELED_COUNT, seed=seed, overwrite=True,
+                                    workers=max(1, min(8, os.cpu_count() or 1)), kind=kind)
+        return out
+
+    return generate
 
 
-register_labeled_data_generator("synthetic_abdomen", synthetic_abdomen_data)
+register_labeled_data_generator("synthetic_abdomen", synthetic_data("abdomen"))
+register_labeled_data_generator("synthetic_heart", synthetic_data("cardiac"))
 
 
 # ------------------------------------------------------------------------------------------------- inputs
