@@ -151,7 +151,7 @@ def test_card_says_whether_the_real_ct_floors_are_reached():
     assert "Real-CT floors reached and held by the test suite: liver 0.80, mean 0.55." in card_markdown(meta)
     del meta["card"]["real_ct_floors"]
     meta["card"]["real_ct_below_floors"] = {"floors": floors, "below": {"mean": 0.41}}
-    assert "Below the real-CT floors (liver 0.80, mean 0.55): mean 0.41." in card_markdown(meta)
+    assert "Below the real-CT floors (liver 0.80, mean 0.55): mean 0.410." in card_markdown(meta)
     assert "reached" not in card_markdown(meta)
     meta["card"]["real_ct_floors"] = {"liver": 0.8}  # some reached, some not: both said
     text = card_markdown(meta)

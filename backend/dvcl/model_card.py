@@ -84,15 +84,16 @@ def _measured(card: Mapping[str, Any]) -> List[str]:
 
 def _floors(card: Mapping[str, Any]) -> List[str]:
     """The real-CT floors lines: those claimed (reached, and held by the shipped-model test), then those missed."""
-    def fmt(values: Mapping[str, float]) -> str:
-        return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+    def fmt(values: Mapping[str, float], digits: int = 2) -> str:
+        return ", ".join(f"{k} {v:.{digits}f}" for k, v in values.items())
 
     lines = []
     if card.get("real_ct_floors"):
         lines.append(f"Real-CT floors reached and held by the test suite: {fmt(card['real_ct_floors'])}.")
     below = card.get("real_ct_below_floors")
     if below:
-        lines.append(f"Below the real-CT floors ({fmt(below['floors'])}): {fmt(below['below'])}.")
+        # three digits: 0.696 is below 0.70 and must not read "0.70"
+        lines.append(f"Below the real-CT floors ({fmt(below['floors'])}): {fmt(below['below'], 3)}.")
     if lines:
         return ["", *lines]
     return []
