@@ -44,7 +44,8 @@ class DVCLSegmentation(ScriptedLoadableModule):
             "be used.<br>The network always runs in a separate process, so Slicer stays responsive and Cancel "
             "really stops it. Sample data: the Sample Data module's 'DVCL Segmentation' section.<br>"
             "The bundled <i>synthetic_abdomen</i> model (the default) was trained on synthetic CT only and finds the "
-            "large abdominal organs on real CT (see its model card); <i>phantom_demo</i> is a phantom-trained demo. "
+            "large abdominal organs on real CT (see its model card); the <i>fast</i> box uses its 4 mm sibling "
+            "<i>synthetic_abdomen_fast</i>; <i>phantom_demo</i> is a phantom-trained demo. "
             "Research and demonstration only, not for clinical use."
         )
         self.parent.acknowledgementText = _(
