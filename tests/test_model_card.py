@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from dvcl.model_card import CARD_FILE, card_markdown, write_model_card
 
@@ -156,3 +158,24 @@ def test_card_says_whether_the_real_ct_floors_are_reached():
     meta["card"]["real_ct_floors"] = {"liver": 0.8}  # some reached, some not: both said
     text = card_markdown(meta)
     assert "held by the test suite: liver 0.80.\nBelow the real-CT floors" in text
+
+
+def test_a_heart_model_is_scored_on_the_chest_cta_with_its_chambers_grouped():
+    """MM-WHS predictions against the chest CTA's whole heart, aorta and pulmonary artery (REAL_SCANS)."""
+    tool = _tool()
+    scan = tool.REAL_SCANS["mmwhs"]
+    ref = sitk.ReadImage(str(ROOT / "tests" / "data" / scan.folder / scan.label_file))
+    r = sitk.GetArrayFromImage(ref)
+    labels = {i: n for i, n in enumerate(["LV myocardium", "LA", "LV", "RA", "RV", "ascending aorta", "PA"], 1)}
+    pred = np.zeros(r.shape, np.uint8)
+    pred[r == 2] = 3  # the reference heart, called left ventricle: still the heart group
+    pred[r == 1] = 6  # aorta
+    pred[r == 3] = 7  # pulmonary artery
+    img = sitk.GetImageFromArray(pred)
+    img.CopyInformation(ref)
+    assert tool.score_on_real_scan(img, "mmwhs", labels) == {"heart": 1.0, "aorta": 1.0, "pulmonary artery": 1.0}
+    swapped = np.where(pred == 3, 6, np.where(pred == 6, 3, pred)).astype(np.uint8)  # heart and aorta swapped
+    img = sitk.GetImageFromArray(swapped)
+    img.CopyInformation(ref)
+    dice = tool.score_on_real_scan(img, "mmwhs", labels)
+    assert dice["heart"] == 0.0 and dice["aorta"] == 0.0 and dice["pulmonary artery"] == 1.0

@@ -90,25 +90,34 @@ def real_ct_dice(package, device: str = "cpu") -> Tuple[Dict[str, float], float]
     """Dice per structure of ``package`` (a loaded model) on its preset's real scan, and the seconds it took.
 
     The shipped-model test calls this too, so the card and the check measure the same way."""
-    from dvcl.evaluation.groups import apply_groups, check_groups, parse_group
     from dvcl.inference.segment import segment_image
-    from dvcl.io.images import read_image, read_label
-    from dvcl.presets import get_preset
+    from dvcl.io.images import read_image
 
     scan = real_scan(package.preset)
     image = read_image(DATA / scan.folder / "image.nii.gz")
     t0 = time.perf_counter()
     pred = segment_image(image, package, device=device)
     seconds = time.perf_counter() - t0
+    return score_on_real_scan(pred, package.preset, package.labels), seconds
+
+
+def score_on_real_scan(pred: sitk.Image, preset: str, labels: Dict[int, str]) -> Dict[str, float]:
+    """Dice per structure of a prediction (the model's label values, on the scan's grid) against the reference of
+    ``preset``'s real scan: per model label, or per group when the reference is in another label set."""
+    from dvcl.evaluation.groups import apply_groups, check_groups, parse_group
+    from dvcl.io.images import read_label
+    from dvcl.presets import get_preset
+
+    scan = real_scan(preset)
+    ref_path = DATA / scan.folder / scan.label_file
     if scan.groups:
         groups = [parse_group(g) for g in scan.groups]
         labels = check_groups(groups)
-        ref = read_label(DATA / scan.folder / scan.label_file, image)
+        ref = read_label(ref_path, pred)
         pred, ref = apply_groups(pred, groups, "prediction"), apply_groups(ref, groups, "reference")
     else:
-        labels = package.labels
-        ref = read_label(DATA / scan.folder / scan.label_file, image, get_preset(package.preset).allowed_raw_values)
-    return dice_per_organ(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), labels), seconds
+        ref = read_label(ref_path, pred, get_preset(preset).allowed_raw_values)
+    return dice_per_organ(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), labels)
 
 
 def measure(model_dir: Path) -> dict:
