@@ -34,18 +34,15 @@ FLIP_PROB=${FLIP_PROB:-$($PYTHON -m dvcl.synthetic_training flip_prob)}
 OVERSAMPLE=${OVERSAMPLE:-$($PYTHON -m dvcl.synthetic_training foreground_oversample)}
 OVERSAMPLE_MODE=$($PYTHON -m dvcl.synthetic_training oversample_mode)
 KIND=${KIND:-abdomen}
-if [ "$KIND" = cardiac ]; then
-  # the chest CTA labels the whole heart (2), the aorta (1) and the pulmonary artery (3): MM-WHS structures grouped
-  REAL_CT="$ROOT/tests/data/chest_cta_1p5mm/image.nii.gz"
-  REAL_LABEL="$ROOT/tests/data/chest_cta_1p5mm/label.nii.gz"
-  PRESET=mmwhs
-  SCORE=(--group "heart=1,2,3,4,5:2" --group "aorta=6:1" --group "pulmonary artery=7:3")
-else
-  REAL_CT="$ROOT/tests/data/abdomen_ct_3mm/image.nii.gz"
-  REAL_LABEL="$ROOT/tests/data/abdomen_ct_3mm/label_flare22.nii.gz"
-  PRESET=flare22
-  SCORE=(--preset flare22)
-fi
+PRESET=flare22; [ "$KIND" = cardiac ] && PRESET=mmwhs
+# the real scan of the preset and how it is scored: tests/data/real_scans.json (tools/model_card.py reads it too;
+# the chest CTA labels the whole heart, the aorta and the pulmonary artery: MM-WHS structures grouped)
+scan() { $PYTHON -c "import json, sys; e = json.load(open(sys.argv[1]))[sys.argv[2]]; print(*(e[sys.argv[3]] if isinstance(e[sys.argv[3]], list) else [e[sys.argv[3]]]), sep='\n')" "$ROOT/tests/data/real_scans.json" "$PRESET" "$1"; }
+REAL_CT="$ROOT/tests/data/$(scan folder)/image.nii.gz"
+REAL_LABEL="$ROOT/tests/data/$(scan folder)/$(scan label_file)"
+SCORE=(--preset "$PRESET")
+while IFS= read -r group; do [ -n "$group" ] && SCORE+=(--group "$group"); done < <(scan groups)
+if [ ${#SCORE[@]} -gt 2 ]; then SCORE=("${SCORE[@]:2}"); fi  # groups replace the preset's labels
 VARIANT=${ABLATE:+no_$ABLATE}; VARIANT=${VARIANT:-all}
 if [ "$KIND" = cardiac ]; then VARIANT="heart_$VARIANT"; fi
 OUT="$WORK/$VARIANT"

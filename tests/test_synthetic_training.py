@@ -41,3 +41,22 @@ def test_the_benchmark_script_reads_its_defaults_from_the_recipe(capsys):
     assert out[0] == "0.5"
     assert main(["no_such_setting"]) == 2
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_the_benchmark_script_scores_on_the_real_scans_the_card_tool_uses():
+    """synthetic_model.sh's real scan, reference and grouping come from tests/data/real_scans.json, as the card's."""
+    import json
+
+    scans = json.loads((ROOT / "tests" / "data" / "real_scans.json").read_text())
+    script = (ROOT / "benchmarks" / "synthetic_model.sh").read_text()
+    block = script[script.index("PRESET=flare22"):script.index("VARIANT=${ABLATE")]
+    for kind, preset in (("abdomen", "flare22"), ("cardiac", "mmwhs")):
+        code = f"ROOT={ROOT}\nPYTHON={sys.executable}\nKIND={kind}\n{block}\n" + \
+            'echo "$REAL_CT"; echo "$REAL_LABEL"; printf "%s\\n" "${SCORE[@]}"'
+        out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+        entry = scans[preset]
+        assert out[0] == str(ROOT / "tests" / "data" / entry["folder"] / "image.nii.gz")
+        assert out[1] == str(ROOT / "tests" / "data" / entry["folder"] / entry["label_file"])
+        expected = [a for g in entry["groups"] for a in ("--group", g)] or ["--preset", preset]
+        assert out[2:] == expected
+        assert Path(out[0]).is_file() and Path(out[1]).is_file()

@@ -45,20 +45,10 @@ class RealScan(NamedTuple):
     """``dvcl evaluate --group`` specs when the reference is in another label set (else the preset's labels)"""
 
 
-#: One real scan per preset (tests/data; never used for training).
-REAL_SCANS = {
-    "flare22": RealScan("abdomen_ct_3mm", "label_flare22.nii.gz",
-                        "tests/data/abdomen_ct_3mm (real non-contrast abdomen CT, 3 mm; reference: TotalSegmentator "
-                        "predictions remapped to FLARE22, not manual labels; never used for training)",
-                        "abdominal organ segmentation"),
-    "mmwhs": RealScan("chest_cta_1p5mm", "label.nii.gz",
-                      "tests/data/chest_cta_1p5mm (real chest CT angiography with an aortic dissection, 1.5 mm; "
-                      "reference: TotalSegmentator's whole heart, aorta and pulmonary artery, not manual labels; the "
-                      "model's MM-WHS structures grouped: heart = chambers and myocardium, aorta = ascending aorta; "
-                      "never used for training)",
-                      "heart segmentation (MM-WHS structures)",
-                      ("heart=1,2,3,4,5:2", "aorta=6:1", "pulmonary artery=7:3")),
-}
+#: One real scan per preset, from tests/data/real_scans.json (which benchmarks/synthetic_model.sh reads too).
+REAL_SCANS = {preset: RealScan(**{**entry, "groups": tuple(entry["groups"])})
+              for preset, entry in json.loads((DATA / "real_scans.json").read_text()).items()
+              if not preset.startswith("_")}
 PHANTOM_SEEDS = (987654, 987655, 987656)
 INTENDED_USE = ("Research and demonstration of the dvcl pipeline (and of the Slicer module) only. Trained on synthetic "
                 "phantoms: it does not segment patient scans reliably. Not a medical device; not for clinical use.")
