@@ -37,12 +37,15 @@ KIND=${KIND:-abdomen}
 PRESET=flare22; [ "$KIND" = cardiac ] && PRESET=mmwhs
 # the real scan of the preset and how it is scored: tests/data/real_scans.json (tools/model_card.py reads it too;
 # the chest CTA labels the whole heart, the aorta and the pulmonary artery: MM-WHS structures grouped)
-scan() { $PYTHON -c "import json, sys; e = json.load(open(sys.argv[1]))[sys.argv[2]]; print(*(e[sys.argv[3]] if isinstance(e[sys.argv[3]], list) else [e[sys.argv[3]]]), sep='\n')" "$ROOT/tests/data/real_scans.json" "$PRESET" "$1"; }
+scan() {  # one field of the preset's entry; a list prints one item per line
+  $PYTHON -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]]; [print(x) for x in (v if isinstance(v, list) else [v])]' \
+    "$ROOT/tests/data/real_scans.json" "$PRESET" "$1"
+}
 REAL_CT="$ROOT/tests/data/$(scan folder)/image.nii.gz"
 REAL_LABEL="$ROOT/tests/data/$(scan folder)/$(scan label_file)"
-SCORE=(--preset "$PRESET")
-while IFS= read -r group; do [ -n "$group" ] && SCORE+=(--group "$group"); done < <(scan groups)
-if [ ${#SCORE[@]} -gt 2 ]; then SCORE=("${SCORE[@]:2}"); fi  # groups replace the preset's labels
+SCORE=()  # --group specs when the reference is in another label set, else the preset's own labels
+while IFS= read -r group; do SCORE+=(--group "$group"); done < <(scan groups)
+[ ${#SCORE[@]} -gt 0 ] || SCORE=(--preset "$PRESET")
 VARIANT=${ABLATE:+no_$ABLATE}; VARIANT=${VARIANT:-all}
 if [ "$KIND" = cardiac ]; then VARIANT="heart_$VARIANT"; fi
 OUT="$WORK/$VARIANT"

@@ -64,3 +64,18 @@ def tiny_ab_package(folder: Path, name: str, seed: int, labels: dict) -> Path:
     nets = {"A": build_network(cfg), "B": build_network(cfg)}
     return save_model_package(nets, cfg, labels, folder / name, name=name, preset="flare22",
                               preprocessing={"spacing": [6.0, 6.0, 6.0]}, roi=(32, 64, 64), stride=(16, 32, 32))
+
+
+def load_script(path: Path, name: str):
+    """Import a repository script that is not part of a package (``tools/*.py``, ``benchmarks/*.py``) as a module.
+
+    Registered in ``sys.modules`` while it runs: dataclasses look their module up there.
+    """
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -8,22 +8,17 @@ exit 2 with one error line and a JSON ``error`` event, or success, and never an 
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dvcl_test_cases import load_script
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bad_input_table.py"
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("bad_input_table", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "bad_input_table")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ and the adapted models' cards (``dvcl adapt``), and a measurement that keeps wha
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dvcl_test_cases import load_script
 
 from dvcl.model_card import CARD_FILE, card_markdown, write_model_card
 
@@ -44,10 +44,7 @@ def _adapted() -> dict:
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("model_card_tool", ROOT / "tools" / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / "model_card.py", "model_card_tool")
 
 
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])

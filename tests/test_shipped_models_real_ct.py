@@ -13,13 +13,13 @@ The scan is an evaluation scan: no shipped model was trained or tuned on it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dvcl_test_cases import load_script
 
 from dvcl.evaluation.metrics import dice_per_structure
 from dvcl.inference.model_package import list_installed_models, load_model_package
@@ -36,10 +36,7 @@ BUILTIN = [m for m in list_installed_models() if m.source == "builtin"]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("model_card_tool", ROOT / "tools" / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / "model_card.py", "model_card_tool")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from dvcl_test_cases import load_script
 
 from dvcl.cli.main import main as dvcl_main
 
@@ -15,10 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("synthetic_table", ROOT / "benchmarks" / "synthetic_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "synthetic_table.py", "synthetic_table")
 
 
 def _write(path: Path, arr: np.ndarray) -> Path:
