@@ -18,7 +18,7 @@ from dvcl.preprocessing import PreprocessConfig
 from dvcl.presets import Preset
 from dvcl.training import TrainConfig, apply_profile, train
 from dvcl.training.checkpoint import load_state, load_weights
-from dvcl.training.loaders import CaseItem, PatchStream, StreamSampler
+from dvcl.training.loaders import CaseItem, PatchStream, SpatialAugmentation, StreamSampler
 from dvcl.training.schedules import poly_lr, sigmoid_rampup
 
 SHAPE = (12, 20, 20)
@@ -291,6 +291,42 @@ def test_class_balanced_oversampling_finds_the_small_organ(tmp_path):
     with pytest.raises(DatasetError, match="number of classes"):
         PatchStream(items, (4, 4, 4), seed=0, stream=1, labeled=True, foreground_oversample=1.0,
                     oversample_mode="class")
+
+
+def test_spatial_augmentation_scales_and_rotates_crops(tmp_path):
+    """``affine_prob``: a crop taken larger and scaled/rotated down to the patch; untouched crops are exact
+    blocks of the image (no resampling blur), transformed ones are not, labels stay in the label set."""
+    shape = (20, 40, 40)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    image = (z * 10000 + y * 100 + x).astype(np.float32)  # each voxel's value says where it came from
+    label = np.zeros(shape, np.uint8)
+    label[5:15, 10:30, 10:30] = 1
+    label[8:12, 15:25, 15:25] = 2
+    np.save(tmp_path / "a_img.npy", image)
+    np.save(tmp_path / "a_seg.npy", label)
+    items = [CaseItem("a", str(tmp_path / "a_img.npy"), str(tmp_path / "a_seg.npy"))]
+    patch = (8, 16, 16)
+    assert SpatialAugmentation(1.0, 0.25, 0.0).crop_size(patch) == (10, 20, 20)
+    assert SpatialAugmentation(1.0, 0.0, 15.0).crop_size(patch) == (8, 20, 20)  # 16 (cos 15 + sin 15) = 19.6
+    assert SpatialAugmentation(1.0, 0.0, 90.0).crop_size(patch) == (8, 23, 23)  # 45 degrees on the way: 16 x 1.414
+
+    def stream(prob: float) -> PatchStream:
+        return PatchStream(items, patch, seed=0, stream=1, labeled=True, flip_prob=0.0,
+                           spatial=SpatialAugmentation(prob, 0.25, 15.0))
+
+    def is_block(img: torch.Tensor) -> bool:
+        a = img[0].numpy()
+        k, j, i = np.meshgrid(*[np.arange(s) for s in patch], indexing="ij")
+        return bool(np.allclose(a - a[0, 0, 0], k * 10000 + j * 100 + i))
+
+    never, always = stream(0.0), stream(1.0)
+    assert all(is_block(never[k]["image"]) for k in range(10))
+    touched = [always[k] for k in range(10)]
+    assert all(t["image"].shape == (1, *patch) and t["label"].shape == (1, *patch) for t in touched)
+    assert sum(is_block(t["image"]) for t in touched) == 0
+    assert set(np.unique(np.concatenate([t["label"].numpy().ravel() for t in touched]))) <= {0, 1, 2}
+    assert torch.equal(stream(1.0)[3]["image"], touched[3]["image"])  # reproducible from (seed, stream, k)
+    assert float(touched[0]["image"].min()) >= 0.0 and float(touched[0]["image"].max()) <= float(image.max())
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -57,6 +57,12 @@ class TrainConfig:
             organs dominate) or ``class``: an organ drawn uniformly among those present, then one of its voxels
             (nnU-Net; MONAI RandCropByLabelClassesd), so small organs are seen as often as large ones.
         flip_prob: probability of a flip along each axis [given: random flips; 0.5 decided].
+        affine_prob: probability that a crop is also scaled and rotated (nnU-Net's spatial augmentation; MONAI
+            RandAffined) [decided: 0, the paper's protocol has flips only]. Models of synthetic CT use it
+            (dvcl.synthetic_training says why).
+        scale_range: the scale factor of such a crop is drawn from 1 +- this, per axis (0.25: 0.75-1.25).
+        rotate_deg: in-plane rotation (about the slice axis) of such a crop, +- degrees; in-plane only, as
+            nnU-Net does for anisotropic grids, so that thick slices are not tilted into the plane.
         val_every: validate (and checkpoint) every N iterations; 0 = only at the end.
         val_cases: validate on at most N val cases (0 = all).
         val_roi / val_overlap: sliding window for validation, 64x160x160 with 50% overlap [given for
@@ -104,6 +110,9 @@ class TrainConfig:
     foreground_oversample: float = param(0.0, ge=0, le=1)
     oversample_mode: str = param("any", choices=OVERSAMPLE_MODES)
     flip_prob: float = param(0.5, ge=0, le=1)
+    affine_prob: float = param(0.0, ge=0, le=1)
+    scale_range: float = param(0.25, ge=0, lt=1)
+    rotate_deg: float = param(15.0, ge=0, le=180)
     val_every: int = param(500, ge=0)
     val_cases: int = param(0, ge=0)
     val_roi: Tuple[int, int, int] = param((64, 160, 160), ge=1)

@@ -12,6 +12,7 @@ points and worker counts do not change what is drawn.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    RandAffined,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -44,6 +46,36 @@ class CaseItem:
     label: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class SpatialAugmentation:
+    """Random scaling and in-plane rotation of a crop (TrainConfig ``affine_prob``, ``scale_range``, ``rotate_deg``).
+
+    The crop is first taken larger than the patch, so that a zoomed-out or rotated patch is filled with image,
+    not padding (nnU-Net crops the same way before its spatial transform).
+    """
+
+    prob: float = 0.0
+    scale_range: float = 0.25
+    rotate_deg: float = 15.0
+
+    def crop_size(self, patch: Sequence[int]) -> tuple:
+        """The crop that holds every scaled and rotated patch: (1 + scale) x patch, and the in-plane box of a
+        rotated patch."""
+        grow = 1.0 + self.scale_range
+        z, y, x = (float(p) for p in patch)
+        angles = [math.radians(self.rotate_deg) * i / 90 for i in range(91)]  # the box peaks inside +-45 deg
+        yr = max(y * abs(math.cos(t)) + x * abs(math.sin(t)) for t in angles)
+        xr = max(x * abs(math.cos(t)) + y * abs(math.sin(t)) for t in angles)
+        return tuple(int(math.ceil(v * grow)) for v in (z, yr, xr))
+
+    def transform(self, keys: Sequence[str], patch: Sequence[int]) -> RandAffined:
+        """MONAI's RandAffined to the patch size (unrotated crops are the centre of the larger crop)."""
+        modes = tuple("nearest" if k == "label" else "bilinear" for k in keys)
+        return RandAffined(keys, spatial_size=tuple(patch), prob=self.prob,
+                           rotate_range=(math.radians(self.rotate_deg), 0.0, 0.0),
+                           scale_range=(self.scale_range,) * 3, mode=modes, padding_mode="border")
+
+
 def _mix(*values: int) -> int:
     """A 32-bit seed from several integers (numpy SeedSequence: well mixed, platform independent)."""
     return int(np.random.SeedSequence([int(v) % (2**63) for v in values]).generate_state(1)[0])
@@ -54,7 +86,8 @@ class PatchStream(Dataset):
 
     def __init__(self, items: Sequence[CaseItem], patch: Sequence[int], seed: int, stream: int,
                  labeled: bool, foreground_oversample: float = 0.0, flip_prob: float = 0.5,
-                 cache_in_memory: bool = False, oversample_mode: str = "any", num_classes: int = 0) -> None:
+                 cache_in_memory: bool = False, oversample_mode: str = "any", num_classes: int = 0,
+                 spatial: Optional[SpatialAugmentation] = None) -> None:
         if not items:
             raise DatasetError("no cases for a training stream")
         if labeled and any(it.label is None for it in items):
@@ -69,8 +102,13 @@ class PatchStream(Dataset):
         self._memory: Dict[str, Dict[str, np.ndarray]] = {}
         keys = ["image", "label"] if labeled else ["image"]
         flips = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)]
-        pad = SpatialPadd(keys, spatial_size=self.patch, mode="constant")
-        self.random_crop = Compose([pad, RandSpatialCropd(keys, roi_size=self.patch, random_size=False), *flips])
+        crop = self.patch
+        if spatial is not None and spatial.prob > 0:
+            # crop larger, then scale/rotate (or, untouched, take the centre) down to the patch, before the flips
+            crop = spatial.crop_size(self.patch)
+            flips = [spatial.transform(keys, self.patch), *flips]
+        pad = SpatialPadd(keys, spatial_size=crop, mode="constant")
+        self.random_crop = Compose([pad, RandSpatialCropd(keys, roi_size=crop, random_size=False), *flips])
         self.fg_crop = None
         if self.fg > 0 and oversample_mode == "class":
             # nnU-Net's sampling: a class drawn uniformly among the organs present in the case, then a voxel of it,
@@ -80,7 +118,7 @@ class PatchStream(Dataset):
                 raise DatasetError(f"class-balanced oversampling needs the number of classes, got {num_classes}")
             self.fg_crop = Compose([
                 pad,
-                RandCropByLabelClassesd(keys, label_key="label", spatial_size=self.patch,
+                RandCropByLabelClassesd(keys, label_key="label", spatial_size=crop,
                                         ratios=[0.0] + [1.0] * (num_classes - 1), num_classes=num_classes,
                                         num_samples=1, allow_smaller=True, warn=False),
                 *flips,
@@ -88,7 +126,7 @@ class PatchStream(Dataset):
         elif self.fg > 0:
             self.fg_crop = Compose([
                 pad,
-                RandCropByPosNegLabeld(keys, label_key="label", spatial_size=self.patch, pos=1.0, neg=0.0,
+                RandCropByPosNegLabeld(keys, label_key="label", spatial_size=crop, pos=1.0, neg=0.0,
                                        num_samples=1, allow_smaller=True),
                 *flips,
             ])

@@ -48,7 +48,14 @@ from dvcl.presets import PRESETS
 from dvcl.training import checkpoint as ckpt
 from dvcl.training import distributed as ddp
 from dvcl.training.config import TrainConfig
-from dvcl.training.loaders import STREAM_LABELED, STREAM_UNLABELED, CaseItem, PatchStream, make_loader
+from dvcl.training.loaders import (
+    STREAM_LABELED,
+    STREAM_UNLABELED,
+    CaseItem,
+    PatchStream,
+    SpatialAugmentation,
+    make_loader,
+)
 from dvcl.training.schedules import poly_lr, set_lr
 from dvcl.utils import progress
 from dvcl.utils.atomic import write_json_atomic, write_text_atomic
@@ -356,17 +363,19 @@ class Trainer:
         pin = self.device.type == "cuda"
         lab_items = [CaseItem(c, str(self.cache.image_path(c)), str(self.cache.label_path(c)))
                      for c in self.labeled_ids]
+        spatial = SpatialAugmentation(cfg.affine_prob, cfg.scale_range, cfg.rotate_deg)
         self.stream_l = PatchStream(lab_items, cfg.patch, cfg.seed, STREAM_LABELED, labeled=True,
                                     foreground_oversample=cfg.foreground_oversample, flip_prob=cfg.flip_prob,
                                     cache_in_memory=cfg.cache_in_memory, oversample_mode=cfg.oversample_mode,
-                                    num_classes=self.num_classes)
+                                    num_classes=self.num_classes, spatial=spatial)
         self.loader_l = make_loader(self.stream_l, cfg.batch_labeled, self.start_iteration, self.dist.rank,
                                     self.dist.world_size, cfg.num_workers, pin)
         self.loader_u: Optional[Iterator] = None
         if self.method_cls.uses_unlabeled:
             unl_items = [CaseItem(c, str(self.cache.image_path(c))) for c in self.unlabeled_ids]
             self.stream_u = PatchStream(unl_items, cfg.patch, cfg.seed, STREAM_UNLABELED, labeled=False,
-                                        flip_prob=cfg.flip_prob, cache_in_memory=cfg.cache_in_memory)
+                                        flip_prob=cfg.flip_prob, cache_in_memory=cfg.cache_in_memory,
+                                        spatial=spatial)
             self.loader_u = make_loader(self.stream_u, cfg.batch_unlabeled, self.start_iteration, self.dist.rank,
                                         self.dist.world_size, cfg.num_workers, pin)
         if self.state is not None:
