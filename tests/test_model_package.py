@@ -274,3 +274,39 @@ def test_export_of_a_stopped_run_falls_back_to_last(tmp_path, capsys):
     assert pkg.meta["training"]["checkpoint"] == "last" and pkg.meta["training"]["run"] == "stopped_run"
     text = (tmp_path / "pkg" / "model.json").read_text()
     assert str(tmp_path) not in text and "/tmp" not in text  # no absolute paths in a shareable package
+
+
+def test_ensemble_of_packages_averages_their_networks(tmp_path):
+    """`dvcl ensemble`: the members' networks side by side (A of the second member is A2), probabilities averaged
+    over every network; members that do not share an input pipeline or mode are refused."""
+    from dvcl.cli.main import main
+    from dvcl.inference.model_package import ensemble_packages
+    from dvcl.inference.predictor import Predictor
+
+    labels = get_preset("flare22").labels
+    window = {"roi": (8, 16, 16), "stride": (8, 16, 16)}
+    one = save_model_package(_tiny_pair(1), TINY, labels, tmp_path / "one", name="one", preset="flare22",
+                             model_names=["A"], **window)
+    two = save_model_package(_tiny_pair(2), TINY, labels, tmp_path / "two", name="two", preset="flare22", **window)
+    assert main(["ensemble", str(one), str(two), "-o", str(tmp_path / "both"), "--description", "seeds"]) == 0
+    both = load_model_package(tmp_path / "both")
+    assert both.model_names == ["A1", "A2", "B2"] and both.name == "both" and both.roi == (8, 16, 16)
+    assert [m["name"] for m in both.meta["training"]["ensemble"]] == ["one", "two"]
+    members = [load_model_package(one), load_model_package(two)]
+    assert torch.equal(both.models["B2"].seg_head.weight, members[1].models["B"].seg_head.weight)
+    x = np.random.default_rng(0).random((8, 32, 16), dtype=np.float32)
+    p1, p2, pe = (Predictor(p, "cpu", engine="torch").predict_array(x) for p in (*members, both))
+    np.testing.assert_allclose(pe, (p1 + 2 * p2) / 3, atol=1e-5)  # p2 is already the mean of A and B
+    assert not np.allclose(pe, p1, atol=1e-3)
+
+    other = save_model_package(_tiny_pair(3), TINY, labels, tmp_path / "coarse", name="coarse", preset="flare22",
+                               preprocessing=PreprocessConfig(spacing=(4.0, 4.0, 6.0)), **window)
+    with pytest.raises(ModelError, match="preprocessing differs"):
+        ensemble_packages([one, other], tmp_path / "bad")
+    fast = save_model_package(_tiny_pair(4), TINY, labels, tmp_path / "fast", name="fast", preset="flare22",
+                              mode="fast", **window)
+    with pytest.raises(ModelError, match="mode differs"):
+        ensemble_packages([one, fast], tmp_path / "bad")
+    with pytest.raises(ModelError, match="at least two"):
+        ensemble_packages([one], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

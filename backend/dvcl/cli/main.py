@@ -33,6 +33,7 @@ COMMANDS = {
     "experiment": "dvcl.cli.experiment",
     "compare": "dvcl.cli.compare",
     "export": "dvcl.cli.export",
+    "ensemble": "dvcl.cli.ensemble",
     "adapt": "dvcl.cli.adapt",
     "segment": "dvcl.cli.segment",
     "evaluate": "dvcl.cli.evaluate",
