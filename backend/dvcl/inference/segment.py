@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -482,11 +481,13 @@ class _ImageReader:
     """
 
     def __init__(self, jobs: Sequence[SegmentJob], accept_nonuniform: bool, force: bool, ahead: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.jobs = list(jobs)
         self.accept_nonuniform = accept_nonuniform
         self.force = force
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvcl-read") if ahead else None
-        self.pending: Dict[int, Future] = {}
+        self.pending: Dict[int, object] = {}
         self._submit(0)
 
     def _read(self, i: int) -> Tuple[sitk.Image, float]:
@@ -504,7 +505,7 @@ class _ImageReader:
 
     def get(self, i: int) -> Tuple[sitk.Image, float]:
         future = self.pending.pop(i, None)
-        result = future.result() if future is not None else self._read(i)
+        result = future.result() if future is not None else self._read(i)  # type: ignore[attr-defined]
         self._submit(i + 1)
         return result
 
@@ -514,7 +515,7 @@ class _ImageReader:
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
             for future in self.pending.values():
-                future.cancel()
+                future.cancel()  # type: ignore[attr-defined]
             self.pool.shutdown(wait=True)
 
 
