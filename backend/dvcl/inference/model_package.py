@@ -737,7 +737,7 @@ def ensemble_packages(
 
     Why: trainings that differ only in their seed disagree by up to 13 Dice points per organ on real CT
     (docs/results/synthetic_model_cpu.md); the average of their probabilities has less of that variance. The
-    members must share preset, labels, preprocessing, network and window (:data:`ENSEMBLE_SHARED`); model
+    members must share preset, labels, preprocessing, network, window and mode (:data:`ENSEMBLE_SHARED`); model
     ``A`` of the second member becomes ``A2``, and so on. Inference costs one network pass per model. ``name``:
     the output folder's name by default.
 

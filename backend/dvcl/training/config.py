@@ -58,8 +58,8 @@ class TrainConfig:
             (nnU-Net; MONAI RandCropByLabelClassesd), so small organs are seen as often as large ones.
         flip_prob: probability of a flip along each axis [given: random flips; 0.5 decided].
         affine_prob: probability that a crop is also scaled and rotated (nnU-Net's spatial augmentation; MONAI
-            RandAffined) [decided: 0, the paper's protocol has flips only]. Models of synthetic CT use it
-            (dvcl.synthetic_training says why).
+            RandAffined) [decided: 0, the paper's protocol has flips only]; measured on the synthetic-CT
+            models and not adopted there either (dvcl.synthetic_training says why).
         scale_range: the scale factor of such a crop is drawn from 1 +- this, per axis (0.25: 0.75-1.25).
         rotate_deg: in-plane rotation (about the slice axis) of such a crop, +- degrees; in-plane only, as
             nnU-Net does for anisotropic grids, so that thick slices are not tilted into the plane.

@@ -101,14 +101,15 @@ class PatchStream(Dataset):
         self.cache_in_memory = cache_in_memory
         self._memory: Dict[str, Dict[str, np.ndarray]] = {}
         keys = ["image", "label"] if labeled else ["image"]
-        flips = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)]
+        # what follows every crop: scale/rotate (when on), then flips
+        augment = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)]
         crop = self.patch
         if spatial is not None and spatial.prob > 0:
-            # crop larger, then scale/rotate (or, untouched, take the centre) down to the patch, before the flips
+            # crop larger, then scale/rotate (or, untouched, take the centre) down to the patch
             crop = spatial.crop_size(self.patch)
-            flips = [spatial.transform(keys, self.patch), *flips]
+            augment = [spatial.transform(keys, self.patch), *augment]
         pad = SpatialPadd(keys, spatial_size=crop, mode="constant")
-        self.random_crop = Compose([pad, RandSpatialCropd(keys, roi_size=crop, random_size=False), *flips])
+        self.random_crop = Compose([pad, RandSpatialCropd(keys, roi_size=crop, random_size=False), *augment])
         self.fg_crop = None
         if self.fg > 0 and oversample_mode == "class":
             # nnU-Net's sampling: a class drawn uniformly among the organs present in the case, then a voxel of it,
@@ -121,14 +122,14 @@ class PatchStream(Dataset):
                 RandCropByLabelClassesd(keys, label_key="label", spatial_size=crop,
                                         ratios=[0.0] + [1.0] * (num_classes - 1), num_classes=num_classes,
                                         num_samples=1, allow_smaller=True, warn=False),
-                *flips,
+                *augment,
             ])
         elif self.fg > 0:
             self.fg_crop = Compose([
                 pad,
                 RandCropByPosNegLabeld(keys, label_key="label", spatial_size=crop, pos=1.0, neg=0.0,
                                        num_samples=1, allow_smaller=True),
-                *flips,
+                *augment,
             ])
 
     def __len__(self) -> int:  # the stream is endless; the sampler decides what is drawn
