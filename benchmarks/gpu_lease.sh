@@ -21,6 +21,7 @@
 #    (docs/results/ssl_benchmark.md, "Ablations").
 # Run folders come back as OUT/runs.tgz without checkpoints; `dvcl experiment` with the same arguments on
 # that folder rewrites the tables from the finished runs (finished runs are skipped).
+# MPS [1]: start the CUDA MPS daemon for the parallel runs (checked; without it where it fails).
 # PARTS [step,segment,grid,paper] chooses the parts (comma-separated; also synth, synth_heart, ablation); the parts in the background share the GPU.
 #
 # The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README). The wheels
@@ -39,13 +40,24 @@ want() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 mkdir -p "$OUT" "$W"
 exec > >(tee -a "$OUT/log.txt") 2>&1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
+if [ -d .whl ]; then  # a second call on the warm machine has them already: not installed again
+  { [ -d /tmp/site/monai ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl; } && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/backend${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DVCL="python3 -m dvcl"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+# MPS (MPS=1, the default): the many small runs of a grid run their kernels side by side instead of time-slicing
+# the GPU (docs/results/README.md: 48 runs of 300 iterations in 331 s on an H100). Checked with one CUDA call;
+# where the daemon does not work (a sandboxed driver), it is stopped and the runs share the GPU without it.
+mps=0
+if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c 'import torch; print(torch.ones(1, device="cuda").sum().item())'; then
+    mps=1; echo "MPS daemon on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null; echo "MPS did not work: the runs time-slice the GPU"
+  fi
+fi
 python3 -c 'import torch, monai; print("torch", torch.__version__, "monai", monai.__version__)'
 
 # issue 13 first (it needs the most time): generate, prepare, train, export, score; in the background
@@ -67,11 +79,15 @@ if want synth_heart; then
 fi
 if want grid || want paper || want ablation; then
 echo "== data ($(left) s left)"
+if [ -f "$W/cache/dataset.json" ] && [ -f "$W/cache1mm/dataset.json" ]; then
+  echo "data already prepared (a second call on the warm machine: the grid resumes its runs)"
+else
 $DVCL --progress none phantom "$W/phantoms" --kind cardiac --labeled 20 --unlabeled 0 --seed 0 --raw-values
 # `wait` with no PIDs would also wait for the `tee` of the process substitution above, which never ends
 $DVCL --progress none prepare "$W/phantoms" -o "$W/cache" --spacing 2.0 2.0 2.0 --workers 8 & p1=$!
 $DVCL --progress none prepare "$W/phantoms" -o "$W/cache1mm" --spacing 1.0 1.0 1.0 --workers 8 & p2=$!
 wait "$p1" "$p2"
+fi
 fi
 
 if want step; then
@@ -130,4 +146,5 @@ if want synth || want synth_heart; then
     [ -f "$v/real_ct/report.md" ] && cp "$v/real_ct/report.md" "$OUT/synth_report_$(basename "$v").md"
   done
 fi
+[ "$mps" = 1 ] && { echo quit | nvidia-cuda-mps-control; }
 ls -la "$OUT"

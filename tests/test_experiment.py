@@ -169,8 +169,9 @@ def test_grid_plan_and_bad_input(tiny_cache, tmp_path, capsys):
     from dvcl.experiment import plan_grid
 
     runs = plan_grid(["cps", "fully"], [0.1, 0.5], [0, 1])
-    assert [r.name for r in runs] == ["cps_f0.1_s0", "cps_f0.1_s1", "cps_f0.5_s0", "cps_f0.5_s1",
-                                      "fully_f1_s0", "fully_f1_s1"]
+    # seed by seed: a grid stopped after the first seed holds that seed of every method
+    assert [r.name for r in runs] == ["cps_f0.1_s0", "cps_f0.5_s0", "fully_f1_s0",
+                                      "cps_f0.1_s1", "cps_f0.5_s1", "fully_f1_s1"]
     base = ["experiment", "--data", str(tiny_cache), "--out", str(tmp_path / "x"), "--seeds", "0"]
     code, _, err = _run(capsys, [*base, "--methods", "nonsense"])
     assert code == 2 and "unknown method 'nonsense'" in err

@@ -41,8 +41,8 @@ def test_labeled_count_overrides_and_flare_protocol():
 
 def test_grid_with_a_labeled_count_and_inference_settings():
     runs = plan_grid(["dvcl", "fully"], [0.1], [0, 1], labeled_count=2)
-    assert [r.name for r in runs] == ["dvcl_n2_s0", "dvcl_n2_s1", "fully_f1_s0", "fully_f1_s1"]
-    assert runs[0].setting == ("count", 2.0) and runs[2].setting == ("fraction", 1.0)
+    assert [r.name for r in runs] == ["dvcl_n2_s0", "fully_f1_s0", "dvcl_n2_s1", "fully_f1_s1"]
+    assert runs[0].setting == ("count", 2.0) and runs[1].setting == ("fraction", 1.0)
     with pytest.raises(ConfigError):
         plan_grid(["dvcl"], [0.1], [0], labeled_count=0)
     assert inference_settings(["A", "B"]) == [("A+B", None, "evaluation"), ("A", ["A"], "evaluation_A")]

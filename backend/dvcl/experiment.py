@@ -146,7 +146,9 @@ class ExperimentConfig:
 
 def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
               labeled_count: Optional[int] = None) -> List[GridRun]:
-    """The runs of a grid, in the order they are trained (method by method, then fraction, then seed).
+    """The runs of a grid, in the order they are trained: seed by seed, and within a seed method by method,
+    then fraction. A grid stopped part-way (a lease that ends, a Ctrl-C) so leaves whole seeds of every method,
+    which make a table, rather than every seed of the first methods and nothing of the last.
 
     A method that forces its labeled fraction (``fully``: 1.0) gets one run per seed, whatever ``fractions``.
     With ``labeled_count`` every other run uses that many labeled cases (one setting; ``fractions`` unused).
@@ -166,17 +168,16 @@ def plan_grid(methods: Sequence[str], fractions: Sequence[float], seeds: Sequenc
             raise ConfigError(f"labeled fraction must be in (0, 1], got {f}")
     if labeled_count is not None and (isinstance(labeled_count, bool) or int(labeled_count) < 1):
         raise ConfigError(f"labeled count must be a positive integer, got {labeled_count}")
+    classes = [get_method_class(method) for method in methods]  # ConfigError listing the available methods
     runs: List[GridRun] = []
-    for method in methods:
-        cls = get_method_class(method)  # ConfigError listing the available methods
-        forced = getattr(cls, "labeled_fraction", None)
-        if forced is None and labeled_count is not None:
-            runs.extend(GridRun(cls.name, float(fractions[0]), int(s), int(labeled_count)) for s in seeds)
-            continue
-        run_fractions = [float(forced)] if forced is not None else [float(f) for f in fractions]
-        for f in run_fractions:
-            for s in seeds:
-                runs.append(GridRun(cls.name, f, int(s)))
+    for s in seeds:
+        for cls in classes:
+            forced = getattr(cls, "labeled_fraction", None)
+            if forced is None and labeled_count is not None:
+                runs.append(GridRun(cls.name, float(fractions[0]), int(s), int(labeled_count)))
+                continue
+            run_fractions = [float(forced)] if forced is not None else [float(f) for f in fractions]
+            runs.extend(GridRun(cls.name, f, int(s)) for f in run_fractions)
     return runs
 
 
