@@ -25,8 +25,10 @@
 # PARTS [step,segment,grid,paper] chooses the parts (comma-separated; also synth, synth_heart, ablation); the parts in the background share the GPU.
 #
 # The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README). The wheels
-# (54 MB) and the tracked tree (15 MB) exceed the 64 MiB a call carries: leave docs/ and tests/data/dicom_ct_3slice
-# out of the copy for the call (git rm --cached, restored after); synth_heart needs tests/data/chest_cta_1p5mm.
+# (55 MB) and the tracked tree (20 MB) exceed the 64 MiB a call carries: for the call, leave docs/, tests/data/ and
+# the shipped weights (backend/dvcl/models/*/weights.safetensors) out of the copy (git rm --cached and the same
+# paths in .git/info/exclude; git reset HEAD -- those paths after), 2.3 MB remain. synth and synth_heart need
+# tests/data (keep abdomen_ct_3mm or chest_cta_1p5mm and real_scans.json).
 set -uo pipefail
 START=$(date +%s)
 BUDGET=${BUDGET:-560}
