@@ -20,6 +20,8 @@
 #   TRAIN_SECONDS [none: a wall-clock limit for training; at the limit the run stops with its checkpoint saved
 #   and the best validated (else last) weights are exported and scored, so a short lease still returns a model]
 #   TRAIN_UNTIL [none: the same limit as a point in time, seconds since the epoch, e.g. the end of a GPU lease]
+#   POSTPROCESS [1: after export, `dvcl postprocess` chooses on the synthetic validation split the structures whose
+#   largest connected component alone is kept (nnU-Net's); 0: none]
 # Resumable: each step is skipped when its output exists; training resumes from its last checkpoint.
 # Output: WORK/<variant>/real_ct/report.md (per-organ Dice on the real CT) and WORK/<variant>/model (the package);
 # `python benchmarks/synthetic_table.py WORK -o T.md` puts every variant in one table (the randomisation study).
@@ -76,6 +78,11 @@ fi
 if [ ! -f "$OUT/model/model.json" ]; then
   # best on the SYNTHETIC validation split; a run too short to have validated falls back to its last weights
   $DVCL --progress none export "$OUT/run" -o "$OUT/model"
+fi
+# nnU-Net's post-processing: the structures whose largest connected component alone is kept, chosen on the
+# synthetic validation split (POSTPROCESS=0: none)
+if [ "${POSTPROCESS:-1}" = 1 ] && ! grep -q '"postprocessing"' "$OUT/model/model.json"; then
+  $DVCL --progress none postprocess "$OUT/model" --data "$OUT/cache" -o "$OUT/model" --device "$DEVICE"
 fi
 # the real CT: segmented and scored once per finished model
 $DVCL --progress none segment "$REAL_CT" --model "$OUT/model" -o "$OUT/real_ct_pred.nii.gz" --device "$DEVICE" --overwrite

@@ -53,6 +53,12 @@ def _facts(meta: Mapping[str, Any]) -> List[str]:
     fact("Training data", card["training_data"])
     if all(meta.get(k) for k in ("network", "models", "inference")):
         fact("Network", _network(meta))
+    post = meta.get("postprocessing")
+    if isinstance(post, dict):
+        names = {str(k): v.get("name", k) for k, v in (meta.get("labels") or {}).items()}
+        kept = ", ".join(str(names.get(str(k), k)) for k in post.get("largest_component", [])) or "none"
+        fact("Post-processing", f"largest connected component only for {kept}; chosen on {post.get('chosen_on', '?')} "
+                                "(`dvcl postprocess`)")
     fact("Date", card["date"])
     fact("Rebuild", f"`{card['rebuild']}`" + (f" then `{card['measure']}`" if card.get("measure") else ""))
     return lines

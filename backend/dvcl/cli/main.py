@@ -34,6 +34,7 @@ COMMANDS = {
     "compare": "dvcl.cli.compare",
     "export": "dvcl.cli.export",
     "ensemble": "dvcl.cli.ensemble",
+    "postprocess": "dvcl.cli.postprocess",
     "adapt": "dvcl.cli.adapt",
     "segment": "dvcl.cli.segment",
     "evaluate": "dvcl.cli.evaluate",

@@ -54,6 +54,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="what runs the network: auto (the fastest installed engine that agrees with torch on "
                    ">= 99.9 %% of voxels; torch on CUDA), torch, onnxruntime or openvino (a missing one "
                    "falls back to torch) (default: auto)")
+    p.add_argument("--no-postprocessing", dest="postprocess", action="store_false",
+                   help="skip the model's post-processing (keeping only the largest connected component of the "
+                   "structures for which that raised Dice on validation; model.json 'postprocessing' lists them)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--accept-nonuniform", action="store_true",
                    help="DICOM series with missing, unevenly spaced or tilted slices: resample onto a uniform grid "
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         volumes=args.volumes, overwrite=args.overwrite, models=subset, restore=args.restore,
         sw_batch_size=args.sw_batch_size, engine=args.engine, accept_nonuniform=args.accept_nonuniform,
         force=args.force, max_memory=args.max_memory, fast=args.fast, preset=args.preset,
-        uncertainty=args.uncertainty,
+        uncertainty=args.uncertainty, postprocess=args.postprocess,
     )
     progress.emit("done", task="segment", seconds=round(time.monotonic() - start, 2))
     if progress.get_mode() != "json":

@@ -2,7 +2,8 @@
 
 ```
 MODEL_DIR/model.json           format, name, labels (names + colors), preprocessing, network config,
-                               the models averaged at inference, sliding-window settings, training summary
+                               the models averaged at inference, sliding-window settings, training summary,
+                               optional post-processing chosen on validation (dvcl.inference.postprocessing)
 MODEL_DIR/weights.safetensors  keys "<model>.<param>", e.g. "A.stem.conv_0.conv.weight"
 ```
 
@@ -27,9 +28,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 from dvcl import __version__
 from dvcl.errors import ConfigError, DVCLError, ModelError, OutputExistsError
 from dvcl.inference.model_validation import (
+    POSTPROCESSING_KEY,
     validate_label_names,
     validate_models,
     validate_network,
+    validate_postprocessing,
     validate_preprocessing,
     validate_text,
     validate_window,
@@ -206,6 +209,7 @@ def read_model_json(model_dir: PathLike) -> dict:
     if any(r % d for r, d in zip(roi, div)):
         raise ModelError(f"{path}: inference.roi {list(roi)} is not divisible by the network's {list(div)}")
     meta["inference"] = {**inf, "roi": list(roi), "stride": list(stride)}
+    validate_postprocessing(meta.get(POSTPROCESSING_KEY), meta["labels"], path)
     return meta
 
 
@@ -344,6 +348,12 @@ class ModelPackage:
     def model_names(self) -> List[str]:
         """The models whose softmax outputs are averaged at inference (e.g. ``["A", "B"]``)."""
         return list(self.meta["models"])
+
+    @property
+    def largest_component(self) -> Tuple[int, ...]:
+        """Classes whose largest connected component alone is kept (chosen on validation; may be empty)."""
+        post = self.meta.get(POSTPROCESSING_KEY) or {}
+        return tuple(int(v) for v in post.get("largest_component", []))
 
     @property
     def preprocessing(self) -> PreprocessConfig:

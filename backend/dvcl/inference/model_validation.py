@@ -215,3 +215,24 @@ def validate_label_names(labels: Dict[str, dict], path: Path) -> None:
                              f"got {n[:60]!r}")
     if len(set(names)) != len(names):
         raise ModelError(f"{_where(path, 'labels')} names must be distinct, got {list(names)}")
+
+
+#: the model.json key of the post-processing choice (dvcl.inference.postprocessing writes it, segment applies it)
+POSTPROCESSING_KEY = "postprocessing"
+
+
+def validate_postprocessing(post: Any, labels: Dict[str, Any], path: Path) -> Any:
+    """Check a ``postprocessing`` entry: an object whose ``largest_component`` lists label ids of the model."""
+    if post is None:
+        return None
+    if not isinstance(post, dict):
+        raise ModelError(f"{_where(path, POSTPROCESSING_KEY)} must be an object, got {type(post).__name__}")
+    ids = post.get("largest_component", [])
+    if not isinstance(ids, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in ids):
+        raise ModelError(f"{_where(path, POSTPROCESSING_KEY)}.largest_component must be a list of label ids, "
+                         f"got {ids!r}")
+    unknown = [v for v in ids if str(v) not in labels]
+    if unknown:
+        raise ModelError(f"{_where(path, POSTPROCESSING_KEY)}.largest_component names ids {unknown} that are not "
+                         f"labels of the model ({', '.join(sorted(labels, key=int))})")
+    return post

@@ -82,6 +82,7 @@ def segment_image(
     timings: Optional[Dict[str, float]] = None,
     engine: str = "auto",
     uncertainty: Optional[Dict[str, sitk.Image]] = None,
+    postprocess: bool = True,
 ) -> sitk.Image:
     """Segment one CT volume; returns a ``sitkUInt8`` label map on exactly the image's grid.
 
@@ -105,6 +106,8 @@ def segment_image(
         timings: if given, receives seconds per stage (``preprocessing``, ``network``, ``restore``).
         uncertainty: if given (an empty dict), receives ``entropy`` and ``disagreement`` float32 maps on
             the image's grid (:mod:`dvcl.inference.uncertainty`); the models then run one at a time.
+        postprocess: apply the package's post-processing (the classes whose largest connected component alone
+            is kept, chosen on validation: :mod:`dvcl.inference.postprocessing`); part of the restore stage.
 
     Raises:
         ConfigError: unknown ``restore`` mode or model names.
@@ -144,6 +147,12 @@ def segment_image(
 
     _stage(on_stage, "restore")
     t0 = time.perf_counter()
+    if postprocess and package.largest_component:
+        from dvcl.inference.postprocessing import keep_largest_components
+
+        probs = np.ascontiguousarray(probs, dtype=np.float32)
+        removed = keep_largest_components(probs, package.largest_component)
+        log.debug("%s: %d network-grid voxels outside the largest components set to background", name, removed)
     if restore == "probabilities":
         label = restore_argmax(probs, record)
     elif restore == "probabilities-exact":
@@ -331,6 +340,7 @@ def segment_files(
     fast: bool = False,
     preset: Optional[str] = None,
     uncertainty: bool = False,
+    postprocess: bool = True,
 ) -> List[SegmentResult]:
     """Segment image files and DICOM folders and write one label map per input.
 
@@ -413,7 +423,8 @@ def segment_files(
             maps: Optional[Dict[str, sitk.Image]] = {} if uncertainty else None
             label = segment_image(image, package, dev, tta=tta, models=models, restore=case_restore,
                                   sw_batch_size=case_batch, name=str(job.input), on_stage=on_stage,
-                                  on_window=on_window, timings=timings, engine=engine, uncertainty=maps)
+                                  on_window=on_window, timings=timings, engine=engine, uncertainty=maps,
+                                  postprocess=postprocess)
             seconds.update(timings)
             t0 = time.perf_counter()
             write_segmentation(label, job.output, package.segments, overwrite=overwrite)
