@@ -347,14 +347,7 @@ def evaluate_run(run_dir: Path, cache, device: str = "auto", tta: bool = False) 
         pred_dir = run_dir / (PRED_DIR if models is None else f"{PRED_DIR}_{label}")
         pred_dir.mkdir(parents=True, exist_ok=True)
         for cid in test_ids:
-            meta = cache.case_meta(cid)
-            if not meta.get("label"):
-                raise DatasetError(f"{cache.root}: test case '{cid}' has no reference label")
-            image_path, label_path = Path(meta["image"]), Path(meta["label"])
-            for p in (image_path, label_path):
-                if not p.exists():
-                    raise DatasetError(f"{p}: source file of test case '{cid}' is gone; the test split is "
-                                       "evaluated on the original files (re-run `dvcl prepare` where they are)")
+            image_path, label_path = cache.source_files(cid, "test")
             image = read_image(image_path)
             pred = segment_image(image, package, device=dev, tta=tta, models=models, name=cid)
             write_image(pred, pred_dir / f"{cid}.nii.gz", overwrite=True)  # the verified write path

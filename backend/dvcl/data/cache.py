@@ -134,6 +134,23 @@ class Cache:
     def geometry(self, case_id: str) -> GeometryRecord:
         return GeometryRecord.from_dict(self.case_meta(case_id)["geometry"])
 
+    def source_files(self, case_id: str, split: str) -> Tuple[Path, Path]:
+        """The original image and reference label files of a labeled case of ``split`` (what evaluation and
+        post-processing read: they score at native resolution, not on the cache's resampled arrays).
+
+        Raises:
+            DatasetError: the case has no label, or its original files are gone.
+        """
+        meta = self.case_meta(case_id)
+        if not meta.get("label"):
+            raise DatasetError(f"{self.root}: {split} case '{case_id}' has no reference label")
+        image, label = Path(meta["image"]), Path(meta["label"])
+        for path in (image, label):
+            if not path.exists():
+                raise DatasetError(f"{path}: source file of {split} case '{case_id}' is gone; the {split} split is "
+                                   "read from the original files (re-run `dvcl prepare` where they are)")
+        return image, label
+
     def verify(self) -> None:
         """Check every cached array against its recorded shape (headers and lengths only, fast).
 

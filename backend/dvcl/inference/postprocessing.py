@@ -104,18 +104,7 @@ def cache_cases(cache_dir: PathLike, split: str = "val") -> Tuple[List[Tuple[str
     ids = sorted(cache.splits.get(split, []))
     if not ids:
         raise DatasetError(f"{cache.root}: the cache's {split} split is empty")
-    cases = []
-    for cid in ids:
-        meta = cache.case_meta(cid)
-        if not meta.get("label"):
-            raise DatasetError(f"{cache.root}: {split} case '{cid}' has no reference label")
-        image, label = Path(meta["image"]), Path(meta["label"])
-        for path in (image, label):
-            if not path.exists():
-                raise DatasetError(f"{path}: source file of {split} case '{cid}' is gone (re-run `dvcl prepare` "
-                                   "where the files are)")
-        cases.append((cid, image, label))
-    return cases, cache.preset
+    return [(cid, *cache.source_files(cid, split)) for cid in ids], cache.preset
 
 
 def choose_largest_component(
