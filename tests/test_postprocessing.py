@@ -154,6 +154,16 @@ def test_postprocessing_field_is_validated_and_inputs_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="not both"):
         run(argparse.Namespace(model=str(pkg), images=None, labels=None, data=None, output=str(tmp_path / "o"),
                                device="cpu", engine="torch", overwrite=False))
+    # a reference in another label set is refused before anything is written
+    images, refs = _write_cases(tmp_path / "wrong", 1)
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(refs / "c0.nii.gz")))
+    arr[arr == 3] = 99
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(sitk.ReadImage(str(refs / "c0.nii.gz")))
+    sitk.WriteImage(bad, str(refs / "c0.nii.gz"))
+    assert main(["--progress", "none", "postprocess", str(pkg), str(images), str(refs), "-o", str(tmp_path / "o"),
+                 "--device", "cpu", "--engine", "torch"]) == 2
+    assert not (tmp_path / "o").exists()
     empty = tmp_path / "empty"
     (empty / "i").mkdir(parents=True)
     (empty / "l").mkdir()
