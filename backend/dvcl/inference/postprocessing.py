@@ -25,37 +25,41 @@ import SimpleITK as sitk
 from dvcl.errors import DatasetError, OutputExistsError
 from dvcl.inference.model_package import MODEL_JSON, WEIGHTS, ModelPackage, read_model_json
 from dvcl.inference.model_validation import POSTPROCESSING_KEY, validate_postprocessing
+from dvcl.preprocessing.restore import argmax_classes
 from dvcl.utils.atomic import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-def _structure() -> np.ndarray:
-    """26-connectivity: voxels that touch at a corner are one object (a thin vessel crossing slices diagonally)."""
-    return np.ones((3, 3, 3), dtype=bool)
+def _box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
+    """The bounding box of a boolean mask (None when it is empty)."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not hits.size:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def removed_components(label: np.ndarray, value: int) -> np.ndarray:
-    """Boolean mask of the voxels of class ``value`` outside its largest connected component (26-connected).
+    """Boolean mask of the voxels of class ``value`` outside its largest connected component (26-connected:
+    voxels that touch at a corner are one object, as a thin vessel crossing slices diagonally is).
 
-    Only the bounding box of the class is labelled, so a small organ costs little on a large grid. Ties: the
-    first component in scan order is kept (deterministic).
+    Only the bounding box of the class is labelled, with SimpleITK's connected components (already loaded by
+    every segmentation; scipy.ndimage would add 0.4 s of import to a `dvcl segment` run). Ties: the component
+    met first in scan order is kept (deterministic).
     """
-    from scipy import ndimage
-
     out = np.zeros(label.shape, dtype=bool)
     mask = label == value
-    box = ndimage.find_objects(mask.astype(np.uint8))
-    if not box or box[0] is None:
+    box = _box(mask)
+    if box is None:
         return out
-    sub = mask[box[0]]
-    comps, n = ndimage.label(sub, structure=_structure())
-    if n <= 1:
-        return out
-    sizes = np.bincount(comps.ravel())
-    sizes[0] = 0
-    out[box[0]] = (comps != int(np.argmax(sizes))) & sub
+    sub = mask[box]
+    comps = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(sub.astype(np.uint8)), True),
+                                  0, True)  # 1 = the largest
+    out[box] = sub & (sitk.GetArrayViewFromImage(comps) != 1)
     return out
 
 
@@ -72,7 +76,7 @@ def keep_largest_components(probs: np.ndarray, classes: Sequence[int]) -> int:
     """
     if not len(classes):
         return 0
-    label = np.argmax(probs, axis=0)
+    label = argmax_classes(probs)  # the restore's argmax (ties to the lower id), several times numpy's speed
     removed_total = 0
     for value in sorted({int(c) for c in classes}):
         if not 0 < value < probs.shape[0]:

@@ -151,7 +151,7 @@ def restore_argmax(prob, record: GeometryRecord) -> sitk.Image:
         log.info("grids not axis-aligned (or too many classes): exact per-class restore")
         return restore_probabilities(prob, record)
 
-    net_label = _to_original_axes(_argmax_classes(prob), maps)
+    net_label = _to_original_axes(argmax_classes(prob), maps)
     cells = net_label[:-1, :-1, :-1].copy()
     mixed = np.zeros(cells.shape, bool)
     for dz in (0, 1):
@@ -172,7 +172,7 @@ def restore_argmax(prob, record: GeometryRecord) -> sitk.Image:
     return record.original.apply(out)
 
 
-def _argmax_classes(prob: np.ndarray) -> np.ndarray:
+def argmax_classes(prob: np.ndarray) -> np.ndarray:
     """uint8 argmax over axis 0 of (C, ...), ties to the lower id; a loop over classes, because numpy's
     argmax along the outer axis of a C-contiguous array is several times slower."""
     best = np.array(prob[0], dtype=np.float32, copy=True)
