@@ -185,6 +185,33 @@ def test_dvcl_segment_does_not_import_monai(abdomen_image, tmp_path):
     assert sitk.ReadImage(str(out)).GetSize() == crop.GetSize()
 
 
+def test_openvino_engine_does_not_phone_home(abdomen_image, tmp_path):
+    """`dvcl segment --engine openvino` runs OpenVINO without its conversion tool: no usage event sent to Google
+    Analytics, no telemetry thread, no client id or usage counter written to ~/intel (what `import openvino`
+    alone does for a user who never opted out)."""
+    pytest.importorskip("openvino")
+    img = sitk.ReadImage(str(abdomen_image))
+    cx, cy, cz = (s // 2 for s in img.GetSize())
+    src = tmp_path / "crop.nii.gz"
+    sitk.WriteImage(img[cx - 24:cx + 24, cy - 24:cy + 24, cz - 8:cz + 8], str(src))
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import sys, json, threading\n"
+        "from dvcl.cli.main import main\n"
+        f"rc = main(['--progress', 'none', 'segment', {str(src)!r}, '-o', {str(tmp_path / 'seg.nii.gz')!r}, "
+        "'--model', 'phantom_demo', '--engine', 'openvino', '--sw-batch-size', '2'])\n"
+        "print(json.dumps({'rc': rc, 'threads': threading.active_count(), 'mods': [m for m in ('openvino', "
+        "'openvino.tools.ovc', 'openvino_telemetry') if m in sys.modules]}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"), HOME=str(home), DVCL_CACHE=str(tmp_path / "cache"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report == {"rc": 0, "threads": 1, "mods": ["openvino"]}  # the engine ran, its telemetry did not
+    assert not (home / "intel").exists()
+
+
 def test_plain_torch_blocks_match_monai():
     """dvcl.networks.blocks builds exactly MONAI's modules: same structure, keys, initialisation and output."""
     from monai.networks.blocks import UpSample as MonaiUpSample

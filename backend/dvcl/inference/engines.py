@@ -38,7 +38,7 @@ import platform
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -248,6 +248,32 @@ def ensure_graph(package: ModelPackage, model: str) -> Path:
         return export_onnx(net, tmp, package.roi)
 
 
+def import_openvino() -> Any:
+    """``import openvino`` without its model-conversion tool ``openvino.tools.ovc``, which we never use (graphs
+    come from ONNX files, read by the runtime).
+
+    Why: importing ``openvino`` also imports ``ovc``, whose import sends a usage event to Google Analytics in a
+    background thread, counts every import in ``~/intel/stats`` and writes a client id to ``~/intel`` whenever
+    the user has not opted out (no consent file counts as consent for it). A segmentation tool run on patient
+    scans in a hospital must not phone home or leave files in the user's home; it also saves about 0.1 s of
+    import. ``openvino`` itself skips ``ovc`` when its import fails; a process that imported ``ovc`` before
+    keeps it.
+    """
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = "openvino.tools.ovc" not in sys.modules
+    if blocked:
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # makes its import fail
+    try:
+        import openvino
+    finally:
+        if blocked and sys.modules.get("openvino.tools.ovc", 0) is None:
+            del sys.modules["openvino.tools.ovc"]  # a later explicit import (someone else's) works
+    return openvino
+
+
 # ----------------------------------------------------------------------------------------- agreement
 def _check_file(graph: Path) -> Path:
     return graph.with_name(graph.name + ".check.json")
@@ -262,8 +288,7 @@ def engine_fingerprint(engine: str) -> str:
 
             version = onnxruntime.__version__
         elif engine == "openvino":
-            import openvino
-
+            openvino = import_openvino()
             version = openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
     except ImportError:
         pass
@@ -416,8 +441,7 @@ class OpenVINOEngine(Engine):
     name = "openvino"
 
     def __init__(self, graphs: Sequence[Path], batch: int, roi: Sequence[int], threads: Optional[int] = None) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads or configured_threads()),
                   "PERFORMANCE_HINT": "LATENCY"}
