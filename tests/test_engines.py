@@ -212,6 +212,34 @@ def test_openvino_engine_does_not_phone_home(abdomen_image, tmp_path):
     assert not (home / "intel").exists()
 
 
+def test_openvino_engines_leave_signals_deliverable(package_dir):
+    """Two OpenVINO predictors released in the order they were made, then a signal: the process must get its
+    KeyboardInterrupt, not a segmentation fault. (With one OpenVINO Core per engine, the second CPU plugin put
+    back the first plugin's freed alternate signal stack, and the next signal, e.g. the Slicer module's Cancel,
+    crashed the process; faulthandler gives the thread an alternate stack first, as pytest and Slicer do.)"""
+    pytest.importorskip("openvino")
+    code = (
+        "import faulthandler, gc, os, signal\n"
+        "faulthandler.enable()\n"
+        "from dvcl.inference.model_package import load_model_package\n"
+        "from dvcl.inference.predictor import Predictor\n"
+        f"pkg = load_model_package({str(package_dir)!r})\n"
+        "a = Predictor(pkg, 'cpu', engine='openvino')\n"
+        "b = Predictor(pkg, 'cpu', engine='openvino')\n"
+        "assert a.engine_name == b.engine_name == 'openvino'\n"
+        "del a; gc.collect(); del b; gc.collect()\n"
+        "junk = [bytearray(50_000_000) for _ in range(2)]; del junk\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted cleanly')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.strip().endswith("interrupted cleanly")
+
+
 def test_plain_torch_blocks_match_monai():
     """dvcl.networks.blocks builds exactly MONAI's modules: same structure, keys, initialisation and output."""
     from monai.networks.blocks import UpSample as MonaiUpSample

@@ -274,6 +274,25 @@ def import_openvino() -> Any:
     return openvino
 
 
+_OPENVINO_CORE: List[Any] = []
+
+
+def openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, created on first use and kept until the process ends.
+
+    Why one: OpenVINO's CPU plugin, created once per ``Core`` on its first compilation, installs its own
+    alternate signal stack on the calling thread and puts back the previous one when it is destroyed. Two
+    ``Core``s destroyed in the order they were created (an engine kept alive by a traceback, two predictors
+    of one run) leave the thread's alternate stack pointing at the first plugin's freed stack, and the next
+    signal the process receives (Ctrl-C, the Slicer module's Cancel, which is SIGTERM) crashes it with a
+    segmentation fault instead of stopping it cleanly (Python installs its handlers with SA_ONSTACK). One
+    ``Core``, hence one plugin, per process never unwinds out of order; it also loads the plugin once.
+    """
+    if not _OPENVINO_CORE:
+        _OPENVINO_CORE.append(import_openvino().Core())
+    return _OPENVINO_CORE[0]
+
+
 # ----------------------------------------------------------------------------------------- agreement
 def _check_file(graph: Path) -> Path:
     return graph.with_name(graph.name + ".check.json")
@@ -441,8 +460,7 @@ class OpenVINOEngine(Engine):
     name = "openvino"
 
     def __init__(self, graphs: Sequence[Path], batch: int, roi: Sequence[int], threads: Optional[int] = None) -> None:
-        ov = import_openvino()
-        core = ov.Core()
+        core = openvino_core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads or configured_threads()),
                   "PERFORMANCE_HINT": "LATENCY"}
         blobs = graph_cache_dir() / "openvino"
