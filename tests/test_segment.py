@@ -203,6 +203,59 @@ def test_dicom_outputs_named_after_the_series(tmp_path, dicom_dir, tiny_package)
     assert table.labels == LABELS and table.preset == "flare22"
 
 
+def test_several_cases_read_ahead_with_one_engine(tmp_path, abdomen_image, tiny_package, monkeypatch):
+    """Several inputs: the next image is read while one is segmented and one predictor (engine) serves all;
+    the label maps are those of one-at-a-time runs (a memory budget turns reading ahead off)."""
+    from dvcl.inference import predictor as predictor_module
+
+    src = sitk.ReadImage(str(abdomen_image))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sitk.WriteImage(src, str(folder / "a.nii.gz"))
+    sitk.WriteImage(src[:, ::-1, :], str(folder / "b.nii.gz"))  # anterior-posterior flipped: another result
+    sitk.WriteImage(src[10:-10, :, 20:], str(folder / "c.nii.gz"))
+    built = []
+
+    class CountingPredictor(predictor_module.Predictor):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("sw_batch_size"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "Predictor", CountingPredictor)
+    ahead = segment_files([folder], tmp_path / "ahead", tiny_package, device="cpu", restore="label")
+    assert len(built) == 1
+    assert "loading" in ahead[0].seconds and all("loading" not in r.seconds for r in ahead[1:])
+    assert all(r.seconds["reading"] > 0 for r in ahead)
+    one_by_one = segment_files([folder], tmp_path / "single", tiny_package, device="cpu", restore="label",
+                               max_memory=64.0)
+    assert [r.case for r in ahead] == [r.case for r in one_by_one] == ["a", "b", "c"]
+    for r, s in zip(ahead, one_by_one):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(r.output))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(s.output))
+        assert a.shape == b.shape and np.array_equal(a, b)
+    first, second = (sitk.GetArrayFromImage(sitk.ReadImage(r.output)) for r in ahead[:2])
+    assert not np.array_equal(first, second)
+
+
+def test_a_read_error_surfaces_at_its_case(tmp_path, abdomen_image):
+    """The image read ahead fails: the error comes when that case is due (earlier cases are done), and
+    leaving the reader does not hang on the failed read."""
+    import shutil
+
+    from dvcl.inference.segment import _ImageReader, plan_jobs
+
+    inputs = [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]
+    for p in inputs:
+        shutil.copy(abdomen_image, p)
+    jobs, _ = plan_jobs(inputs, tmp_path / "out")
+    inputs[1].write_bytes(b"not an image")  # replaced after planning, as a disk or a user might
+    with _ImageReader(jobs, accept_nonuniform=False, force=False, ahead=True) as reader:
+        image, seconds = reader.get(0)
+        assert image.GetSize() == sitk.ReadImage(str(abdomen_image)).GetSize() and seconds > 0
+        with pytest.raises(ImageReadError):
+            reader.get(1)
+
+
 def test_output_exists_and_overwrite(tmp_path, abdomen_image, tiny_package, capsys):
     out = tmp_path / "abd.nii.gz"
     args = ["segment", str(abdomen_image), "-o", str(out), "--model", str(tiny_package), "--device", "cpu",

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -54,6 +55,8 @@ from dvcl.utils.atomic import write_json_atomic, write_text_atomic
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from dvcl.inference.predictor import Predictor
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -83,6 +86,7 @@ def segment_image(
     engine: str = "auto",
     uncertainty: Optional[Dict[str, sitk.Image]] = None,
     postprocess: bool = True,
+    predictor: Optional[Predictor] = None,
 ) -> sitk.Image:
     """Segment one CT volume; returns a ``sitkUInt8`` label map on exactly the image's grid.
 
@@ -108,6 +112,9 @@ def segment_image(
             the image's grid (:mod:`dvcl.inference.uncertainty`); the models then run one at a time.
         postprocess: apply the package's post-processing (the classes whose largest connected component alone
             is kept, chosen on validation: :mod:`dvcl.inference.postprocessing`); part of the restore stage.
+        predictor: a :class:`~dvcl.inference.predictor.Predictor` of ``package`` already built (its engine
+            loaded), used instead of building one here; ``models``, ``tta``, ``sw_batch_size`` and ``engine``
+            are then its own. :func:`segment_files` builds it while the first image is read.
 
     Raises:
         ConfigError: unknown ``restore`` mode or model names.
@@ -140,7 +147,9 @@ def segment_image(
                                       engine=engine, on_window=on_window)
         probs = per_model.mean(axis=0)
     else:
-        predictor = Predictor(package, dev, models=models, tta=tta, sw_batch_size=sw_batch_size, engine=engine)
+        if predictor is None:
+            predictor = Predictor(package, dev, models=models, tta=tta, sw_batch_size=sw_batch_size,
+                                  engine=engine)
         probs = predictor.predict_array(arr, on_window=on_window)
     del arr
     timings["network"] = time.perf_counter() - t0
@@ -400,7 +409,28 @@ def segment_files(
     log.info("segmenting %d case(s) with model '%s' on %s", len(jobs), package.name, dev)
 
     results: List[SegmentResult] = []
-    with progress.Progress("segment", total=len(jobs) * len(STAGES), desc="segment", unit="stage") as bar:
+    # Without a memory budget the next image is read in a thread while this one is segmented (SimpleITK
+    # releases the GIL), and the first one while the engine loads; one predictor per window batch serves every
+    # case. With a budget, one image at a time.
+    reader = _ImageReader(jobs, accept_nonuniform, force, ahead=max_memory is None)
+    predictors: Dict[Optional[int], Predictor] = {}
+
+    def predictor_for(batch: Optional[int]) -> Predictor:
+        if batch not in predictors:
+            from dvcl.inference.predictor import Predictor
+
+            predictors[batch] = Predictor(package, dev, models=models, tta=tta, sw_batch_size=batch,
+                                          engine=engine)
+        return predictors[batch]
+
+    with reader, progress.Progress("segment", total=len(jobs) * len(STAGES), desc="segment",
+                                   unit="stage") as bar:
+        loading = 0.0
+        if max_memory is None and not uncertainty:
+            bar.update(0, message=f"{jobs[0].case} (1/{len(jobs)}): reading, loading the model")
+            t0 = time.perf_counter()
+            predictor_for(sw_batch_size)
+            loading = time.perf_counter() - t0
         for i, job in enumerate(jobs):
             prefix = f"{job.case} ({i + 1}/{len(jobs)})"
             seconds: Dict[str, float] = {}
@@ -413,10 +443,9 @@ def segment_files(
                 bar.update(0, message=f"{_prefix}: network", window=f"{done}/{total}")
 
             bar.update(0, message=f"{prefix}: reading")
-            t0 = time.perf_counter()
-            image = read_image(job.input, accept_nonuniform=accept_nonuniform)
-            guards.check_ct(image, job.input, force)
-            seconds["reading"] = time.perf_counter() - t0
+            image, seconds["reading"] = reader.get(i)
+            if loading:  # the first case's share of the run: the engine, loaded while its image was read
+                seconds["loading"], loading = loading, 0.0
             timings: Dict[str, float] = {}
             case_restore, case_batch = guards.plan_memory(image, package, restore, sw_batch_size, max_memory,
                                                           str(job.input))
@@ -424,7 +453,9 @@ def segment_files(
             label = segment_image(image, package, dev, tta=tta, models=models, restore=case_restore,
                                   sw_batch_size=case_batch, name=str(job.input), on_stage=on_stage,
                                   on_window=on_window, timings=timings, engine=engine, uncertainty=maps,
-                                  postprocess=postprocess)
+                                  postprocess=postprocess,
+                                  predictor=None if uncertainty else predictor_for(case_batch))
+            del image
             seconds.update(timings)
             t0 = time.perf_counter()
             write_segmentation(label, job.output, package.segments, overwrite=overwrite)
@@ -451,6 +482,51 @@ def segment_files(
         write_volumes(results, package.labels, vol_path, volumes)
         progress.emit("output", path=str(vol_path.resolve()), kind="volumes")
     return results
+
+
+class _ImageReader:
+    """Reads the jobs' images in order, one ahead in a background thread (``ahead``), or each when asked.
+
+    ``get(i)`` returns the image of job ``i`` (read and checked to be CT) and the seconds its reading took,
+    and starts reading job ``i + 1``. A read error surfaces at ``get`` of its job, after the earlier cases
+    are written. Used as a context manager: leaving it (also on an error) waits for a read in flight.
+    """
+
+    def __init__(self, jobs: Sequence[SegmentJob], accept_nonuniform: bool, force: bool, ahead: bool) -> None:
+        self.jobs = list(jobs)
+        self.accept_nonuniform = accept_nonuniform
+        self.force = force
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvcl-read") if ahead else None
+        self.pending: Dict[int, Future] = {}
+        self._submit(0)
+
+    def _read(self, i: int) -> Tuple[sitk.Image, float]:
+        from dvcl.inference import guards
+
+        job = self.jobs[i]
+        t0 = time.perf_counter()
+        image = read_image(job.input, accept_nonuniform=self.accept_nonuniform)
+        guards.check_ct(image, job.input, self.force)
+        return image, time.perf_counter() - t0
+
+    def _submit(self, i: int) -> None:
+        if self.pool is not None and i < len(self.jobs) and i not in self.pending:
+            self.pending[i] = self.pool.submit(self._read, i)
+
+    def get(self, i: int) -> Tuple[sitk.Image, float]:
+        future = self.pending.pop(i, None)
+        result = future.result() if future is not None else self._read(i)
+        self._submit(i + 1)
+        return result
+
+    def __enter__(self) -> _ImageReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            for future in self.pending.values():
+                future.cancel()
+            self.pool.shutdown(wait=True)
 
 
 def write_volumes(results: Sequence[SegmentResult], labels: Mapping[int, str], path: Path, kind: str) -> Path:
