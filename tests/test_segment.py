@@ -336,3 +336,37 @@ def test_overlap_gives_exact_stride():
         ov = overlap_for_stride(roi, stride)
         assert [int(r * (1 - o)) for r, o in zip(roi, ov)] == list(stride)
     assert overlap_for_stride((64, 160, 160), (32, 80, 80)) == [0.5, 0.5, 0.5]
+
+
+def test_sigterm_cancels_a_folder_run_cleanly(abdomen_image, tmp_path):
+    """SIGTERM to `dvcl segment` on a folder (the Slicer module's Cancel) after the first case is written: exit
+    130 with 'cancelled', the written case complete, no file of the cases not finished, no crash (the default
+    engine, read-ahead on: the process holds an OpenVINO engine and a reading thread when the signal comes)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(abdomen_image, src / f"case{i}.nii.gz")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "backend"))
+    proc = subprocess.Popen([sys.executable, "-m", "dvcl", "--progress", "json", "segment", str(src), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    written = []
+    for line in proc.stdout:
+        if line.startswith("{") and json.loads(line).get("event") == "output":
+            written.append(Path(json.loads(line)["path"]))
+            if json.loads(line).get("kind") == "segmentation":
+                proc.send_signal(signal.SIGTERM)
+                break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert "cancelled" in err and "Traceback" not in err
+    segs = sorted(out.glob("*.nii.gz"))
+    assert segs == [written[0]]  # the case written before the signal, and nothing of the others
+    assert sitk.ReadImage(str(segs[0])).GetSize() == sitk.ReadImage(str(abdomen_image)).GetSize()
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix in (".tmp", ".part")]
