@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from dvcl.errors import DatasetError, OutputExistsError
 from dvcl.inference.model_package import MODEL_JSON, WEIGHTS, ModelPackage, read_model_json
 from dvcl.inference.model_validation import POSTPROCESSING_KEY, validate_postprocessing
+from dvcl.io.segmentation import label_statistics
 from dvcl.preprocessing.restore import argmax_classes
 from dvcl.utils.atomic import atomic_path, write_json_atomic
 
@@ -33,34 +34,28 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def _box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """The bounding box of a boolean mask (None when it is empty)."""
-    box = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if not hits.size:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+def _boxes(label: np.ndarray) -> Dict[int, Tuple[slice, ...]]:
+    """Class id -> (z, y, x) bounding box of its voxels in a uint8 label array (one ITK pass for every class)."""
+    return {v: (slice(k0, k1 + 1), slice(j0, j1 + 1), slice(i0, i1 + 1))
+            for v, (_n, (i0, i1, j0, j1, k0, k1)) in label_statistics(sitk.GetImageFromArray(label)).items()}
+
+
+def _outside_largest(sub: np.ndarray) -> np.ndarray:
+    """Voxels of a boolean mask outside its largest 26-connected component (voxels that touch at a corner are one
+    object, as a thin vessel crossing slices diagonally is). SimpleITK's components: already loaded by every
+    segmentation (scipy.ndimage would add 0.4 s of import to a `dvcl segment` run). Ties: the component met first
+    in scan order is kept (deterministic)."""
+    comps = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(sub.astype(np.uint8)), True),
+                                  0, True)  # 1 = the largest
+    return sub & (sitk.GetArrayViewFromImage(comps) != 1)
 
 
 def removed_components(label: np.ndarray, value: int) -> np.ndarray:
-    """Boolean mask of the voxels of class ``value`` outside its largest connected component (26-connected:
-    voxels that touch at a corner are one object, as a thin vessel crossing slices diagonally is).
-
-    Only the bounding box of the class is labelled, with SimpleITK's connected components (already loaded by
-    every segmentation; scipy.ndimage would add 0.4 s of import to a `dvcl segment` run). Ties: the component
-    met first in scan order is kept (deterministic).
-    """
+    """Boolean mask of the voxels of class ``value`` outside its largest connected component (26-connected)."""
     out = np.zeros(label.shape, dtype=bool)
-    mask = label == value
-    box = _box(mask)
-    if box is None:
-        return out
-    sub = mask[box]
-    comps = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(sub.astype(np.uint8)), True),
-                                  0, True)  # 1 = the largest
-    out[box] = sub & (sitk.GetArrayViewFromImage(comps) != 1)
+    box = _boxes(label.astype(np.uint8, copy=False)).get(int(value))
+    if box is not None:
+        out[box] = _outside_largest(label[box] == value)
     return out
 
 
@@ -78,15 +73,18 @@ def keep_largest_components(probs: np.ndarray, classes: Sequence[int]) -> int:
     if not len(classes):
         return 0
     label = argmax_classes(probs)  # the restore's argmax (ties to the lower id), several times numpy's speed
+    boxes = _boxes(label)  # every class's box in one pass; each class is labelled inside its box only
     removed_total = 0
     for value in sorted({int(c) for c in classes}):
-        if not 0 < value < probs.shape[0]:
+        if not 0 < value < probs.shape[0] or value not in boxes:
             continue
-        removed = removed_components(label, value)
+        box = boxes[value]
+        removed = _outside_largest(label[box] == value)
         count = int(removed.sum())
         if count:
-            probs[:, removed] = 0.0
-            probs[0, removed] = 1.0
+            region = probs[(slice(None), *box)]  # a view: the assignments below change probs
+            region[:, removed] = 0.0
+            region[0, removed] = 1.0
             removed_total += count
     return removed_total
 
