@@ -9,8 +9,11 @@
 #    - the benchmark's GPU variant at the budget sized on validation (ssl_benchmark.md: 1000 iterations), every
 #      method of the catalog, 3 seeds; the CPU table's four methods first (METHODS to change the list);
 #    - the paper profile (patch 64x128x128, U-Net 16..256, SGD lr 0.1, batch 4+4) for labeled-only, CPS, DVCL
-#      and fully supervised, seed 0, on the same phantoms prepared at 1 mm, as far as the time allows
-#      (validation Dice every VAL_EVERY iterations in each run's metrics.csv).
+#      and fully supervised, seeds PAPER_SEEDS [0], PAPER_ITERATIONS [10000] iterations, on the same phantoms
+#      prepared at 1 mm, as far as the time allows (validation Dice every VAL_EVERY iterations in each run's
+#      metrics.csv). One seed's four runs take about 260 s at 500 iterations on an H200
+#      (docs/results/ssl_benchmark_paper_gpu/): size PAPER_ITERATIONS so the runs finish, since a stopped run has
+#      no test read.
 # 4. PARTS=...,synth (issue 13): synthetic abdominal CT generated on the device, a model trained on it
 #    (benchmarks/synthetic_model.sh, SYN_* below), scored once on the real abdomen CT of tests/data; the model
 #    package comes back as OUT/synth_model.tgz, its report as OUT/synth_report.md.
@@ -37,7 +40,8 @@ W=${WORK:-/tmp/b12}
 ITERATIONS_GRID=${ITERATIONS_GRID:-1000}
 PAPER_ITERATIONS=${PAPER_ITERATIONS:-10000}
 VAL_EVERY=${VAL_EVERY:-250}
-PARTS=${PARTS:-paper}  # step, segment (2026-11-26) and grid (2026-11-27) are measured; the paper profile is what is left
+PAPER_WORKERS=${PAPER_WORKERS:-3}  # loader workers per paper-profile run (4 runs x 3 + 4 on a 16-core machine)
+PARTS=${PARTS:-paper}  # step, segment (2026-11-26), grid and paper at 500 iterations (2026-11-27) are measured
 want() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 mkdir -p "$OUT" "$W"
@@ -130,8 +134,8 @@ DVCL="$DVCL" ITERATIONS=$ITERATIONS_GRID JOBS=${JOBS:-16} WORKERS=1 METHODS=${ME
 fi
 if want paper; then
 setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" \
-  --methods supervised,cps,dvcl,fully --seeds 0 --profile paper --iterations "$PAPER_ITERATIONS" \
-  --set batch_labeled=4 --set batch_unlabeled=4 --set lr=0.1 --set val_every="$VAL_EVERY" --set num_workers=2 \
+  --methods supervised,cps,dvcl,fully --seeds "${PAPER_SEEDS:-0}" --profile paper --iterations "$PAPER_ITERATIONS" \
+  --set batch_labeled=4 --set batch_unlabeled=4 --set lr=0.1 --set val_every="$VAL_EVERY" --set num_workers="$PAPER_WORKERS" \
   --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
 fi
 # shellcheck disable=SC2086  # the PIDs of the parts that run
