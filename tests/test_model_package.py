@@ -201,11 +201,13 @@ def test_export_real_training_run(tmp_path):
     cfg.network = NetworkConfig(channels=(4, 8), feature_dim=8)
     cfg.patch = cfg.val_roi = (8, 16, 16)
     cfg.iterations, cfg.batch_labeled, cfg.batch_unlabeled, cfg.val_every, cfg.num_workers = 2, 1, 1, 2, 0
+    cfg.flip_prob = 0.0  # as models of synthetic CT train: test-time augmentation must not flip them
     run = tmp_path / "run"
     train(cfg, run, device="cpu")
 
     out = export_model(run, tmp_path / "exported", name="ball_model", checkpoint="last")
     pkg = load_model_package(out)
+    assert pkg.meta["training"]["flip_axes"] == [] and pkg.flip_axes == ()
     assert pkg.name == "ball_model" and pkg.model_names == ["A", "B"] and pkg.labels == {1: "ball"}
     assert pkg.preprocessing.spacing == (2.0, 2.0, 4.0)  # taken from the run's cache, not the defaults
     assert pkg.roi == (8, 16, 16) and pkg.stride == (6, 12, 12)  # the run's validation window, overlap 0.25

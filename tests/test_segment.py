@@ -18,8 +18,8 @@ from torch import nn
 from dvcl.cli.main import main
 from dvcl.errors import ConfigError, DimensionError, ImageReadError, ModelError, OutputExistsError
 from dvcl.inference import load_model_package, segment_files, segment_image
-from dvcl.inference.model_package import ModelPackage
-from dvcl.inference.predictor import Predictor, count_windows, overlap_for_stride
+from dvcl.inference.model_package import ModelPackage, builtin_models_dir
+from dvcl.inference.predictor import TTA_FLIPS, Predictor, count_windows, overlap_for_stride, tta_flips
 from dvcl.io.images import read_image
 from dvcl.io.segmentation import SegmentInfo, read_segmentation, write_seg_nrrd
 from dvcl.networks import NetworkConfig
@@ -329,6 +329,52 @@ def test_tta_undoes_its_flips():
     tta = Predictor(pkg, "cpu", tta=True).predict(vol)
     assert torch.allclose(plain, tta, atol=1e-5)
     assert torch.equal(plain.argmax(0), torch.from_numpy((vol > 0.9).astype(np.int64)))
+
+
+def test_tta_flips_only_the_axes_training_flipped():
+    assert tta_flips((0, 1, 2)) == TTA_FLIPS and len(TTA_FLIPS) == 8
+    assert tta_flips(()) == ((),)
+    assert tta_flips((2,)) == ((), (4,))  # x only: the (B, C, Z, Y, X) tensor's last dim
+    assert tta_flips((0, 2)) == ((), (4,), (2,), (2, 4))
+
+
+def test_package_flip_axes_from_training_record(tiny_package):
+    pkg = load_model_package(tiny_package, lazy=True)
+    pkg.meta["training"].pop("flip_axes", None)
+    assert pkg.flip_axes == (0, 1, 2)  # not recorded: TrainConfig's flips on every axis
+    pkg.meta["training"]["flip_axes"] = [2, 0]
+    assert pkg.flip_axes == (0, 2)
+    # an ensemble may flip only along the axes every member was trained to be flipped along
+    pkg.meta["training"] = {"ensemble": [{"name": "a", "flip_axes": [0, 1, 2]}, {"name": "b", "flip_axes": [1, 2]},
+                                         {"name": "c"}]}
+    assert pkg.flip_axes == (1, 2)
+    for bad in ([3], [0, 0], "xyz", [True]):
+        pkg.meta["training"] = {"flip_axes": bad}
+        with pytest.raises(ModelError, match="flip_axes"):
+            _ = pkg.flip_axes
+    # the shipped synthetic-CT models trained without flips (left and right organs); the phantom ones with them
+    assert load_model_package(builtin_models_dir() / "synthetic_abdomen", lazy=True).flip_axes == ()
+    assert load_model_package(builtin_models_dir() / "phantom_demo", lazy=True).flip_axes == (0, 1, 2)
+
+
+def test_tta_of_a_model_trained_without_flips_is_the_plain_prediction(tiny_package, caplog):
+    """A random network is not flip-equivariant: all eight flips change its output, none may when training never
+    flipped (the default synthetic-CT model fell from 80 to 3 % mean Dice on a synthetic CT with them)."""
+    vol = np.random.default_rng(3).standard_normal((10, 20, 24)).astype(np.float32)
+    pkg = load_model_package(tiny_package)
+    pkg.meta["training"]["flip_axes"] = [0, 1, 2]
+    plain = Predictor(pkg, "cpu", engine="torch").predict(vol)
+    flipped = Predictor(pkg, "cpu", engine="torch", tta=True).predict(vol)
+    assert not torch.allclose(plain, flipped, atol=1e-4)
+    pkg.meta["training"]["flip_axes"] = [2]
+    x_only = Predictor(pkg, "cpu", engine="torch", tta=True)
+    assert x_only.flips == ((), (4,))
+    assert not torch.allclose(x_only.predict(vol), flipped, atol=1e-4)
+    pkg.meta["training"]["flip_axes"] = []
+    with caplog.at_level(logging.WARNING, logger="dvcl.inference.predictor"):
+        none = Predictor(pkg, "cpu", engine="torch", tta=True)
+    assert none.flips == ((),) and torch.equal(none.predict(vol), plain)
+    assert any("trained without random flips" in r.getMessage() for r in caplog.records)
 
 
 def test_overlap_gives_exact_stride():

@@ -35,7 +35,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "<case>_disagreement.nii.gz (0.5 * sum |p_A - p_B|, zeros for one-model packages), both in "
                    "[0, 1] on the input's grid, and their per-structure means in the --volumes table")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips (8x slower)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also average over flipped copies, along the axes the model was "
+                   "trained to be flipped along (up to 8x slower); models trained without flips, such as the "
+                   "synthetic-CT ones, have none")
     p.add_argument("--format", dest="fmt", choices=SEGMENTATION_FORMATS, default=None,
                    help="output format for folder outputs (default: nii.gz; seg.nrrd opens in Slicer with "
                    "names and colors)")

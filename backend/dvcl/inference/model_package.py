@@ -60,6 +60,13 @@ WEIGHTS = "weights.safetensors"
 DEFAULT_ROI = PAPER_ROI
 DEFAULT_STRIDE = PAPER_STRIDE
 USER_MODELS_ENV = "DVCL_MODELS"
+#: ``training.flip_axes`` in model.json: the spatial axes (0 z, 1 y, 2 x of the network's grid) that training
+#: flipped at random. Test-time augmentation may flip only these: a network that never saw a mirrored patch
+#: labels the mirrored left kidney "right kidney" (measured on a synthetic validation CT with the default model:
+#: mean Dice 80.2 % without flips, 2.9 % with all eight).
+FLIP_AXES_KEY = "flip_axes"
+#: What a package made before that record was written is taken to have used: TrainConfig's flips on every axis.
+ALL_AXES = (0, 1, 2)
 
 
 # ------------------------------------------------------------------------------------------- locations
@@ -356,6 +363,27 @@ class ModelPackage:
         return tuple(int(v) for v in post.get("largest_component", []))
 
     @property
+    def flip_axes(self) -> Tuple[int, ...]:
+        """Spatial axes (z 0, y 1, x 2) training flipped at random, so the only flips test-time augmentation may
+        use; for an ensemble, the axes every member was trained with. Not recorded: all three (TrainConfig's
+        default, what packages made before the record used).
+
+        Raises:
+            ModelError: a recorded value that is not a list of distinct axes 0..2.
+        """
+        training = self.meta.get("training") or {}
+        members = training.get("ensemble") if isinstance(training.get("ensemble"), list) else [training]
+        axes = set(ALL_AXES)
+        for member in members:
+            value = member.get(FLIP_AXES_KEY, list(ALL_AXES)) if isinstance(member, dict) else list(ALL_AXES)
+            if (not isinstance(value, list) or len(set(value)) != len(value)
+                    or any(isinstance(a, bool) or a not in ALL_AXES for a in value)):
+                raise ModelError(f"{self.path / MODEL_JSON}: training.{FLIP_AXES_KEY} must be a list of distinct "
+                                 f"axes 0, 1, 2; got {value!r}")
+            axes &= set(value)
+        return tuple(sorted(axes))
+
+    @property
     def preprocessing(self) -> PreprocessConfig:
         return PreprocessConfig.from_dict(self.meta.get("preprocessing") or {})
 
@@ -618,6 +646,8 @@ def export_model(
         "labeled_fraction": cfg.get("labeled_fraction"),
         "run": run_dir.resolve().name,
     }
+    if cfg.get("flip_prob") is not None:  # what test-time augmentation may flip (ModelPackage.flip_axes)
+        training[FLIP_AXES_KEY] = list(ALL_AXES) if float(cfg["flip_prob"]) > 0 else []
     roi, stride = _run_window(cfg)
     return save_model_package(
         nets, net_cfg, labels, out_dir,

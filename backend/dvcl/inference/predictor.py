@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: Test-time augmentation: every combination of flips of the three spatial axes of a (B, C, Z, Y, X)
-#: tensor (the flips training used as augmentation), identity first.
+#: tensor, identity first; a model gets those of the axes its training flipped (:func:`tta_flips`).
 TTA_FLIPS: Tuple[Tuple[int, ...], ...] = ((), (4,), (3,), (2,), (3, 4), (2, 4), (2, 3), (2, 3, 4))
 #: Windows per network call on the CPU: enough for oneDNN's kernels on the demo and paper nets; larger
 #: batches gained nothing measurable (benchmarks/bench_segment_speed.py).
@@ -48,9 +48,20 @@ CUDA_SW_BATCH = 4
 #: Fraction of the available memory one batch of windows may take.
 MEMORY_SHARE = 0.25
 #: re-exported: the tiling lives in :mod:`dvcl.inference.sliding_window`
-__all__ = ["Predictor", "TTA_FLIPS", "choose_sw_batch_size", "count_windows", "overlap_for_stride"]
+__all__ = ["Predictor", "TTA_FLIPS", "choose_sw_batch_size", "count_windows", "overlap_for_stride", "tta_flips"]
 
 WindowCallback = Callable[[int, int], None]
+
+
+def tta_flips(flip_axes: Sequence[int]) -> Tuple[Tuple[int, ...], ...]:
+    """The flips of :data:`TTA_FLIPS` that use only ``flip_axes`` (spatial axes 0 z, 1 y, 2 x), identity first.
+
+    Why not all eight: a flip the network never saw in training is not a symmetry of its task. Mirroring
+    left-right turns the left kidney into what it learnt as the right one, and the mean over flips is then
+    wrong, not smoother (:data:`dvcl.inference.model_package.FLIP_AXES_KEY`).
+    """
+    dims = {2 + int(a) for a in flip_axes}
+    return tuple(f for f in TTA_FLIPS if set(f) <= dims)
 
 
 # ------------------------------------------------------------------------------------ hardware defaults
@@ -120,7 +131,9 @@ class Predictor:
             is accumulated on the CPU).
         models: which of the package's models to average (default: the package's ``models`` list, e.g.
             ``["A", "B"]``; ``["A"]`` for "A only").
-        tta: also average over the 7 flipped copies of every window (8x the compute).
+        tta: also average over flipped copies of every window, of the axes the model was trained to be
+            flipped along (:attr:`ModelPackage.flip_axes`; all three: 8x the compute). A model trained without
+            flips has none: a warning, and the windows are not flipped.
         sw_batch_size: windows per network call; None chooses from the device and network
             (:func:`choose_sw_batch_size`).
         amp: fp16 autocast for the torch engine; default on for CUDA, off on the CPU (where fp16 is slow).
@@ -149,7 +162,13 @@ class Predictor:
             raise ConfigError(f"model(s) {unknown} are not in package '{package.name}' "
                               f"(it has {', '.join(package.models)})")
         self.model_names = names
-        self.flips = TTA_FLIPS if tta else ((),)
+        self.flips = tta_flips(package.flip_axes) if tta else ((),)
+        if tta and len(self.flips) == 1:
+            log.warning("model '%s' was trained without random flips (a flipped CT swaps its left and right "
+                        "structures): test-time augmentation has nothing to average and is skipped", package.name)
+        elif tta and len(self.flips) < len(TTA_FLIPS):
+            log.info("test-time augmentation over %d flips (the axes model '%s' was trained to be flipped along)",
+                     len(self.flips), package.name)
         self.amp = (self.device_type == "cuda") if amp is None else bool(amp)
         self.roi = tuple(int(v) for v in (roi or package.roi))
         self.stride = tuple(int(v) for v in (stride or package.stride))

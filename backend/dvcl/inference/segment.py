@@ -95,7 +95,8 @@ def segment_image(
         package: a loaded model package.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``: where the windows run
             (:func:`~dvcl.utils.device.resolve_device`).
-        tta: average over flipped copies too (8x slower, slightly smoother).
+        tta: average over flipped copies too, along the axes the model was trained to be flipped along
+            (:attr:`ModelPackage.flip_axes`; up to 8x slower, slightly smoother).
         models: subset of the package's models to average (e.g. ``["A"]``); default all.
         restore: ``probabilities`` takes the argmax of the class probabilities linearly interpolated onto the
             original grid (smooth borders on fine grids; computed at organ borders only);
