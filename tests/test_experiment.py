@@ -124,6 +124,18 @@ def test_tiny_grid_table_and_resume(tiny_cache, tmp_path, capsys):
     assert [(r["label"], r["seed"]) for r in cmp_rows] == [("Sup", "0"), ("Sup", "1"), ("Teacher study", "0"),
                                                            ("Teacher study", "1")]
     assert float(cmp_rows[2]["mean_dice"]) == pytest.approx(per_run["mean_teacher_f0.5_s0"]["mean_dice"], abs=1e-6)
+    # the validation column is each run's own best validation Dice, and the choice is the higher mean of it
+    val = {(m, sd): json.loads((out / f"{m}_f0.5_s{sd}" / "run.json").read_text())
+           for m in ("supervised", "mean_teacher") for sd in (0, 1)}
+    assert float(cmp_rows[2]["best_val_dice"]) == pytest.approx(val["mean_teacher", 0]["best_val_dice"], abs=1e-6)
+    assert int(cmp_rows[2]["best_iteration"]) == val["mean_teacher", 0]["best_iteration"]
+    cmp_text = (tmp_path / "cmp" / "table.md").read_text()
+    section = cmp_text.split("Best validation Dice", 1)[1].split("\n\n| Method |", 1)[0]
+    sup_val = [line for line in section.splitlines() if line.startswith("| Sup |")][0]
+    assert f"{100 * val['supervised', 1]['best_val_dice']:.1f} ({val['supervised', 1]['best_iteration']})" in sup_val
+    means = {label: (val[m, 0]["best_val_dice"] + val[m, 1]["best_val_dice"]) / 2
+             for label, m in (("Sup", "supervised"), ("Teacher study", "mean_teacher"))}
+    assert f"Validation choice (highest mean over seeds 0, 1): **{max(means, key=means.get)}**" in cmp_text
     other = tmp_path / "other_grid"
     other.mkdir()
     info = json.loads((out / "experiment.json").read_text())

@@ -8,6 +8,10 @@ folder. A reviewer wants the variants side by side with the paired differences a
 that already exist (the test split is not read again), and warns in the table, as a grid's own table does, when
 a row's grid was tuned on the test split or one of its runs' test split was read more than once.
 
+Each row also shows its runs' best validation Dice (``run.json``), the number an option study may choose by;
+the row with the highest mean is named as the validation choice, so the test columns are read, never used to
+pick.
+
 Rows are only comparable when they share the data cache, the profile, the iteration count, the labeled split
 and the device (a CUDA run and a CPU run of one seed are different runs); a row whose grid differs in any of
 these is refused (:class:`~dvcl.errors.ConfigError`).
@@ -81,6 +85,20 @@ def _options_of(info: Dict[str, Any], method: str) -> List[str]:
     return keep
 
 
+def best_validation(grid: Path, run_names: Sequence[str]) -> Dict[int, Tuple[float, Optional[int]]]:
+    """{seed: (best validation Dice, its iteration)} of the named runs of ``grid`` that recorded one."""
+    out: Dict[int, Tuple[float, Optional[int]]] = {}
+    for name in run_names:
+        try:
+            info = json.loads((grid / name / "run.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("best_val_dice") is not None and info.get("seed") is not None:
+            it = info.get("best_iteration")
+            out[int(info["seed"])] = (float(info["best_val_dice"]), None if it is None else int(it))
+    return out
+
+
 def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, List[str]], List[str], List[str]]:
     """Aggregated rows (``aggregate_tables`` rows renamed to the labels), the seeds, each row's options, the
     labels of rows whose grid declares its settings tuned on the test split, and the evaluations (``GRID/RUN/
@@ -116,15 +134,38 @@ def collect_rows(specs: Sequence[RowSpec]) -> Tuple[dict, List[int], Dict[str, L
         row = dict(found[0])
         row["name"] = spec.label
         row["method"] = spec.label  # the reference is chosen by label
+        mine = [r for r in runs if r.method == spec.method]
+        row["validation"] = best_validation(spec.grid, [r.name for r in mine])
         rows.append(row)
         seeds += [s for s in row["seeds"] if s not in seeds]
         options[spec.label] = _options_of(info, spec.method)
         if (info.get("selection") or {}).get("hyperparameters_tuned_on") == "test":
             tuned_on_test.append(spec.label)
-        mine = [r for r in runs if r.method == spec.method]
         reread += [f"{spec.grid.name}/{name}" for name in test_rereads(spec.grid, mine)
                    if f"{spec.grid.name}/{name}" not in reread]
     return {"rows": rows}, sorted(seeds), options, tuned_on_test, reread
+
+
+def validation_lines(rows: Sequence[dict], seeds: Sequence[int]) -> List[str]:
+    """Markdown: each row's best validation Dice per seed (its iteration) and mean, and which row the validation
+    split chooses (highest mean over the seeds every row has; none when a row lacks one)."""
+    lines = ["Best validation Dice (%) per seed (iteration): what a choice between the rows may use; the test "
+             "split below is read, not used to choose.", "",
+             "| Row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |", "|---|" + ":-:|" * (len(seeds) + 1)]
+    common = [s for s in seeds if all(s in row["validation"] for row in rows)]
+    means: Dict[str, float] = {}
+    for row in rows:
+        val = row["validation"]
+        cells = ["" if s not in val else f"{100 * val[s][0]:.1f} ({val[s][1]})" for s in seeds]
+        if common:
+            means[row["name"]] = sum(val[s][0] for s in common) / len(common)
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " | "
+                     + (f"{100 * means[row['name']]:.1f}" if row["name"] in means else "") + " |")
+    if means and len(rows) > 1:
+        best = max(means, key=means.get)
+        lines += ["", f"Validation choice (highest mean over seed{'s' if len(common) > 1 else ''} "
+                  f"{', '.join(str(s) for s in common)}): **{best}**."]
+    return lines + [""]
 
 
 def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional[str] = None,
@@ -157,6 +198,7 @@ def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional
     for s in specs:
         lines.append(f"| {s.label} | `{s.grid.name}` | {s.method} [{s.inference_model}] | "
                      f"{', '.join(f'`{o}`' for o in options[s.label]) or 'defaults'} |")
+    lines += [""] + validation_lines(agg["rows"], seeds)
     lines += ["", markdown_table(agg["rows"], structures).rstrip(), ""]
     lines += seed_and_paired_lines(agg, seeds, reference, bootstrap)
     out_md = Path(out_md)
@@ -164,11 +206,14 @@ def write_comparison(specs: Sequence[RowSpec], out_md: Path, reference: Optional
     write_text_atomic(out_md, "\n".join(lines))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", "grid", "method", "inference_model", "settings", "seed", "mean_dice"])
+    w.writerow(["label", "grid", "method", "inference_model", "settings", "seed", "mean_dice", "best_val_dice",
+                "best_iteration"])
     for s, row in zip(specs, agg["rows"]):
         for seed, value in zip(row["seeds"], row["seed_values"]):
+            val, it = row["validation"].get(seed, (None, None))
             w.writerow([s.label, s.grid.name, s.method, s.inference_model, ";".join(options[s.label]), seed,
-                        "" if value is None else f"{float(value):.6f}"])
+                        "" if value is None else f"{float(value):.6f}", "" if val is None else f"{val:.6f}",
+                        "" if it is None else it])
     out_csv = out_md.with_suffix(".csv")
     write_text_atomic(out_csv, buf.getvalue())
     log.info("comparison of %d rows written to %s", len(specs), out_md)
