@@ -19,19 +19,25 @@
 #    package comes back as OUT/synth_model.tgz, its report as OUT/synth_report.md.
 #    PARTS=...,synth_heart: the same for the heart (KIND=cardiac: MM-WHS labels, scored on the chest CTA of tests/data
 #    as whole heart / aorta / pulmonary artery), next to it on the same GPU; OUT/synth_model_heart_all.tgz.
+#    PARTS=...,synth_ablation (issue 13's randomisation study, a few switches per lease): for each of SYNA_VARIANTS
+#    (`all` and names of `dvcl synth --no-NAME` switches) SYNA_COUNT synthetic cases generated on the device with that
+#    one randomisation off, a model trained SYNA_ITERATIONS (the same for every variant, `all` the reference), all
+#    variants side by side on the GPU, each scored once on the real abdomen CT; OUT/synth_ablation.md is the table
+#    (benchmarks/synthetic_table.py), OUT/synth_ablation.tgz the reports, configs and curves. A short schedule: the
+#    variants compare with each other, not with the shipped model.
 # 5. PARTS=...,ablation (issue 12): DVCL with one term or option changed (ABLATIONS below), 3 seeds each, one setting
 #    after the other next to the grid, in WORK/abl/<name>; `dvcl compare` tables them against the grid's rows
 #    (docs/results/ssl_benchmark.md, "Ablations").
 # Run folders come back as OUT/runs.tgz without checkpoints; `dvcl experiment` with the same arguments on
 # that folder rewrites the tables from the finished runs (finished runs are skipped).
 # MPS [1]: start the CUDA MPS daemon for the parallel runs (checked; without it where it fails).
-# PARTS [paper] chooses the parts (comma-separated; also synth, synth_heart, ablation); the parts in the background share the GPU.
+# PARTS [paper] chooses the parts (comma-separated; also synth, synth_heart, synth_ablation, ablation); the parts in the background share the GPU.
 #
 # The device machine is bare: monai and SimpleITK travel as wheels in .whl/ (see the device README). The wheels
 # (55 MB) and the tracked tree (20 MB) exceed the 64 MiB a call carries: for the call, leave docs/, tests/data/ and
 # the shipped weights (backend/dvcl/models/*/weights.safetensors) out of the copy (git rm --cached and the same
 # paths in .git/info/exclude; git reset HEAD -- those paths after), 2.3 MB remain. synth and synth_heart need
-# tests/data (keep abdomen_ct_3mm or chest_cta_1p5mm and real_scans.json).
+# tests/data (keep abdomen_ct_3mm or chest_cta_1p5mm and real_scans.json); synth_ablation too.
 set -uo pipefail
 START=$(date +%s)
 BUDGET=${BUDGET:-560}
@@ -82,6 +88,18 @@ if want synth_heart; then
     ITERATIONS=${SYNH_ITERATIONS:-10000} METHOD=fully DEVICE=cuda WORKERS=${SYN_WORKERS:-8} DVCL="$DVCL" \
     EXTRA="--set val_every=1000 --set num_workers=2" TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
     setsid timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syn" > "$OUT/synth_heart.log" 2>&1 & p6=$!
+fi
+p7=""
+if want synth_ablation; then
+  echo "== synthetic randomisation ablation, in the background ($(left) s left)"
+  (for v in ${SYNA_VARIANTS:-all phase texture noise resolution}; do
+     [ "$v" = all ] && a="" || a=$v
+     ABLATE=$a COUNT=${SYNA_COUNT:-48} SPACING="2.5 2.5 5.0" PROFILE=quick ITERATIONS=${SYNA_ITERATIONS:-5000} \
+       METHOD=fully DEVICE=${SYNA_DEVICE:-cuda} WORKERS=${SYNA_WORKERS:-3} DVCL="$DVCL" \
+       EXTRA="--set val_every=${SYNA_VAL_EVERY:-500} --set num_workers=2" \
+       TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
+       bash benchmarks/synthetic_model.sh "$W/syna" > "$OUT/synth_ablation_$v.log" 2>&1 &
+   done; wait) & p7=$!
 fi
 if want grid || want paper || want ablation; then
 echo "== data ($(left) s left)"
@@ -139,13 +157,18 @@ setsid timeout "$STOP_AT" $DVCL --progress none experiment --data "$W/cache1mm" 
   --device cuda --jobs 4 --keep-going --tuned-on none --out "$W/paper" > "$OUT/paper.log" 2>&1 & p3=$!
 fi
 # shellcheck disable=SC2086  # the PIDs of the parts that run
-[ -n "$p1$p3$p4$p5$p6" ] && wait $p1 $p3 $p4 $p5 $p6
+[ -n "$p1$p3$p4$p5$p6$p7" ] && wait $p1 $p3 $p4 $p5 $p6 $p7
 # only this script's runs (every one names WORK in its arguments), not other dvcl processes of the machine
 pkill -f -- "$W/" 2>/dev/null
 sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
   -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper abl 2>/dev/null
+if want synth_ablation && [ -d "$W/syna" ]; then
+  python3 benchmarks/synthetic_table.py "$W/syna" -o "$OUT/synth_ablation.md" || true
+  (cd "$W/syna" && tar czf "$OUT/synth_ablation.tgz" --ignore-failed-read ./*/real_ct/report.md ./*/real_ct/summary.json \
+     ./*/run/metrics.csv ./*/run/run.json ./*/run/config.yaml ./*/model/model.json 2>/dev/null)
+fi
 if want synth || want synth_heart; then
   for v in "$W"/syn/*/; do
     [ -f "$v/model/model.json" ] && tar czf "$OUT/synth_model_$(basename "$v").tgz" -C "$v" model run/metrics.csv run/config.yaml
