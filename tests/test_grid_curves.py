@@ -27,8 +27,13 @@ def test_curves_skip_rows_without_validation_and_group_by_method_and_seed(tmp_pa
     _run(tmp_path / "dvcl_s0", "dvcl", 0, [(10, None), (100, 0.2), (110, None), (200, 0.5)])
     _run(tmp_path / "dvcl_s1", "dvcl", 1, [(100, 0.3)])
     _run(tmp_path / "cps_s0", "cps", 0, [(10, None)])  # no validation point: not a curve
-    curves = grid_curves.read_curves(tmp_path)
-    assert curves == {"dvcl": {0: [(100, 0.2), (200, 0.5)], 1: [(100, 0.3)]}}
+    curves = grid_curves.read_curves([tmp_path])
+    assert curves == {"dvcl": {"seed 0": [(100, 0.2), (200, 0.5)], "seed 1": [(100, 0.3)]}}
+    # several grids (an option study): each line names its folder
+    _run(tmp_path / "opt" / "dvcl_s0", "dvcl", 0, [(100, 0.4)])
+    two = grid_curves.read_curves([tmp_path, tmp_path / "opt"])
+    assert two["dvcl"][f"{tmp_path.name}, seed 0"] == [(100, 0.2), (200, 0.5)]
+    assert two["dvcl"]["opt, seed 0"] == [(100, 0.4)]
 
 
 def test_late_rise_is_the_gain_over_the_last_quarter(grid_curves):
@@ -44,6 +49,6 @@ def test_main_writes_the_figure_and_prints_every_run(tmp_path, grid_curves, caps
     out = tmp_path / "curves.png"
     assert grid_curves.main([str(tmp_path / "g"), "-o", str(out)]) == 0
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
-    assert "dvcl  0  200  50.0  +30.0" in capsys.readouterr().out
+    assert "dvcl | seed 0 | 200 | 50.0 | +30.0 | 50.0 (200)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         grid_curves.main([str(tmp_path / "empty"), "-o", str(out)])
