@@ -51,7 +51,7 @@ def late_rise(points: Curve) -> Optional[float]:
 
 def plot(curves: Dict[str, Dict[str, Curve]], out: Path, title: str) -> Path:
     methods = list(curves)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(max(6.0, 3.2 * len(methods)), 3.6), sharey=True, squeeze=False)
     for ax, method in zip(axes[0], methods):
         for label, points in curves[method].items():
             ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", ms=3, label=label)
