@@ -9,7 +9,7 @@
 #    - the benchmark's GPU variant at the budget sized on validation (ssl_benchmark.md: 1000 iterations), every
 #      method of the catalog, 3 seeds; the CPU table's four methods first (METHODS to change the list);
 #    - the paper profile (patch 64x128x128, U-Net 16..256, SGD lr 0.1, batch 4+4) for labeled-only, CPS, DVCL
-#      and fully supervised, seeds PAPER_SEEDS [0], PAPER_ITERATIONS [10000] iterations, on the same phantoms
+#      and fully supervised, seeds PAPER_SEEDS [0], PAPER_ITERATIONS [1000] iterations, on the same phantoms
 #      prepared at 1 mm, as far as the time allows (validation Dice every VAL_EVERY iterations in each run's
 #      metrics.csv). One seed's four runs take about 260 s at 500 iterations on an H200
 #      (docs/results/ssl_benchmark_paper_gpu/): size PAPER_ITERATIONS so the runs finish, since a stopped run has
@@ -44,7 +44,7 @@ BUDGET=${BUDGET:-560}
 OUT=${OUT:?set OUT}
 W=${WORK:-/tmp/b12}
 ITERATIONS_GRID=${ITERATIONS_GRID:-1000}
-PAPER_ITERATIONS=${PAPER_ITERATIONS:-10000}
+PAPER_ITERATIONS=${PAPER_ITERATIONS:-1000}  # the paper's 10000 take about 75 GPU minutes for the four methods
 VAL_EVERY=${VAL_EVERY:-250}
 PAPER_WORKERS=${PAPER_WORKERS:-3}  # loader workers per paper-profile run (4 runs x 3 + 4 on a 16-core machine)
 PARTS=${PARTS:-paper}  # step, segment (2026-11-26), grid and paper at 500 iterations (2026-11-27) are measured
@@ -98,7 +98,7 @@ if want synth_ablation; then
        METHOD=fully DEVICE=${SYNA_DEVICE:-cuda} WORKERS=${SYNA_WORKERS:-3} DVCL="$DVCL" \
        EXTRA="--set val_every=${SYNA_VAL_EVERY:-500} --set num_workers=2" \
        TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
-       bash benchmarks/synthetic_model.sh "$W/syna" > "$OUT/synth_ablation_$v.log" 2>&1 &
+       timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syna" > "$OUT/synth_ablation_$v.log" 2>&1 &
    done; wait) & p7=$!
 fi
 if want grid || want paper || want ablation; then

@@ -348,7 +348,7 @@ def test_package_flip_axes_from_training_record(tiny_package):
     pkg.meta["training"] = {"ensemble": [{"name": "a", "flip_axes": [0, 1, 2]}, {"name": "b", "flip_axes": [1, 2]},
                                          {"name": "c"}]}
     assert pkg.flip_axes == (1, 2)
-    for bad in ([3], [0, 0], "xyz", [True]):
+    for bad in ([3], [0, 0], "xyz", [True], [[0]], [1.0]):
         pkg.meta["training"] = {"flip_axes": bad}
         with pytest.raises(ModelError, match="flip_axes"):
             _ = pkg.flip_axes

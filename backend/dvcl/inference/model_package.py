@@ -376,8 +376,8 @@ class ModelPackage:
         axes = set(ALL_AXES)
         for member in members:
             value = member.get(FLIP_AXES_KEY, list(ALL_AXES)) if isinstance(member, dict) else list(ALL_AXES)
-            if (not isinstance(value, list) or len(set(value)) != len(value)
-                    or any(isinstance(a, bool) or a not in ALL_AXES for a in value)):
+            if (not isinstance(value, list) or any(type(a) is not int or a not in ALL_AXES for a in value)
+                    or len(set(value)) != len(value)):
                 raise ModelError(f"{self.path / MODEL_JSON}: training.{FLIP_AXES_KEY} must be a list of distinct "
                                  f"axes 0, 1, 2; got {value!r}")
             axes &= set(value)
