@@ -432,7 +432,11 @@ class Trainer:
         self._setup_runtime()
         try:
             self._setup_outputs()
-            return self._loop()
+            result = self._loop()
+            # every rank leaves together: a rank that tears down its gloo connections while another still writes
+            # its last files is the one suspect found for a worker's SIGABRT seen once at the end of a CI run
+            ddp.barrier(self.dist)
+            return result
         finally:
             if self.is_main and hasattr(self, "tb"):
                 self.tb.close()
