@@ -211,6 +211,25 @@ def test_hqcl_draws_negatives_uniformly_from_other_classes():
     assert loss.item() == pytest.approx(expected, abs=0.01)
 
 
+@pytest.mark.parametrize("anchors", [1, 7, 300])  # one block, a partial last block, several blocks
+def test_gathered_dot_equals_the_materialised_gather(anchors):
+    from dvcl.losses.hqcl import gathered_dot
+
+    g = torch.Generator().manual_seed(anchors)
+    table = torch.randn(40, 256, generator=g)
+    index = torch.randint(0, 40, (anchors, 50), generator=g)
+    a = torch.randn(anchors, 256, generator=g, requires_grad=True)
+    weights = torch.randn(anchors, 50, generator=g)
+    out = gathered_dot(a, table, index)
+    (out * weights).sum().backward()
+    a_ref = a.detach().clone().requires_grad_()
+    ref = (a_ref.unsqueeze(1) * table[index]).sum(-1)
+    (ref * weights).sum().backward()
+    assert torch.equal(out, ref)  # the same products summed in the same order
+    assert torch.allclose(a.grad, a_ref.grad, rtol=1e-5, atol=1e-5)
+    assert not table.requires_grad
+
+
 def test_hqcl_edge_cases_are_finite():
     anchors = torch.randn(5, 4, requires_grad=True)
     protos, present = class_prototypes(torch.randn(5, 4), torch.tensor([0, 0, 1, 1, 1]), 3)

@@ -32,8 +32,11 @@ class _GatheredDot(torch.autograd.Function):
     The straightforward ``einsum("ad,and->an", a, table[index])`` materialises Na x N x D floats (3584 anchors x
     50 negatives x 256 = 183 MB per model and step at the paper's settings) and keeps them for backward; on a
     CPU that gather, not arithmetic, dominated L_hqcl. Here the rows are gathered in cache-sized blocks of
-    anchors with ``index_select`` (a row copy, unlike advanced indexing's element loop) in forward; backward is
-    one fused ``embedding_bag``. ``table`` receives no gradient (negatives are detached).
+    anchors with ``index_select`` (a row copy, unlike advanced indexing's element loop), multiplied by their
+    anchor in place and summed: the batched matrix-vector product (``bmm`` of (b, N, D) by (b, D, 1)) used before
+    was 3.5x slower on a CPU (80 vs 22 ms per model and step at 3584 x 50 x 256, one thread), and the elementwise
+    form gives the materialised formula's values bit for bit. Backward is one fused ``embedding_bag``. ``table``
+    receives no gradient (negatives are detached).
     """
 
     @staticmethod
@@ -42,7 +45,7 @@ class _GatheredDot(torch.autograd.Function):
         n, d = index.shape[1], table.shape[1]
         for s in range(0, a.shape[0], block):
             rows = table.index_select(0, index[s:s + block].reshape(-1)).view(-1, n, d)
-            out[s:s + block] = torch.bmm(rows, a[s:s + block].unsqueeze(2)).squeeze(2)
+            torch.sum(rows.mul_(a[s:s + block].unsqueeze(1)), dim=2, out=out[s:s + block])
         ctx.save_for_backward(table, index)
         ctx.block = block
         return out
@@ -59,13 +62,14 @@ class _GatheredDot(torch.autograd.Function):
 def gathered_dot(a: Tensor, table: Tensor, index: Tensor) -> Tensor:
     """``(a.unsqueeze(1) * table[index]).sum(-1)``: (Na, D), (T, D), (Na, N) long -> (Na, N); gradient to ``a``.
 
-    On CPU the rows are gathered in blocks of about 4 MB (cache-sized); on an accelerator in one block.
+    On CPU the rows are gathered in blocks of about 2 MB (cache-sized; 22 ms against 28 ms with 4 MB blocks at
+    the paper's sizes); on an accelerator in one block.
     """
     if a.shape[0] == 0 or index.numel() == 0:
         return a[:, :1].expand(a.shape[0], index.shape[1]) * 0.0
     table = table.detach().to(a.dtype)
     if a.device.type == "cpu":
-        block = max(1, (1 << 20) // max(1, index.shape[1] * table.shape[1]))
+        block = max(1, (1 << 19) // max(1, index.shape[1] * table.shape[1]))
     else:
         block = a.shape[0]
     return _GatheredDot.apply(a, table, index, block)
