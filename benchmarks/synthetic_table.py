@@ -4,10 +4,14 @@ the difference to the reference variant and the best Dice on the *synthetic* val
 each checkpoint). The randomisation study of issue 13 is this table.
 
     python benchmarks/synthetic_table.py WORK -o docs/results/synthetic_ablation.md [--reference all]
+        [--replicate WORK_SEED1/all] [--plot differences.png]
 
 Reads WORK/<variant>/real_ct/summary.json (written by `dvcl evaluate` once per finished model) and
 WORK/<variant>/run/run.json; trains, evaluates and changes nothing. Variants without a real-CT report are
-listed as missing.
+listed as missing. ``--replicate`` adds the reference recipe run with another seed (data and training) as a
+row of its own: its difference to the reference is the seed spread that a single variant's difference must
+exceed to mean anything. ``--plot`` draws every variant's per-structure difference to the reference as a
+heatmap (people compare 14 x 13 differences faster by colour than by reading them).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 
 def _best_val(run_json: Path) -> Optional[float]:
@@ -34,25 +38,42 @@ def _fmt(v: Optional[float], signed: bool = False) -> str:
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
 
-def build_table(work: Path, reference: str = "all") -> str:
-    """The markdown table of every variant folder in ``work`` (see the module docstring)."""
+def collect(work: Path, replicate: Optional[Path] = None) -> Tuple[Dict[str, dict], List[str]]:
+    """Every variant folder's real-CT row (plus ``best_val``), and the variants without a report yet.
+
+    The replicate, when given, is the row ``"<its folder name> (replicate)"``."""
     from dvcl.evaluation.report import load_summary, run_row
 
-    variants = sorted(p for p in work.iterdir() if p.is_dir())
+    folders = [(p.name, p) for p in sorted(work.iterdir()) if p.is_dir()]
+    if replicate is not None:
+        folders.append((f"{replicate.name} (replicate)", replicate))
     rows: Dict[str, dict] = {}
     missing: List[str] = []
-    for v in variants:
+    for name, v in folders:
         summary = v / "real_ct" / "summary.json"
         if summary.is_file():
-            rows[v.name] = run_row(load_summary(summary), name=v.name)
-            rows[v.name]["best_val"] = _best_val(v / "run" / "run.json")
+            rows[name] = run_row(load_summary(summary), name=name)
+            rows[name]["best_val"] = _best_val(v / "run" / "run.json")
         else:
-            missing.append(v.name)
+            missing.append(name)
     if not rows:
         raise SystemExit(f"{work}: no variant has a real-CT report (<variant>/real_ct/summary.json)")
+    return rows, missing
+
+
+def _order(rows: Dict[str, dict], reference: str) -> List[str]:
+    """The reference first, its replicate next, then the variants by name."""
+    replicas = [n for n in rows if n.endswith("(replicate)")]
+    rest = [n for n in rows if n != reference and n not in replicas]
+    return ([reference] if reference in rows else []) + replicas + rest
+
+
+def build_table(work: Path, reference: str = "all", replicate: Optional[Path] = None) -> str:
+    """The markdown table of every variant folder in ``work`` (see the module docstring)."""
+    rows, missing = collect(work, replicate)
     structures = list(next(iter(rows.values()))["structures"])
     ref = rows.get(reference)
-    order = ([reference] if ref else []) + [n for n in rows if n != reference]
+    order = _order(rows, reference)
     head = ["variant", *structures, "mean Dice", f"minus {reference}" if ref else "", "synthetic val. (best)"]
     lines = ["| " + " | ".join(h for h in head if h) + " |", "|" + "---|" * len([h for h in head if h])]
     for name in order:
@@ -64,9 +85,65 @@ def build_table(work: Path, reference: str = "all") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     out = ["Dice in % on the real CT (one scan, read once per finished model); 'synthetic val.' is the best mean",
            "Dice on the synthetic validation split, which chose each checkpoint.", "", *lines]
+    spread = [n for n in order if n.endswith("(replicate)")]
+    if ref and spread:
+        d = abs(rows[spread[0]]["mean_dice"] - ref["mean_dice"])
+        out += ["", f"Seed spread: the replicate differs from {reference} by {100 * d:.1f} points in the mean; a "
+                f"variant's difference within +-{100 * d:.1f} is not told from a seed change."]
     if missing:
         out += ["", f"No real-CT report yet: {', '.join(missing)}."]
     return "\n".join(out) + "\n"
+
+
+def difference_matrix(rows: Dict[str, dict], reference: str) -> Tuple[List[str], List[str], object]:
+    """(variant names, columns = structures + "mean", (variants, columns) array of Dice differences in points)."""
+    import numpy as np
+
+    if reference not in rows:
+        raise SystemExit(f"the reference variant '{reference}' has no real-CT report")
+    ref = rows[reference]
+    cols = [*ref["structures"], "mean"]
+    names = [n for n in _order(rows, reference) if n != reference]
+
+    def value(row: dict, col: str) -> float:
+        v = row["mean_dice"] if col == "mean" else row["structures"].get(col)
+        return float("nan") if v is None else float(v)
+
+    diff = np.array([[100 * (value(rows[n], c) - value(ref, c)) for c in cols] for n in names]).reshape(len(names),
+                                                                                                        len(cols))
+    return names, cols, diff
+
+
+def plot_differences(work: Path, out: Path, reference: str = "all", replicate: Optional[Path] = None) -> Path:
+    """Heatmap of (variant - reference) Dice per structure and for the mean, in points; written to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows, _ = collect(work, replicate)
+    names, cols, diff = difference_matrix(rows, reference)
+    if not names:
+        raise SystemExit(f"{work}: no variant besides '{reference}' to compare")
+    lim = max(5.0, float(np.nanmax(np.abs(diff)))) if np.isfinite(diff).any() else 5.0
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(cols), 1.2 + 0.42 * len(names)))
+    im = ax.imshow(diff, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(diff.shape[0]):
+        for j in range(diff.shape[1]):
+            if np.isfinite(diff[i, j]):
+                ax.text(j, i, f"{diff[i, j]:+.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(diff[i, j]) > 0.6 * lim else "black")
+    ax.set_xticks(range(len(cols)), [c.replace("_", " ") for c in cols], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.axvline(len(cols) - 1.5, color="k", lw=1)
+    ax.set_title(f"real-CT Dice minus '{reference}' (points); blue: the variant is better", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -74,8 +151,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("work", type=Path, help="the WORK folder of benchmarks/synthetic_model.sh (one folder per variant)")
     ap.add_argument("-o", "--out", type=Path, help="markdown file to write (default: print)")
     ap.add_argument("--reference", default="all", help="the variant the others are compared with (default: all)")
+    ap.add_argument("--replicate", type=Path, help="the reference recipe's folder from a run with another seed")
+    ap.add_argument("--plot", type=Path, help="also draw the differences to the reference as a heatmap (PNG)")
     args = ap.parse_args(argv)
-    table = build_table(args.work, args.reference)
+    table = build_table(args.work, args.reference, args.replicate)
+    if args.plot:
+        plot_differences(args.work, args.plot, args.reference, args.replicate)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table, encoding="utf-8")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from dvcl_test_cases import load_script
 
@@ -55,3 +56,42 @@ def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
     assert rows["all"][3] == f"{means['all']:.1f}" and rows["no_noise"][3] == f"{means['no_noise']:.1f}"
     assert rows["no_noise"][4] == f"{means['no_noise'] - means['all']:+.1f}" and means["no_noise"] < means["all"]
     assert rows["no_noise"][5].strip(" |") == "55.0" and "No real-CT report yet: no_bias" in table
+
+
+def test_replicate_row_spread_line_and_heatmap(tmp_path, capsys):
+    ref = np.zeros((6, 12, 12), np.uint8)
+    ref[1:5, 1:6, 1:6] = 1
+    ref[1:5, 6:11, 6:11] = 2
+    gt = _write(tmp_path / "ref.nii.gz", ref)
+    work, other_seed = tmp_path / "work", tmp_path / "work_s1"
+    rep, worse = ref.copy(), ref.copy()
+    rep[1, 1:6, 1:6] = 0  # the replicate misses one slice of structure 1
+    worse[1:4, 6:11, 6:11] = 0  # the variant misses three slices of structure 2
+    for folder, pred in ((work / "all", ref), (other_seed / "all", rep), (work / "no_texture", worse)):
+        p = _write(folder / "real_ct_pred.nii.gz", pred)
+        assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
+                          "--out", str(folder / "real_ct")]) == 0
+    capsys.readouterr()
+    script = _load_script()
+
+    table = script.build_table(work, replicate=other_seed / "all")
+    names = [line.split(" | ")[0].strip("| ") for line in table.splitlines()
+             if line.startswith("| ") and not line.startswith("| variant")]
+    assert names == ["all", "all (replicate)", "no_texture"]
+    mean = {f: json.loads((f / "real_ct" / "summary.json").read_text())["mean_dice_pct"]
+            for f in (work / "all", other_seed / "all")}
+    spread = abs(mean[other_seed / "all"] - mean[work / "all"])
+    assert spread > 0 and f"by {spread:.1f} points" in table
+
+    rows, _ = script.collect(work, other_seed / "all")
+    names, cols, diff = script.difference_matrix(rows, "all")
+    assert names == ["all (replicate)", "no_texture"] and cols[-1] == "mean"
+    lost = cols.index("label_2")  # structure 2: 3 of its 4 slices missed by the variant, untouched by the replicate
+    assert diff[1, lost] < -40 and diff[0, lost] == 0 and diff[0, cols.index("label_1")] < 0
+    assert abs(diff[0, -1]) == pytest.approx(spread, abs=0.051)
+
+    png = script.plot_differences(work, tmp_path / "fig" / "diff.png", replicate=other_seed / "all")
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size[0] > 300 and im.size[1] > 100
