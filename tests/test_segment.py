@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +353,14 @@ def test_package_flip_axes_from_training_record(tiny_package):
         pkg.meta["training"] = {"flip_axes": bad}
         with pytest.raises(ModelError, match="flip_axes"):
             _ = pkg.flip_axes
+    # a package whose model.json records a bad value is refused when it is loaded, not at the first --tta
+    bad_copy = tiny_package.parent / "bad_flip_axes"
+    shutil.copytree(tiny_package, bad_copy)
+    meta = json.loads((bad_copy / "model.json").read_text())
+    meta["training"]["flip_axes"] = [0, 3]
+    (bad_copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"model\.json: training\.flip_axes"):
+        load_model_package(bad_copy, lazy=True)
     # the shipped synthetic-CT models trained without flips (left and right organs); the phantom ones with them
     assert load_model_package(builtin_models_dir() / "synthetic_abdomen", lazy=True).flip_axes == ()
     assert load_model_package(builtin_models_dir() / "phantom_demo", lazy=True).flip_axes == (0, 1, 2)

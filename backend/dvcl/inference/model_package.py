@@ -217,7 +217,29 @@ def read_model_json(model_dir: PathLike) -> dict:
         raise ModelError(f"{path}: inference.roi {list(roi)} is not divisible by the network's {list(div)}")
     meta["inference"] = {**inf, "roi": list(roi), "stride": list(stride)}
     validate_postprocessing(meta.get(POSTPROCESSING_KEY), meta["labels"], path)
+    recorded_flip_axes(meta.get("training"), path)  # a bad record fails at load, not at the first --tta
     return meta
+
+
+def recorded_flip_axes(training: Any, path: Path) -> Tuple[int, ...]:
+    """The axes every training member flipped (:attr:`ModelPackage.flip_axes`); all three when not recorded.
+
+    Raises:
+        ModelError: ``training`` is not an object, or a recorded value is not a list of distinct axes 0..2.
+    """
+    training = {} if training is None else training
+    if not isinstance(training, dict):
+        raise ModelError(f"{path}: 'training' must be an object, got {type(training).__name__}")
+    members = training.get("ensemble") if isinstance(training.get("ensemble"), list) else [training]
+    axes = set(ALL_AXES)
+    for member in members:
+        value = member.get(FLIP_AXES_KEY, list(ALL_AXES)) if isinstance(member, dict) else list(ALL_AXES)
+        if (not isinstance(value, list) or any(type(a) is not int or a not in ALL_AXES for a in value)
+                or len(set(value)) != len(value)):
+            raise ModelError(f"{path}: training.{FLIP_AXES_KEY} must be a list of distinct axes 0, 1, 2; got "
+                             f"{value!r}")
+        axes &= set(value)
+    return tuple(sorted(axes))
 
 
 def _triple(value: Any, what: str, path: Path) -> Tuple[int, int, int]:
@@ -371,17 +393,7 @@ class ModelPackage:
         Raises:
             ModelError: a recorded value that is not a list of distinct axes 0..2.
         """
-        training = self.meta.get("training") or {}
-        members = training.get("ensemble") if isinstance(training.get("ensemble"), list) else [training]
-        axes = set(ALL_AXES)
-        for member in members:
-            value = member.get(FLIP_AXES_KEY, list(ALL_AXES)) if isinstance(member, dict) else list(ALL_AXES)
-            if (not isinstance(value, list) or any(type(a) is not int or a not in ALL_AXES for a in value)
-                    or len(set(value)) != len(value)):
-                raise ModelError(f"{self.path / MODEL_JSON}: training.{FLIP_AXES_KEY} must be a list of distinct "
-                                 f"axes 0, 1, 2; got {value!r}")
-            axes &= set(value)
-        return tuple(sorted(axes))
+        return recorded_flip_axes(self.meta.get("training"), self.path / MODEL_JSON)
 
     @property
     def preprocessing(self) -> PreprocessConfig:
@@ -564,6 +576,7 @@ def save_model_package(
 
 def _validate_meta_for_write(meta: dict, out_dir: Path) -> None:
     path = out_dir / MODEL_JSON
+    recorded_flip_axes(meta.get("training"), path)
     cfg = NetworkConfig.from_dict(meta["network"])
     meta["labels"] = _validate_labels(meta["labels"], cfg.num_classes, path)
     roi = _triple(meta["inference"]["roi"], "roi", path)
