@@ -4,14 +4,15 @@ the difference to the reference variant and the best Dice on the *synthetic* val
 each checkpoint). The randomisation study of issue 13 is this table.
 
     python benchmarks/synthetic_table.py WORK -o docs/results/synthetic_ablation.md [--reference all]
-        [--replicate WORK_SEED1/all] [--plot differences.png]
+        [--replicate WORK_SEED1/all [--replicate WORK_SEED2/all ...]] [--plot differences.png]
 
 Reads WORK/<variant>/real_ct/summary.json (written by `dvcl evaluate` once per finished model) and
 WORK/<variant>/run/run.json; trains, evaluates and changes nothing. Variants without a real-CT report are
-listed as missing. ``--replicate`` adds the reference recipe run with another seed (data and training) as a
-row of its own: its difference to the reference is the seed spread that a single variant's difference must
-exceed to mean anything. ``--plot`` draws every variant's per-structure difference to the reference as a
-heatmap (people compare 14 x 13 differences faster by colour than by reading them).
+listed as missing. ``--replicate`` (repeatable) adds the reference recipe run with another seed (data and
+training) as a row of its own, named after its WORK folder: the replicates' differences to the reference are the
+seed spread that a single variant's difference must exceed to mean anything. ``--plot`` draws every variant's
+per-structure difference to the reference as a heatmap (people compare 14 x 13 differences faster by colour than
+by reading them).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 def _best_val(run_json: Path) -> Optional[float]:
@@ -38,15 +39,15 @@ def _fmt(v: Optional[float], signed: bool = False) -> str:
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
 
-def collect(work: Path, replicate: Optional[Path] = None) -> Tuple[Dict[str, dict], List[str]]:
+def collect(work: Path, replicates: Sequence[Path] = ()) -> Tuple[Dict[str, dict], List[str]]:
     """Every variant folder's real-CT row (plus ``best_val``), and the variants without a report yet.
 
-    The replicate, when given, is the row ``"<its folder name> (replicate)"``."""
+    Each replicate is the row ``"<its folder name> (<its WORK folder's name>)"``, flagged ``replicate``."""
     from dvcl.evaluation.report import load_summary, run_row
 
     folders = [(p.name, p) for p in sorted(work.iterdir()) if p.is_dir()]
-    if replicate is not None:
-        folders.append((f"{replicate.name} (replicate)", replicate))
+    for rep in replicates:
+        folders.append((f"{rep.name} ({rep.parent.name})", rep))
     rows: Dict[str, dict] = {}
     missing: List[str] = []
     for name, v in folders:
@@ -54,6 +55,7 @@ def collect(work: Path, replicate: Optional[Path] = None) -> Tuple[Dict[str, dic
         if summary.is_file():
             rows[name] = run_row(load_summary(summary), name=name)
             rows[name]["best_val"] = _best_val(v / "run" / "run.json")
+            rows[name]["replicate"] = v.parent != work
         else:
             missing.append(name)
     if not rows:
@@ -62,15 +64,15 @@ def collect(work: Path, replicate: Optional[Path] = None) -> Tuple[Dict[str, dic
 
 
 def _order(rows: Dict[str, dict], reference: str) -> List[str]:
-    """The reference first, its replicate next, then the variants by name."""
-    replicas = [n for n in rows if n.endswith("(replicate)")]
+    """The reference first, its replicates next, then the variants by name."""
+    replicas = [n for n in rows if rows[n].get("replicate")]
     rest = [n for n in rows if n != reference and n not in replicas]
     return ([reference] if reference in rows else []) + replicas + rest
 
 
-def build_table(work: Path, reference: str = "all", replicate: Optional[Path] = None) -> str:
+def build_table(work: Path, reference: str = "all", replicates: Sequence[Path] = ()) -> str:
     """The markdown table of every variant folder in ``work`` (see the module docstring)."""
-    rows, missing = collect(work, replicate)
+    rows, missing = collect(work, replicates)
     structures = list(next(iter(rows.values()))["structures"])
     ref = rows.get(reference)
     order = _order(rows, reference)
@@ -85,11 +87,15 @@ def build_table(work: Path, reference: str = "all", replicate: Optional[Path] = 
         lines.append("| " + " | ".join(cells) + " |")
     out = ["Dice in % on the real CT (one scan, read once per finished model); 'synthetic val.' is the best mean",
            "Dice on the synthetic validation split, which chose each checkpoint.", "", *lines]
-    spread = [n for n in order if n.endswith("(replicate)")]
+    spread = [n for n in order if rows[n].get("replicate")]
     if ref and spread:
-        d = abs(rows[spread[0]]["mean_dice"] - ref["mean_dice"])
-        out += ["", f"Seed spread: the replicate differs from {reference} by {100 * d:.1f} points in the mean; a "
-                f"variant's difference within +-{100 * d:.1f} is not told from a seed change."]
+        seeds = [ref["mean_dice"]] + [rows[n]["mean_dice"] for n in spread]
+        d = max(abs(rows[n]["mean_dice"] - ref["mean_dice"]) for n in spread)
+        mean = sum(seeds) / len(seeds)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in seeds) / (len(seeds) - 1))
+        out += ["", f"Seed spread: the replicates differ from {reference} by up to {100 * d:.1f} points in the mean "
+                f"({len(seeds)} seeds of the reference: {100 * mean:.1f} +- {100 * sd:.1f}); a variant's difference "
+                f"within +-{100 * d:.1f} is not told from a seed change."]
     if missing:
         out += ["", f"No real-CT report yet: {', '.join(missing)}."]
     return "\n".join(out) + "\n"
@@ -114,7 +120,7 @@ def difference_matrix(rows: Dict[str, dict], reference: str) -> Tuple[List[str],
     return names, cols, diff
 
 
-def plot_differences(work: Path, out: Path, reference: str = "all", replicate: Optional[Path] = None) -> Path:
+def plot_differences(work: Path, out: Path, reference: str = "all", replicates: Sequence[Path] = ()) -> Path:
     """Heatmap of (variant - reference) Dice per structure and for the mean, in points; written to ``out``."""
     import matplotlib
 
@@ -122,7 +128,7 @@ def plot_differences(work: Path, out: Path, reference: str = "all", replicate: O
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows, _ = collect(work, replicate)
+    rows, _ = collect(work, replicates)
     names, cols, diff = difference_matrix(rows, reference)
     if not names:
         raise SystemExit(f"{work}: no variant besides '{reference}' to compare")
@@ -151,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("work", type=Path, help="the WORK folder of benchmarks/synthetic_model.sh (one folder per variant)")
     ap.add_argument("-o", "--out", type=Path, help="markdown file to write (default: print)")
     ap.add_argument("--reference", default="all", help="the variant the others are compared with (default: all)")
-    ap.add_argument("--replicate", type=Path, help="the reference recipe's folder from a run with another seed")
+    ap.add_argument("--replicate", type=Path, action="append", default=[],
+                    help="the reference recipe's folder from a run with another seed (repeatable)")
     ap.add_argument("--plot", type=Path, help="also draw the differences to the reference as a heatmap (PNG)")
     args = ap.parse_args(argv)
     table = build_table(args.work, args.reference, args.replicate)
