@@ -24,7 +24,8 @@
 #    one randomisation off, a model trained SYNA_ITERATIONS (the same for every variant, `all` the reference), all
 #    variants side by side on the GPU, each scored once on the real abdomen CT; OUT/synth_ablation.md is the table
 #    (benchmarks/synthetic_table.py), OUT/synth_ablation.tgz the reports, configs and curves. A short schedule: the
-#    variants compare with each other, not with the shipped model.
+#    variants compare with each other, not with the shipped model. SYNA_SEED [0]: the data and training seed (a
+#    second lease with SYNA_SEED=1 gives each variant its replicate; WORK/syna_s<SEED> keeps seeds apart).
 # 5. PARTS=...,ablation (issue 12): DVCL with one term or option changed (ABLATIONS below), 3 seeds each, one setting
 #    after the other next to the grid, in WORK/abl/<name>; `dvcl compare` tables them against the grid's rows
 #    (docs/results/ssl_benchmark.md, "Ablations").
@@ -48,6 +49,7 @@ PAPER_ITERATIONS=${PAPER_ITERATIONS:-1000}  # the paper's 10000 take about 75 GP
 VAL_EVERY=${VAL_EVERY:-250}
 PAPER_WORKERS=${PAPER_WORKERS:-3}  # loader workers per paper-profile run (4 runs x 3 + 4 on a 16-core machine)
 PARTS=${PARTS:-paper}  # step, segment (2026-11-26), grid and paper at 500 iterations (2026-11-27) are measured
+SYNA_SEED=${SYNA_SEED:-0}; SYNA_W=$W/syna_s$SYNA_SEED  # synth_ablation: seed and work folder
 want() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 mkdir -p "$OUT" "$W"
@@ -92,13 +94,13 @@ fi
 p7=""
 if want synth_ablation; then
   echo "== synthetic randomisation ablation, in the background ($(left) s left)"
-  (for v in ${SYNA_VARIANTS:-all phase texture noise resolution}; do
+  (for v in ${SYNA_VARIANTS:-all texture absence resolution}; do
      [ "$v" = all ] && a="" || a=$v
-     ABLATE=$a COUNT=${SYNA_COUNT:-48} SPACING="2.5 2.5 5.0" PROFILE=quick ITERATIONS=${SYNA_ITERATIONS:-5000} \
+     ABLATE=$a SEED=$SYNA_SEED COUNT=${SYNA_COUNT:-48} SPACING="2.5 2.5 5.0" PROFILE=quick ITERATIONS=${SYNA_ITERATIONS:-5000} \
        METHOD=fully DEVICE=${SYNA_DEVICE:-cuda} WORKERS=${SYNA_WORKERS:-3} DVCL="$DVCL" \
        EXTRA="--set val_every=${SYNA_VAL_EVERY:-500} --set num_workers=2" \
        TRAIN_UNTIL=$((START + BUDGET - ${SYN_RESERVE:-150})) \
-       timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$W/syna" > "$OUT/synth_ablation_$v.log" 2>&1 &
+       timeout $(($(left) - 30)) bash benchmarks/synthetic_model.sh "$SYNA_W" > "$OUT/synth_ablation_$v.log" 2>&1 &
    done; wait) & p7=$!
 fi
 if want grid || want paper || want ablation; then
@@ -164,9 +166,9 @@ sleep 2
 echo "== pack ($(left) s left)"
 tar czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.nii.gz' --exclude='*.nrrd' \
   -C "$W" "grid_gpu_i$ITERATIONS_GRID" paper abl 2>/dev/null
-if want synth_ablation && [ -d "$W/syna" ]; then
-  python3 benchmarks/synthetic_table.py "$W/syna" -o "$OUT/synth_ablation.md" || true
-  (cd "$W/syna" && tar czf "$OUT/synth_ablation.tgz" --ignore-failed-read ./*/real_ct/report.md ./*/real_ct/summary.json \
+if want synth_ablation && [ -d "$SYNA_W" ]; then
+  python3 benchmarks/synthetic_table.py "$SYNA_W" -o "$OUT/synth_ablation.md" || true
+  (cd "$SYNA_W" && tar czf "$OUT/synth_ablation.tgz" --ignore-failed-read ./*/real_ct/report.md ./*/real_ct/summary.json \
      ./*/run/metrics.csv ./*/run/run.json ./*/run/config.yaml ./*/model/model.json 2>/dev/null)
 fi
 if want synth || want synth_heart; then
