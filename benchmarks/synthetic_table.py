@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -91,8 +92,7 @@ def build_table(work: Path, reference: str = "all", replicates: Sequence[Path] =
     if ref and spread:
         seeds = [ref["mean_dice"]] + [rows[n]["mean_dice"] for n in spread]
         d = max(abs(rows[n]["mean_dice"] - ref["mean_dice"]) for n in spread)
-        mean = sum(seeds) / len(seeds)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in seeds) / (len(seeds) - 1))
+        mean, sd = statistics.mean(seeds), statistics.stdev(seeds)
         out += ["", f"Seed spread: the replicates differ from {reference} by up to {100 * d:.1f} points in the mean "
                 f"({len(seeds)} seeds of the reference: {100 * mean:.1f} +- {100 * sd:.1f}); a variant's difference "
                 f"within +-{100 * d:.1f} is not told from a seed change."]
@@ -115,9 +115,8 @@ def difference_matrix(rows: Dict[str, dict], reference: str) -> Tuple[List[str],
         v = row["mean_dice"] if col == "mean" else row["structures"].get(col)
         return float("nan") if v is None else float(v)
 
-    diff = np.array([[100 * (value(rows[n], c) - value(ref, c)) for c in cols] for n in names]).reshape(len(names),
-                                                                                                        len(cols))
-    return names, cols, diff
+    diff = np.array([[100 * (value(rows[n], c) - value(ref, c)) for c in cols] for n in names], dtype=float)
+    return names, cols, diff.reshape(len(names), len(cols))  # (0, C) when there is no variant
 
 
 def plot_differences(work: Path, out: Path, reference: str = "all", replicates: Sequence[Path] = ()) -> Path:

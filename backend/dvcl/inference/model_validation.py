@@ -236,3 +236,33 @@ def validate_postprocessing(post: Any, labels: Dict[str, Any], path: Path) -> An
         raise ModelError(f"{_where(path, POSTPROCESSING_KEY)}.largest_component names ids {unknown} that are not "
                          f"labels of the model ({', '.join(sorted(labels, key=int))})")
     return post
+
+
+#: ``training.flip_axes`` in model.json: the spatial axes (0 z, 1 y, 2 x of the network's grid) that training
+#: flipped at random. Test-time augmentation may flip only these: a network that never saw a mirrored patch
+#: labels the mirrored left kidney "right kidney" (measured on a synthetic validation CT with the default model:
+#: mean Dice 80.2 % without flips, 2.9 % with all eight).
+FLIP_AXES_KEY = "flip_axes"
+#: What a package made before that record was written is taken to have used: TrainConfig's flips on every axis.
+ALL_AXES = (0, 1, 2)
+
+
+def recorded_flip_axes(training: Any, path: Path) -> Tuple[int, ...]:
+    """The axes every training member flipped (:attr:`ModelPackage.flip_axes`); all three when not recorded.
+
+    Raises:
+        ModelError: ``training`` is not an object, or a recorded value is not a list of distinct axes 0..2.
+    """
+    training = {} if training is None else training
+    if not isinstance(training, dict):
+        raise ModelError(f"{path}: 'training' must be an object, got {type(training).__name__}")
+    members = training.get("ensemble") if isinstance(training.get("ensemble"), list) else [training]
+    axes = set(ALL_AXES)
+    for member in members:
+        value = member.get(FLIP_AXES_KEY, list(ALL_AXES)) if isinstance(member, dict) else list(ALL_AXES)
+        if (not isinstance(value, list) or any(type(a) is not int or a not in ALL_AXES for a in value)
+                or len(set(value)) != len(value)):
+            raise ModelError(f"{path}: training.{FLIP_AXES_KEY} must be a list of distinct axes 0, 1, 2; got "
+                             f"{value!r}")
+        axes &= set(value)
+    return tuple(sorted(axes))

@@ -58,7 +58,7 @@ def tta_flips(flip_axes: Sequence[int]) -> Tuple[Tuple[int, ...], ...]:
 
     Why not all eight: a flip the network never saw in training is not a symmetry of its task. Mirroring
     left-right turns the left kidney into what it learnt as the right one, and the mean over flips is then
-    wrong, not smoother (:data:`dvcl.inference.model_package.FLIP_AXES_KEY`).
+    wrong, not smoother (:data:`dvcl.inference.model_validation.FLIP_AXES_KEY`).
     """
     dims = {2 + int(a) for a in flip_axes}
     return tuple(f for f in TTA_FLIPS if set(f) <= dims)
