@@ -16,13 +16,11 @@ position and rotation, partial-volume blur and correlated noise.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from dvcl.errors import ConfigError
 from dvcl.phantoms.shapes import (
     FREE,
     SOLID,
@@ -31,14 +29,12 @@ from dvcl.phantoms.shapes import (
     Canvas,
     Ellipsoid,
     Func,
-    GridDraw,
-    PhantomGrid,
+    PaintedAnatomy,
     Region,
     TorsoRanges,
     Tube,
-    draw_torso,
+    acquire_phantom,
     elliptic_cylinder,
-    finish_ct,
     free_only,
     label_is,
     label_not,
@@ -49,6 +45,7 @@ from dvcl.phantoms.shapes import (
     random_rotation,
     rotation,
     smooth_curve,
+    start_anatomy,
 )
 from dvcl.presets import PRESETS
 
@@ -85,22 +82,6 @@ TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.66, 0.82), 
                     texture_mm=6.0)
 
 
-@dataclass
-class AbdomenAnatomy:
-    """The painted, noise-free phantom before acquisition: what :func:`make_abdominal_phantom` blurs and adds
-    noise to, exposed so that :mod:`dvcl.synthesis` can re-draw every tissue's intensity."""
-
-    canvas: Canvas
-    grid: PhantomGrid
-    body: Body
-    hu: Dict[str, float]
-    """the HU drawn for each named tissue (after jitter), as painted"""
-    phase: str
-    rng: np.random.Generator
-    """the case's generator, positioned after the painting (the acquisition draws continue from here)"""
-    noise_draw: float
-
-
 def abdominal_anatomy(
     seed: int,
     size: Optional[Sequence[int]] = None,
@@ -108,24 +89,15 @@ def abdominal_anatomy(
     direction: Optional[Union[str, Sequence[float]]] = None,
     phase: Optional[str] = None,
     record_strokes: bool = False,
-) -> AbdomenAnatomy:
+) -> PaintedAnatomy:
     """Paint one random abdomen (arguments as :func:`make_abdominal_phantom`); ``record_strokes`` keeps, per
     voxel, which paint call wrote it (see :meth:`Canvas.record_strokes`). The random draws are the same with
     and without it."""
-    rng = np.random.default_rng(seed)
-    draw = GridDraw(rng)
-    phase_draw = PHASES[int(rng.choice(3, p=[0.25, 0.35, 0.40]))]
-    phase = phase or phase_draw
-    if phase not in PHASES:
-        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
-    noise_draw = float(rng.uniform(8, 22))
-
-    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
-    if record_strokes:
-        canvas.record_strokes()
-
+    anat = start_anatomy(seed, TORSO, PHASES, (0.25, 0.35, 0.40), (8, 22), size, spacing, direction, phase,
+                         record_strokes)
+    canvas, rng, body, phase, hu = anat.canvas, anat.rng, anat.body, anat.phase, anat.hu
     jitter = {"artery": {"native": 4, "arterial": 40, "portal": 20}[phase]}
-    hu = {k: v + rng.normal(0, jitter.get(k, 4)) for k, v in _HU[phase].items()}
+    hu.update({k: v + rng.normal(0, jitter.get(k, 4)) for k, v in _HU[phase].items()})
     hu["liver"] = float(np.clip(hu["liver"], 48, 88))
     hu["fat"] = rng.uniform(-115, -85)
     paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
@@ -136,7 +108,7 @@ def abdominal_anatomy(
     _paint_bowel(canvas, rng, hu)
     base = rng.uniform(-8, 8)  # ribs 12 (lowest, floating) up to 6; heads one vertebra (33 mm) apart
     paint_ribs(canvas, rng, body, [(33.0 * (13 - k) + base, tb, tc) for k, tb, tc in _RIBS])
-    return AbdomenAnatomy(canvas, grid, body, hu, phase, rng, noise_draw)
+    return anat
 
 
 def make_abdominal_phantom(
@@ -161,12 +133,9 @@ def make_abdominal_phantom(
         ``(image, label)``: SimpleITK images with identical geometry.
     """
     anat = abdominal_anatomy(seed, size, spacing, direction, phase)
-    canvas, grid, rng = anat.canvas, anat.grid, anat.rng
-    noise_sd = anat.noise_draw if noise_sd is None else float(noise_sd)
-    blur = (rng.uniform(0.45, 0.75) * grid.spacing[0], rng.uniform(0.3, 0.5) * grid.spacing[2])
-    arr = finish_ct(canvas, rng, blur, noise_sd, noise_corr_mm=0.6 * grid.spacing[0])
-    image = grid.to_image(arr)
-    label = grid.to_image(canvas.lab)
+    grid = anat.grid
+    image = grid.to_image(acquire_phantom(anat, noise_sd))
+    label = grid.to_image(anat.canvas.lab)
     log.debug("abdominal phantom seed=%d phase=%s size=%s spacing=%s", seed, anat.phase, grid.size, grid.spacing)
     return image, label
 

@@ -17,26 +17,22 @@ the RA, the descending aorta and pulmonary veins look like labeled vessels.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from dvcl.errors import ConfigError
 from dvcl.phantoms.shapes import (
     Body,
     Canvas,
     Ellipsoid,
     Func,
-    GridDraw,
-    PhantomGrid,
+    PaintedAnatomy,
     Region,
     TorsoRanges,
     Tube,
-    draw_torso,
+    acquire_phantom,
     elliptic_cylinder,
-    finish_ct,
     frame_from_axis,
     label_is,
     label_not,
@@ -45,6 +41,7 @@ from dvcl.phantoms.shapes import (
     paint_spine,
     random_rotation,
     smooth_curve,
+    start_anatomy,
 )
 from dvcl.presets import PRESETS
 
@@ -65,22 +62,6 @@ TORSO = TorsoRanges(REF_CAVITY, REF_Z_CENTER, REF_Z_EXTENT, ratio=(0.62, 0.78), 
 _RIBS_K = range(1, 13)
 
 
-@dataclass
-class CardiacAnatomy:
-    """The painted, noise-free cardiac phantom before acquisition: what :func:`make_cardiac_phantom` blurs and
-    adds noise to, exposed so that :mod:`dvcl.synthesis.cardiac` can re-draw every tissue's intensity."""
-
-    canvas: Canvas
-    grid: PhantomGrid
-    body: Body
-    hu: Dict[str, float]
-    """the HU drawn for each named tissue, as painted"""
-    phase: str
-    rng: np.random.Generator
-    """the case's generator, positioned after the painting (the acquisition draws continue from here)"""
-    noise_draw: float
-
-
 def cardiac_anatomy(
     seed: int,
     size: Optional[Sequence[int]] = None,
@@ -88,30 +69,22 @@ def cardiac_anatomy(
     direction: Optional[Union[str, Sequence[float]]] = None,
     phase: Optional[str] = None,
     record_strokes: bool = False,
-) -> CardiacAnatomy:
+) -> PaintedAnatomy:
     """Paint one random chest and heart (arguments as :func:`make_cardiac_phantom`); ``record_strokes`` keeps,
     per voxel, which paint call wrote it (see :meth:`Canvas.record_strokes`). The random draws are the same
     with and without it."""
-    rng = np.random.default_rng(seed)
-    draw = GridDraw(rng)
-    phase_draw = PHASES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
-    phase = phase or phase_draw
-    if phase not in PHASES:
-        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(PHASES)}")
-    noise_draw = float(rng.uniform(10, 30))
-
-    canvas, grid, body = draw_torso(rng, draw, TORSO, size, spacing, direction)
-    if record_strokes:
-        canvas.record_strokes()
-
-    hu = _contrast(rng, phase)
+    anat = start_anatomy(seed, TORSO, PHASES, (0.5, 0.25, 0.25), (10, 30), size, spacing, direction, phase,
+                         record_strokes)
+    canvas, rng, body = anat.canvas, anat.rng, anat.body
+    hu = anat.hu
+    hu.update(_contrast(rng, anat.phase))
     paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
     _paint_chest(canvas, rng, body, hu)
     _paint_heart(canvas, rng, hu)
     base = rng.uniform(-8, 8)  # rib k's head sits one thoracic vertebra (25 mm) below rib k-1
     ribs = [(25.0 * (7 - k) + base, *_rib_reach(k)) for k in _RIBS_K]
     paint_ribs(canvas, rng, body, ribs)
-    return CardiacAnatomy(canvas, grid, body, hu, phase, rng, noise_draw)
+    return anat
 
 
 def make_cardiac_phantom(
@@ -134,11 +107,9 @@ def make_cardiac_phantom(
             class ids 1..7 (uint8), to exercise the remapping of the ``mmwhs`` preset.
     """
     anat = cardiac_anatomy(seed, size, spacing, direction, phase)
-    canvas, grid, rng = anat.canvas, anat.grid, anat.rng
-    noise_sd = anat.noise_draw if noise_sd is None else float(noise_sd)
-    blur = (rng.uniform(0.45, 0.75) * grid.spacing[0], rng.uniform(0.3, 0.5) * grid.spacing[2])
-    arr = finish_ct(canvas, rng, blur, noise_sd, noise_corr_mm=0.6 * grid.spacing[0])
-    lab = to_raw_mmwhs(canvas.lab) if raw_values else canvas.lab
+    grid = anat.grid
+    arr = acquire_phantom(anat, noise_sd)
+    lab = to_raw_mmwhs(anat.canvas.lab) if raw_values else anat.canvas.lab
     log.debug("cardiac phantom seed=%d phase=%s size=%s spacing=%s", seed, anat.phase, grid.size, grid.spacing)
     return grid.to_image(arr), grid.to_image(lab)
 

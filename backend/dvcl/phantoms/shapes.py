@@ -692,6 +692,54 @@ def draw_torso(rng: np.random.Generator, draw: GridDraw, ranges: TorsoRanges, si
     return canvas, grid, body
 
 
+
+@dataclass
+class PaintedAnatomy:
+    """The painted, noise-free phantom before acquisition (either kind): what the ``make_*_phantom`` functions
+    blur and add noise to, exposed so that :mod:`dvcl.synthesis` can re-draw every tissue's intensity."""
+
+    canvas: Canvas
+    grid: PhantomGrid
+    body: Body
+    hu: Dict[str, float]
+    """the HU drawn for each named tissue (after jitter), as painted"""
+    phase: str
+    rng: np.random.Generator
+    """the case's generator, positioned after the painting (the acquisition draws continue from here)"""
+    noise_draw: float
+
+
+def start_anatomy(seed: int, ranges: TorsoRanges, phases: Sequence[str], phase_p: Sequence[float],
+                  noise_range: Tuple[float, float], size: Optional[Sequence[int]],
+                  spacing: Optional[Sequence[float]], direction: Optional[Union[str, Sequence[float]]],
+                  phase: Optional[str], record_strokes: bool) -> PaintedAnatomy:
+    """The first draws of every phantom, in the order a seed has always used (contrast phase, noise level,
+    torso), so each kind only paints its own tissues into the returned anatomy and fills its ``hu``.
+
+    Raises:
+        ConfigError: ``phase`` is not one of ``phases``.
+    """
+    rng = np.random.default_rng(seed)
+    draw = GridDraw(rng)
+    phase_draw = phases[int(rng.choice(len(phases), p=phase_p))]  # drawn even when ``phase`` is given
+    phase = phase or phase_draw
+    if phase not in phases:
+        raise ConfigError(f"unknown contrast phase '{phase}': choose one of {', '.join(phases)}")
+    noise_draw = float(rng.uniform(*noise_range))
+    canvas, grid, body = draw_torso(rng, draw, ranges, size, spacing, direction)
+    if record_strokes:
+        canvas.record_strokes()
+    return PaintedAnatomy(canvas, grid, body, {}, phase, rng, noise_draw)
+
+
+def acquire_phantom(anat: PaintedAnatomy, noise_sd: Optional[float]) -> Array:
+    """The phantom's CT array: partial-volume blur and noise drawn from the anatomy's own generator
+    (``noise_sd`` None: the level drawn with the anatomy)."""
+    grid, rng = anat.grid, anat.rng
+    noise_sd = anat.noise_draw if noise_sd is None else float(noise_sd)
+    blur = (rng.uniform(0.45, 0.75) * grid.spacing[0], rng.uniform(0.3, 0.5) * grid.spacing[2])
+    return finish_ct(anat.canvas, rng, blur, noise_sd, noise_corr_mm=0.6 * grid.spacing[0])
+
 def elliptic_cylinder(ax: float, ay: float, bump: Optional[FourierNoise] = None, cx: float = 0.0, cy: float = 0.0,
                  z0: float = -1e4, z1: float = 1e4) -> Func:
     """An elliptic cylinder along z (body layers, vertebral column), optionally with smooth bumps."""

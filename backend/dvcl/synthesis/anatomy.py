@@ -8,7 +8,7 @@ wall and contents, vessels, table... (:data:`priors.TISSUES`), all mapped to lab
 
 How they are found: the phantom is painted once (portal phase) with stroke recording on
 (:meth:`dvcl.phantoms.shapes.Canvas.record_strokes`). Each paint call is named from its HU argument, which is
-one of the phantom's named tissue values (``AbdomenAnatomy.hu``) or a known constant, or from the function that
+one of the phantom's named tissue values (``PaintedAnatomy.hu``) or a known constant, or from the function that
 computed it (bowel lumen, kidney, spine). Voxels written without a paint call (ribs, small-bowel loops) are
 told apart by value: ribs and costal cartilage carry one exact HU each, bowel contents a continuous field.
 """
@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, AbdomenAnatomy, abdominal_anatomy
-from dvcl.phantoms.shapes import FREE
+from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, abdominal_anatomy
+from dvcl.phantoms.shapes import FREE, PaintedAnatomy
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.pelvis import add_pelvis, draw_pelvis
 from dvcl.synthesis.priors import ABSENCE, T
@@ -124,7 +124,7 @@ def add_surroundings(a: Anatomy, rng: np.random.Generator, cfg: SynthesisConfig,
 
 
 # --------------------------------------------------------------------------------------------------------------
-def classify_tissues(anat: AbdomenAnatomy) -> np.ndarray:
+def classify_tissues(anat: PaintedAnatomy) -> np.ndarray:
     """Generation tissue per voxel of a phantom painted in the portal phase with stroke recording on."""
     canvas, hu = anat.canvas, anat.hu
     if canvas.strokes is None:
@@ -299,7 +299,7 @@ def add_arms(a: Anatomy, rng: np.random.Generator) -> None:
         _paint2d(a, db <= rb - rng.uniform(2.5, 4), T["bone_cancellous"], arm)
 
 
-def add_metal(a: Anatomy, rng: np.random.Generator, anat: AbdomenAnatomy, nz: Optional[int] = None,
+def add_metal(a: Anatomy, rng: np.random.Generator, anat: PaintedAnatomy, nz: Optional[int] = None,
               offset: int = 0) -> None:
     """A pair of pedicle screws at a random vertebral level of the abdomen (its ``nz`` slices from ``offset``
     on: a pelvis below does not move them): dense enough to cause strong streaks."""

@@ -22,7 +22,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from dvcl.phantoms.cardiac import CardiacAnatomy, cardiac_anatomy
+from dvcl.phantoms.cardiac import cardiac_anatomy
+from dvcl.phantoms.shapes import PaintedAnatomy
 from dvcl.synthesis.anatomy import (
     Anatomy,
     add_surroundings,
@@ -52,7 +53,7 @@ def paint_cardiac_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisCon
     return out
 
 
-def classify_cardiac_tissues(anat: CardiacAnatomy) -> np.ndarray:
+def classify_cardiac_tissues(anat: PaintedAnatomy) -> np.ndarray:
     """Generation tissue per voxel of a cardiac phantom painted with stroke recording on."""
     canvas, hu = anat.canvas, anat.hu
     if canvas.strokes is None:
@@ -111,7 +112,7 @@ def classify_cardiac_tissues(anat: CardiacAnatomy) -> np.ndarray:
     return tissue
 
 
-def add_sternal_wires(a: Anatomy, rng: np.random.Generator, anat: CardiacAnatomy) -> None:
+def add_sternal_wires(a: Anatomy, rng: np.random.Generator, anat: PaintedAnatomy) -> None:
     """Sternotomy wires: 4-7 steel loops round the sternum at intervals along it (dense enough for streaks)."""
     sc = anat.canvas.scale
     cx, cy = a.body_center

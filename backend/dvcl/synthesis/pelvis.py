@@ -28,12 +28,13 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from dvcl.phantoms.abdomen import AORTA, IVC, AbdomenAnatomy, bowel_loop_values
+from dvcl.phantoms.abdomen import AORTA, IVC, bowel_loop_values
 from dvcl.phantoms.shapes import (
     Canvas,
     Ellipsoid,
     Func,
     NoiseVolume,
+    PaintedAnatomy,
     PhantomGrid,
     Tube,
     elliptic_cylinder,
@@ -61,7 +62,7 @@ def draw_pelvis(rng: np.random.Generator, cfg) -> Dict[str, object]:
     return {"on": bool(cfg.pelvis and u < cfg.pelvis_p), "bottom_frac": frac, "seed": seed}
 
 
-def add_pelvis(label: np.ndarray, tissue: np.ndarray, origin: np.ndarray, spacing: float, anat: AbdomenAnatomy,
+def add_pelvis(label: np.ndarray, tissue: np.ndarray, origin: np.ndarray, spacing: float, anat: PaintedAnatomy,
                draw: Dict[str, object]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, object]]:
     """Extend the (z, y, x) maps caudally and paint the pelvis. Returns (label, tissue, origin, info);
     ``origin`` moves down by the added slices. Identity direction (LPS), isotropic ``spacing`` mm."""
@@ -113,7 +114,7 @@ def add_pelvis(label: np.ndarray, tissue: np.ndarray, origin: np.ndarray, spacin
 class _Painter:
     """Paints the pelvic zone of one case in priority order (later wins)."""
 
-    def __init__(self, c: Canvas, ext: np.ndarray, rng: np.random.Generator, anat: AbdomenAnatomy,
+    def __init__(self, c: Canvas, ext: np.ndarray, rng: np.random.Generator, anat: PaintedAnatomy,
                  seam_ref: float, bottom_ref: float) -> None:
         self.c, self.ext, self.rng, self.anat = c, ext, rng, anat
         self.seam, self.bottom = seam_ref, bottom_ref
