@@ -8,6 +8,9 @@
 #   ITERATIONS=6500 W=/work/syna/long queue.sh all texture
 #                                           # the follow-up; it ran on the study's data: synth/ and cache/ of
 #                                           # /work/syna/long/<variant> symlinked to /work/syna/w/<variant> first
+#   SEED=1 ITERATIONS=6500 W=/work/syna/long_s1 queue.sh all
+#                                           # its seed replicate (session 12): synth/ and cache/ symlinked to
+#                                           # /work/syna/w_s1/all first
 # (the study ran as two queues side by side, one core each; the replicates after them)
 set -u
 SEED=${SEED:-0}; ITERATIONS=${ITERATIONS:-2000}
