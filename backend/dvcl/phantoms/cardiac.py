@@ -75,8 +75,7 @@ def cardiac_anatomy(
     with and without it."""
     anat = start_anatomy(seed, TORSO, PHASES, (0.5, 0.25, 0.25), (10, 30), size, spacing, direction, phase,
                          record_strokes)
-    canvas, rng, body = anat.canvas, anat.rng, anat.body
-    hu = anat.hu
+    canvas, rng, body, hu = anat.canvas, anat.rng, anat.body, anat.hu
     hu.update(_contrast(rng, anat.phase))
     paint_body_wall(canvas, rng, body, hu["fat"], hu["muscle"])
     _paint_chest(canvas, rng, body, hu)

@@ -692,7 +692,6 @@ def draw_torso(rng: np.random.Generator, draw: GridDraw, ranges: TorsoRanges, si
     return canvas, grid, body
 
 
-
 @dataclass
 class PaintedAnatomy:
     """The painted, noise-free phantom before acquisition (either kind): what the ``make_*_phantom`` functions
