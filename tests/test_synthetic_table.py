@@ -54,8 +54,37 @@ def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
     summaries = {v: json.loads((work / v / "real_ct" / "summary.json").read_text()) for v in rows}
     means = {v: s["mean_dice_pct"] for v, s in summaries.items()}
     assert rows["all"][3] == f"{means['all']:.1f}" and rows["no_noise"][3] == f"{means['no_noise']:.1f}"
-    assert rows["no_noise"][4] == f"{means['no_noise'] - means['all']:+.1f}" and means["no_noise"] < means["all"]
-    assert rows["no_noise"][5].strip(" |") == "55.0" and "No real-CT report yet: no_bias" in table
+    assert rows["all"][4] == rows["all"][3]  # no structure painted that the reference lacks: the two means agree
+    assert rows["no_noise"][5] == f"{means['no_noise'] - means['all']:+.1f}" and means["no_noise"] < means["all"]
+    assert rows["no_noise"][6].strip(" |") == "55.0" and "No real-CT report yet: no_bias" in table
+
+
+def test_mean_over_the_reference_organs_leaves_out_a_false_positive(tmp_path):
+    """A model that paints a structure the scan lacks: `dvcl evaluate`'s mean counts it as Dice 0, issue 13's
+    "mean over the present organs" leaves it out."""
+    ref = np.zeros((6, 12, 12), np.uint8)
+    ref[1:5, 1:6, 1:6] = 1
+    ref[1:5, 6:11, 6:11] = 2
+    gt = _write(tmp_path / "ref.nii.gz", ref)
+    pred = ref.copy()
+    pred[1, 1:6, 1:6] = 0  # structure 1: one of four slices missed
+    pred[0, 0:3, 0:3] = 3  # structure 3: not in the reference
+    work = tmp_path / "work"
+    p = _write(work / "all" / "real_ct_pred.nii.gz", pred)
+    assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
+                      "--out", str(work / "all" / "real_ct")]) == 0
+    summary = json.loads((work / "all" / "real_ct" / "summary.json").read_text())
+    dice = {k: v["dice_pct_mean"] for k, v in summary["structures"].items() if v["dice_pct_mean"] is not None}
+    assert dice["label_3"] == 0.0 and summary["structures"]["label_3"]["n_false_positive"] == 1
+    present = (dice["label_1"] + dice["label_2"]) / 2
+    assert summary["mean_dice_pct"] == pytest.approx((dice["label_1"] + dice["label_2"]) / 3)
+
+    table = _load_script().build_table(work)
+    row = next(line.split(" | ") for line in table.splitlines() if line.startswith("| all "))
+    header = next(line.split(" | ") for line in table.splitlines() if line.startswith("| variant"))
+    col = header.index("mean, organs in the reference")
+    assert row[col] == f"{present:.1f}" and row[header.index("mean Dice")] == f"{summary['mean_dice_pct']:.1f}"
+    assert float(row[col]) > float(row[header.index("mean Dice")])
 
 
 def test_replicate_row_spread_line_and_heatmap(tmp_path, capsys):
