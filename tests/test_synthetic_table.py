@@ -27,11 +27,23 @@ def _write(path: Path, arr: np.ndarray) -> Path:
     return path
 
 
-def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
+def _reference(tmp_path: Path):
+    """A two-structure reference label map (the 'real CT' of these tests) and its file."""
     ref = np.zeros((6, 12, 12), np.uint8)
     ref[1:5, 1:6, 1:6] = 1
     ref[1:5, 6:11, 6:11] = 2
-    gt = _write(tmp_path / "ref.nii.gz", ref)
+    return ref, _write(tmp_path / "ref.nii.gz", ref)
+
+
+def _score(folder: Path, pred: np.ndarray, gt: Path) -> None:
+    """What benchmarks/synthetic_model.sh leaves per variant: the prediction scored by `dvcl evaluate`."""
+    p = _write(folder / "real_ct_pred.nii.gz", pred)
+    assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
+                      "--out", str(folder / "real_ct")]) == 0
+
+
+def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
+    ref, gt = _reference(tmp_path)
     work = tmp_path / "work"
     good, worse = ref.copy(), ref.copy()
     good[1, 1:6, 1:6] = 0  # one slice of structure 1 missed
@@ -39,9 +51,7 @@ def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
     worse[1:5, 6:11, 6:11] = 0
     worse[1:5, 5:10, 6:11] = 2
     for variant, pred, best in (("all", good, 0.61), ("no_noise", worse, 0.55)):
-        p = _write(work / variant / "real_ct_pred.nii.gz", pred)
-        assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
-                          "--out", str(work / variant / "real_ct")]) == 0
+        _score(work / variant, pred, gt)
         (work / variant / "run").mkdir()
         (work / variant / "run" / "run.json").write_text(json.dumps({"best_val_dice": best}))
     (work / "no_bias").mkdir()  # a variant still training: no report yet
@@ -62,17 +72,12 @@ def test_table_lists_every_variant_against_the_reference(tmp_path, capsys):
 def test_mean_over_the_reference_organs_leaves_out_a_false_positive(tmp_path):
     """A model that paints a structure the scan lacks: `dvcl evaluate`'s mean counts it as Dice 0, issue 13's
     "mean over the present organs" leaves it out."""
-    ref = np.zeros((6, 12, 12), np.uint8)
-    ref[1:5, 1:6, 1:6] = 1
-    ref[1:5, 6:11, 6:11] = 2
-    gt = _write(tmp_path / "ref.nii.gz", ref)
+    ref, gt = _reference(tmp_path)
     pred = ref.copy()
     pred[1, 1:6, 1:6] = 0  # structure 1: one of four slices missed
     pred[0, 0:3, 0:3] = 3  # structure 3: not in the reference
     work = tmp_path / "work"
-    p = _write(work / "all" / "real_ct_pred.nii.gz", pred)
-    assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
-                      "--out", str(work / "all" / "real_ct")]) == 0
+    _score(work / "all", pred, gt)
     summary = json.loads((work / "all" / "real_ct" / "summary.json").read_text())
     dice = {k: v["dice_pct_mean"] for k, v in summary["structures"].items() if v["dice_pct_mean"] is not None}
     assert dice["label_3"] == 0.0 and summary["structures"]["label_3"]["n_false_positive"] == 1
@@ -88,18 +93,13 @@ def test_mean_over_the_reference_organs_leaves_out_a_false_positive(tmp_path):
 
 
 def test_replicate_row_spread_line_and_heatmap(tmp_path, capsys):
-    ref = np.zeros((6, 12, 12), np.uint8)
-    ref[1:5, 1:6, 1:6] = 1
-    ref[1:5, 6:11, 6:11] = 2
-    gt = _write(tmp_path / "ref.nii.gz", ref)
+    ref, gt = _reference(tmp_path)
     work, other_seed = tmp_path / "work", tmp_path / "work_s1"
     rep, worse = ref.copy(), ref.copy()
     rep[1, 1:6, 1:6] = 0  # the replicate misses one slice of structure 1
     worse[1:4, 6:11, 6:11] = 0  # the variant misses three slices of structure 2
     for folder, pred in ((work / "all", ref), (other_seed / "all", rep), (work / "no_texture", worse)):
-        p = _write(folder / "real_ct_pred.nii.gz", pred)
-        assert dvcl_main(["--progress", "none", "evaluate", str(p), str(gt), "--no-plots", "--no-distances",
-                          "--out", str(folder / "real_ct")]) == 0
+        _score(folder, pred, gt)
     capsys.readouterr()
     script = _load_script()
 
