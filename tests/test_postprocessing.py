@@ -17,7 +17,13 @@ from dvcl.cli.main import main
 from dvcl.cli.postprocess import run
 from dvcl.errors import ConfigError, ModelError
 from dvcl.inference.model_package import load_model_package, read_model_json, save_model_package
-from dvcl.inference.postprocessing import keep_largest_components, removed_components, write_postprocessed_package
+from dvcl.inference.postprocessing import (
+    choose_from_scores,
+    keep_largest_components,
+    removed_components,
+    score_records,
+    write_postprocessed_package,
+)
 from dvcl.networks import NetworkConfig, build_network
 from dvcl.preprocessing import PreprocessConfig
 from dvcl.presets import get_preset
@@ -45,6 +51,24 @@ def test_removed_components_keeps_the_largest_26_connected_one():
     untouched = ~expected
     np.testing.assert_array_equal(probs[:, untouched], before[:, untouched])
     assert keep_largest_components(probs, []) == 0
+
+
+def test_a_case_whose_false_positives_cleaning_removed_is_left_out_as_evaluate_does():
+    """Found on a 16..128 model (issue 13): in one validation case the duodenum was absent from the reference and
+    predicted as a small island that vanished once cleaned and restored. That case scores Dice 0 without cleaning
+    and NaN (absent from both) with it; `dvcl evaluate` leaves such a case out, so the choice must too. A plain mean
+    wrote NaN into model.json (not strict JSON) and never chose the class."""
+    nan = float("nan")
+    labels = {1: "liver", 9: "gallbladder", 12: "duodenum"}
+    before = {1: [0.9, 0.8], 9: [0.0], 12: [0.0, 0.6, 0.7]}
+    after = {1: [0.85, 0.8], 9: [nan], 12: [nan, 0.6, 0.7]}
+    assert choose_from_scores(before, after) == [9, 12]  # duodenum 0.433 -> 0.65; gallbladder: only FPs, all gone
+    record = score_records(before, after, labels)
+    json.dumps(record, allow_nan=False)  # strict JSON
+    assert record["dice_without"] == {"liver": 0.85, "gallbladder": 0.0, "duodenum": 0.4333}
+    assert record["dice_with"] == {"liver": 0.825, "duodenum": 0.65}  # gallbladder: no scored case left
+    assert record["cases_per_structure"] == {"liver": 2, "gallbladder": 1, "duodenum": 3}
+    assert choose_from_scores({1: [nan]}, {1: [0.0]}) == []  # cleaning never adds a structure's voxels
 
 
 def _ct(shape, rng) -> np.ndarray:

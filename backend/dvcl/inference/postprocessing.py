@@ -175,15 +175,43 @@ def choose_largest_component(
                 before[k].append(_dice(p, r))
                 after[k].append(_dice(c, r))
         log.info("%s: %d network-grid voxels outside the largest components", name, removed)
-    chosen = [k for k in sorted(labels) if after[k] and np.mean(after[k]) > np.mean(before[k])]
-    return {
-        "largest_component": chosen,
-        "chosen_on": f"{len(cases)} validation case(s): {', '.join(c[0] for c in cases)}",
-        "rule": "a class is cleaned when its mean Dice over the cases where it occurs rises",
-        "dice_without": {labels[k]: round(float(np.mean(v)), 4) for k, v in before.items() if v},
-        "dice_with": {labels[k]: round(float(np.mean(v)), 4) for k, v in after.items() if v},
-        "cases_per_structure": {labels[k]: len(v) for k, v in before.items() if v},
-    }
+    return {"largest_component": choose_from_scores(before, after),
+            "chosen_on": f"{len(cases)} validation case(s): {', '.join(c[0] for c in cases)}",
+            "rule": "a class is cleaned when its mean Dice over the cases where it occurs rises",
+            **score_records(before, after, labels)}
+
+
+def _scored_mean(values: Sequence[float]) -> Optional[float]:
+    """Mean over the scored cases: NaN (absent from the reference and the prediction) is left out, as
+    `dvcl evaluate` leaves out ``absent_both``; None when no case is scored."""
+    scored = [v for v in values if not np.isnan(v)]
+    return float(np.mean(scored)) if scored else None
+
+
+def choose_from_scores(before: Mapping[int, Sequence[float]], after: Mapping[int, Sequence[float]]) -> List[int]:
+    """The classes whose mean Dice rises when cleaned, means as `dvcl evaluate` reports them.
+
+    A case where cleaning removed a class's only (false-positive) voxels scores NaN after cleaning and leaves the
+    mean, as in the evaluation; a class with no scored case left after cleaning had nothing but false positives,
+    all removed, so it is chosen. (A plain mean turned such a class's record into NaN and never chose it.)
+    """
+    chosen = []
+    for k in sorted(before):
+        without, with_ = _scored_mean(before[k]), _scored_mean(after[k])
+        if without is not None and (with_ is None or with_ > without):
+            chosen.append(k)
+    return chosen
+
+
+def score_records(before: Mapping[int, Sequence[float]], after: Mapping[int, Sequence[float]],
+                  labels: Mapping[int, str]) -> dict:
+    """The record beside the choice: per structure the mean Dice without and with cleaning over its scored cases
+    (a structure without one is left out, so the record is strict JSON: no NaN) and how many cases it occurs in."""
+    def means(scores):
+        return {labels[k]: round(m, 4) for k, v in scores.items() if (m := _scored_mean(v)) is not None}
+
+    return {"dice_without": means(before), "dice_with": means(after),
+            "cases_per_structure": {labels[k]: len(v) for k, v in before.items() if v}}
 
 
 def write_postprocessed_package(model_dir: PathLike, out_dir: PathLike, post: Mapping[str, Any],
