@@ -276,9 +276,43 @@ def _paint_heart(canvas: Canvas, rng: np.random.Generator, hu: Dict[str, float])
     canvas.paint(Tube(smooth_curve(pts, 12), ao_r), hu["aorta"], AO, texture=4)
     canvas.paint(Tube(smooth_curve([np.array([24.0, 35.0, top - 5]), (26, 46, top - 25), (24, 48, 100)], 6),
                       ao_r * 0.9), hu["aorta"], 0)
+    _paint_neck_vessels(canvas, rng, hu, top, ra_c)
 
     # coronary arteries in the grooves (bright dots in the epicardial fat)
     lad = [base_c + v_rv * 16 - w * 2, c_lv + v_rv * (r_cav[0] + t + 2), apex + v_rv * 6]
     rca = [ao_root + v_rv * 12, c_rv + v_rv * 5 - np.cross(w, v_rv) * 28, c_rv + w * 35]
     for pts_c in (lad, rca):
         canvas.paint(Tube(smooth_curve(pts_c, 8), 2.2), hu["aorta"], 0, where=label_is(0))
+
+
+def _paint_neck_vessels(canvas: Canvas, rng: np.random.Generator, hu: Dict[str, float], top: float,
+                        ra_c: np.ndarray) -> None:
+    """The arch's three branches and the brachiocephalic veins, unlabeled (MM-WHS labels the ascending aorta only).
+
+    A chest CT that reaches above the arch shows contrast-filled tubes there: the brachiocephalic trunk (which
+    splits into the right subclavian and right common carotid arteries), the left common carotid and left
+    subclavian arteries, and the veins that join into the SVC. The left one crosses in front of the arteries and
+    is the brightest vessel of a CTA injected in the left arm. Without them every bright tube above the
+    heart in a synthetic case is a labeled structure, and a model calls the real ones heart or aorta.
+    """
+    j = lambda: rng.uniform(-4, 4, size=3)  # noqa: E731  (a small positional jitter per landmark)
+    artery, r = hu["aorta"], rng.uniform(0.8, 1.15)
+    bt0 = np.array([-8.0, 2.0, top - 3]) + j()  # brachiocephalic trunk: up and to the right
+    bif = np.array([-22.0, 2.0, top + 35]) + j()
+    canvas.paint(Tube(smooth_curve([bt0, bt0 + (-4, 0, 15), bif], 6), 6.5 * r), artery, 0, where=label_is(0))
+    for end in (np.array([-62.0, 12.0, top + 45]), np.array([-26.0, 4.0, top + 90])):  # R subclavian, R carotid
+        canvas.paint(Tube(smooth_curve([bif, (bif + end) / 2 + (0, 0, 6), end + j()], 6), 4.2 * r), artery, 0,
+                     where=label_is(0))
+    lcc0 = np.array([4.0, 10.0, top + 2]) + j()  # left common carotid: straight up
+    canvas.paint(Tube([lcc0, lcc0 + (6, -2, 88) + j()], 3.8 * r), artery, 0, where=label_is(0))
+    ls0 = np.array([16.0, 24.0, top]) + j()  # left subclavian: up, then out to the left
+    canvas.paint(Tube(smooth_curve([ls0, ls0 + (12, 4, 32), np.array([60.0, 20.0, top + 45]) + j()], 6), 5.0 * r),
+                 artery, 0, where=label_is(0))
+    # veins: the right brachiocephalic continues the SVC upwards, the left one crosses in front of the arteries
+    svc_top = ra_c + (8, -6, 110)
+    rbv = svc_top + (-10, 4, 40) + j()
+    canvas.paint(Tube([svc_top, rbv], 8.0), hu["right"] * 0.7 + 20, 0, where=label_is(0))
+    lbv = np.array([55.0, -10.0, top + 30]) + j()
+    canvas.paint(Tube(smooth_curve([lbv, (lbv + svc_top) / 2 + (0, -14, 12), svc_top + (0, 0, 4)], 6), 6.0),
+                 hu["svc"], 0, where=label_is(0))
+

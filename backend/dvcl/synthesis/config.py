@@ -42,9 +42,10 @@ class SynthesisConfig:
     """the phantom's in-plane field of view; the body fills 80-93 % of it (body width about 240-390 mm)"""
     z_extent_mm: Range = (180.0, 300.0)
     """cranio-caudal extent of the painted anatomy (lung bases to below the kidneys)"""
-    heart_z_extent_mm: Range = (110.0, 220.0)
-    """the same for a cardiac case (``kind="cardiac"``: from the heart's base or the aortic arch to below the
-    apex); ``absence`` and ``pelvis`` do not apply to cardiac cases"""
+    heart_z_extent_mm: Range = (110.0, 280.0)
+    """the same for a cardiac case (``kind="cardiac"``: from the heart's base, or from up to about 60 mm above
+    the aortic arch with its branches, to below the apex, as cardiac CTA and chest CT cover it); ``absence`` and
+    ``pelvis`` do not apply to cardiac cases"""
     anatomy_mm: float = 2.0
     """voxel size on which the anatomy is painted (the finest detail of a case; cost grows as its cube)"""
     arms: bool = True
