@@ -311,3 +311,32 @@ def test_cli_writes_layout_and_refuses_overwrite(tmp_path, capsys):
     assert label.stat().st_mtime_ns != before
     assert not (out / "unlabeled" / "phantom_card_u000.nii.gz").exists()
     assert json.loads((out / "dataset.json").read_text())["numUnlabeled"] == 0
+
+
+def test_the_cardiac_arch_has_unlabeled_branches_and_veins_above_it(monkeypatch):
+    """Above the aortic arch a chest CT shows contrast-filled vessels that MM-WHS does not label (the arch's three
+    branches, the brachiocephalic veins). The phantom paints them, unlabeled: the label map is the same with and
+    without them, and the mediastinum above the arch holds several ml more bright voxels with them."""
+    from dvcl.phantoms import cardiac
+
+    def paint(seed):
+        image, label = cardiac.make_cardiac_phantom(seed, size=(150, 150, 150), spacing=(2.0, 2.0, 2.0),
+                                                    direction="LPS", phase="arterial", noise_sd=0.0)
+        img, lab = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label)
+        z = image.GetOrigin()[2] + image.GetSpacing()[2] * np.arange(img.shape[0])
+        x = image.GetOrigin()[0] + image.GetSpacing()[0] * np.arange(img.shape[2])
+        arch_top = z[np.nonzero((lab == cardiac.AO).any(axis=(1, 2)))[0].max()]
+        above = (z > arch_top + 15)[:, None, None] & (np.abs(x - x.mean()) < 45)[None, None, :]
+        centre = np.zeros(img.shape[1], bool)
+        centre[img.shape[1] // 2 - 20:img.shape[1] // 2 + 20] = True  # the middle 80 mm front to back
+        bright = (img > 200) & (lab == 0) & above & centre[None, :, None]
+        return lab, int(bright.sum())
+
+    for seed in (1, 2):
+        with_vessels = paint(seed)
+        with monkeypatch.context() as m:
+            m.setattr(cardiac, "_paint_neck_vessels", lambda *args: None)
+            without = paint(seed)
+        assert np.array_equal(with_vessels[0], without[0]), "the neck vessels carry no label"
+        # at least 3 ml of contrast-filled tubes (2 mm voxels) that were not there (the SVC's jet may be)
+        assert with_vessels[1] - without[1] >= 400, (seed, with_vessels[1], without[1])

@@ -6,8 +6,9 @@ the base (posterior, right, up) to the apex (anterior, left, down). The LV myoca
 the LV cavity, open at the valve plane; the RV is a crescent wrapped round the septum, anterior-right; the LA
 is the most posterior chamber, in front of the oesophagus and descending aorta; the RA forms the right heart
 border between the caval veins; the ascending aorta leaves the LV centrally and arches over the pulmonary
-artery, which leaves the RV anteriorly and splits under the arch. Lungs, spine, ribs, sternum, the liver dome
-and the caval, pulmonary and coronary vessels are unlabeled surroundings.
+artery, which leaves the RV anteriorly and splits under the arch. Lungs, spine, ribs, sternum, the liver dome,
+the caval, pulmonary and coronary vessels, the arch's three branches and the brachiocephalic veins are unlabeled
+surroundings.
 
 What makes it hard: blood in neighbouring chambers has the same HU (only thin walls and valve planes separate
 LA from LV, RA from RV), the contrast timing changes which side is bright, unopacified caval inflow swirls in
