@@ -296,7 +296,9 @@ def _paint_neck_vessels(canvas: Canvas, rng: np.random.Generator, hu: Dict[str, 
     is the brightest vessel of a CTA injected in the left arm. Without them every bright tube above the
     heart in a synthetic case is a labeled structure, and a model calls the real ones heart or aorta.
     """
-    j = lambda: rng.uniform(-4, 4, size=3)  # noqa: E731  (a small positional jitter per landmark)
+    def j() -> np.ndarray:  # a small positional jitter per landmark
+        return rng.uniform(-4, 4, size=3)
+
     artery, r = hu["aorta"], rng.uniform(0.8, 1.15)
     bt0 = np.array([-8.0, 2.0, top - 3]) + j()  # brachiocephalic trunk: up and to the right
     bif = np.array([-22.0, 2.0, top + 35]) + j()
@@ -316,4 +318,3 @@ def _paint_neck_vessels(canvas: Canvas, rng: np.random.Generator, hu: Dict[str, 
     lbv = np.array([55.0, -10.0, top + 30]) + j()
     canvas.paint(Tube(smooth_curve([lbv, (lbv + svc_top) / 2 + (0, -14, 12), svc_top + (0, 0, 4)], 6), 6.0),
                  hu["svc"], 0, where=label_is(0))
-
