@@ -45,7 +45,9 @@ class DVCLSegmentation(ScriptedLoadableModule):
             "really stops it. Sample data: the Sample Data module's 'DVCL Segmentation' section.<br>"
             "The bundled <i>synthetic_abdomen</i> model (the default) was trained on synthetic CT only and finds the "
             "large abdominal organs on real CT (see its model card); the <i>fast</i> box uses its 4 mm sibling "
-            "<i>synthetic_abdomen_fast</i>; <i>phantom_demo</i> is a phantom-trained demo. "
+            "<i>synthetic_abdomen_fast</i>; <i>synthetic_heart</i> (synthetic CT only as well) segments the heart "
+            "chambers, myocardium, ascending aorta and pulmonary artery (MM-WHS); <i>phantom_demo</i> is a "
+            "phantom-trained demo. "
             "Research and demonstration only, not for clinical use."
         )
         self.parent.acknowledgementText = _(

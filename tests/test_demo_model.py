@@ -87,7 +87,8 @@ def test_shipped_models_carry_a_model_card():
         words = [w for w in shlex.split(card["rebuild"]) if "=" not in w and w != "bash"]  # env, then the script
         assert card["date"] and (root / words[0]).is_file(), card["rebuild"]
         real = card["real_ct"]
-        assert real["organs"] == len(real["dice"]) == 12  # the organs of tests/data's abdomen CT
+        # the 12 organs of tests/data's abdomen CT, or the chest CTA's three groups for a heart model
+        assert real["organs"] == len(real["dice"]) == {"flare22": 12, "mmwhs": 3}[meta["preset"]]
         assert all(0.0 <= v <= 1.0 for v in real["dice"].values())
         assert real["mean_dice"] == pytest.approx(np.mean(list(real["dice"].values())), abs=1e-3)
         assert info.real_ct_dice == real["mean_dice"]
@@ -116,6 +117,8 @@ def test_default_and_fast_model_selection(tmp_path, monkeypatch):
     assert fast_name != "phantom_fast"  # a model trained for real CT serves --fast, not the phantom demo
     with pytest.raises(ModelError, match="no installed fast model for preset 'mmwhs'"):
         default_model("mmwhs", fast=True)
+    heart = json.loads((default_model("mmwhs") / "model.json").read_text())  # a shipped heart model serves mmwhs
+    assert heart["preset"] == "mmwhs" and heart["card"]["real_ct"]["dice"]["heart"] >= 0.70
     # a user model whose card measured more on real CT wins; one without a card does not
     user = tmp_path / "user"
     for name, score in (("better", 0.9), ("unmeasured", None)):
