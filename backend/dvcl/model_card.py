@@ -11,6 +11,7 @@ Torch-free (the Slicer module and ``dvcl info`` may read it).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Union
 
@@ -64,21 +65,26 @@ def _facts(meta: Mapping[str, Any]) -> List[str]:
     return lines
 
 
+def _dice(value: Any) -> str:
+    """A Dice for the card: three decimals, or ``-`` where nothing was measured (a structure the scan does not
+    hold, or ``null`` in model.json, which is how a NaN is stored)."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
 def _measured(card: Mapping[str, Any]) -> List[str]:
     """The "Measured Dice" section of a card measured by tools/model_card.py (empty for an unmeasured card)."""
     real, phantoms = card.get("real_ct"), card.get("phantoms")
     if not real or not phantoms:
         return []
     names = list(phantoms["dice"]) + [n for n in real["dice"] if n not in phantoms["dice"]]
-    rows = [f"| {n} | {real['dice'].get(n, float('nan')):.3f} | {phantoms['dice'].get(n, float('nan')):.3f} |"
-            for n in names]
+    rows = [f"| {n} | {_dice(real['dice'].get(n))} | {_dice(phantoms['dice'].get(n))} |" for n in names]
     return [
         "## Measured Dice",
         "",
         f"Real CT: {real['case']}. Mean over its {real['organs']} organs:",
-        f"**{real['mean_dice']:.3f}** ({real['seconds_cpu']} s on the machine that measured it).",
+        f"**{_dice(real['mean_dice'])}** ({real['seconds_cpu']} s on the machine that measured it).",
         f"Held-out phantoms (seeds {', '.join(str(s) for s in phantoms['seeds'])}):",
-        f"mean **{phantoms['mean_dice']:.3f}**.",
+        f"mean **{_dice(phantoms['mean_dice'])}**.",
         *_floors(card),
         "",
         "| structure | real CT | phantoms (mean) |",
@@ -125,7 +131,7 @@ def write_model_card(model_dir: Union[str, Path], meta: Dict[str, Any]) -> Path:
     from dvcl.utils.atomic import write_json_atomic, write_text_atomic
 
     model_dir = Path(model_dir)
-    write_json_atomic(model_dir / MODEL_JSON, meta)
+    write_json_atomic(model_dir / MODEL_JSON, meta, strict=True)
     path = model_dir / CARD_FILE
     write_text_atomic(path, card_markdown(meta))
     return path

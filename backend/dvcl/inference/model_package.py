@@ -544,7 +544,7 @@ def save_model_package(
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": str(name)})
-    write_json_atomic(out_dir / MODEL_JSON, meta)
+    write_json_atomic(out_dir / MODEL_JSON, meta, strict=True)
     log.info("wrote model package '%s' (%d tensors) to %s", name, len(tensors), out_dir)
     return out_dir
 

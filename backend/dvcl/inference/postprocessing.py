@@ -235,7 +235,7 @@ def write_postprocessed_package(model_dir: PathLike, out_dir: PathLike, post: Ma
         with atomic_path(out / WEIGHTS) as tmp:
             shutil.copyfile(src / WEIGHTS, tmp)
     meta[POSTPROCESSING_KEY] = dict(post)
-    write_json_atomic(out / MODEL_JSON, meta)
+    write_json_atomic(out / MODEL_JSON, meta, strict=True)
     read_model_json(out)  # the written package reads back
     log.info("post-processing %s written to %s", list(post.get("largest_component", [])), out)
     return out

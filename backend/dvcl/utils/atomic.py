@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -179,8 +180,28 @@ def write_text_atomic(target: PathLike, text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
 
 
-def write_json_atomic(target: PathLike, data: Any, indent: int = 2) -> None:
-    write_text_atomic(target, json.dumps(data, indent=indent, sort_keys=False) + "\n")
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float (in dicts, lists and tuples) replaced by None.
+
+    Python writes such floats as ``NaN``/``Infinity``, which is not JSON: strict readers (JavaScript, many C++
+    and Java parsers, ``jq``) refuse the whole file. None (``null``) says "not measured" in every reader.
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(v) for v in data]
+    return data
+
+
+def write_json_atomic(target: PathLike, data: Any, indent: int = 2, strict: bool = False) -> None:
+    """Write ``data`` as JSON. ``strict``: standard JSON only, a non-finite float becomes ``null``
+    (:func:`finite_or_none`): for files other programs read, such as a model package's model.json."""
+    if strict:
+        data = finite_or_none(data)
+    text = json.dumps(data, indent=indent, sort_keys=False, allow_nan=not strict)
+    write_text_atomic(target, text + "\n")
 
 
 def _existing_ancestor(path: Path) -> Path:
