@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import SimpleITK as sitk
 
 from dvcl.errors import ConfigError, DatasetError, LabelValueError, OutputExistsError
@@ -489,19 +488,6 @@ def report_markdown(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN -> null so summary.json is strict JSON."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
-
-
 def report_targets(out_dir: PathLike) -> Dict[str, Path]:
     """The files :func:`write_report` writes into ``out_dir`` (overlays aside)."""
     out_dir = Path(out_dir)
@@ -555,7 +541,7 @@ def write_report(
     targets = check_report_targets(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(targets["metrics"], metrics_csv(result))
-    write_json_atomic(targets["summary"], _json_safe(summary_for_file(result.summary())))
+    write_json_atomic(targets["summary"], summary_for_file(result.summary()), strict=True)  # NaN -> null
     write_text_atomic(targets["report"], report_markdown(result))
     written = dict(targets)
     if not plots:

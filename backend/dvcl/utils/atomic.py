@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Union
 
+import numpy as np
+
 from dvcl.errors import DVCLError, OutputWriteError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -181,11 +183,14 @@ def write_text_atomic(target: PathLike, text: str) -> None:
 
 
 def finite_or_none(data: Any) -> Any:
-    """``data`` with every NaN or infinite float (in dicts, lists and tuples) replaced by None.
+    """``data`` with every NaN or infinite float (in dicts, lists and tuples) replaced by None, and numpy scalars
+    made Python numbers.
 
     Python writes such floats as ``NaN``/``Infinity``, which is not JSON: strict readers (JavaScript, many C++
     and Java parsers, ``jq``) refuse the whole file. None (``null``) says "not measured" in every reader.
     """
+    if isinstance(data, np.generic):
+        data = data.item()
     if isinstance(data, float):
         return data if math.isfinite(data) else None
     if isinstance(data, dict):
