@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dvcl.errors import DatasetError, OutputExistsError
+from dvcl.evaluation.metrics import nanmean
 from dvcl.inference.model_package import MODEL_JSON, WEIGHTS, ModelPackage, read_model_json
 from dvcl.inference.model_validation import POSTPROCESSING_KEY, validate_postprocessing
 from dvcl.io.segmentation import label_statistics
@@ -181,24 +182,18 @@ def choose_largest_component(
             **score_records(before, after, labels)}
 
 
-def _scored_mean(values: Sequence[float]) -> Optional[float]:
-    """Mean over the scored cases: NaN (absent from the reference and the prediction) is left out, as
-    `dvcl evaluate` leaves out ``absent_both``; None when no case is scored."""
-    scored = [v for v in values if not np.isnan(v)]
-    return float(np.mean(scored)) if scored else None
-
-
 def choose_from_scores(before: Mapping[int, Sequence[float]], after: Mapping[int, Sequence[float]]) -> List[int]:
     """The classes whose mean Dice rises when cleaned, means as `dvcl evaluate` reports them.
 
-    A case where cleaning removed a class's only (false-positive) voxels scores NaN after cleaning and leaves the
-    mean, as in the evaluation; a class with no scored case left after cleaning had nothing but false positives,
-    all removed, so it is chosen. (A plain mean turned such a class's record into NaN and never chose it.)
+    Means are `dvcl evaluate`'s (:func:`dvcl.evaluation.metrics.nanmean`): a case where cleaning removed a
+    class's only (false-positive) voxels scores NaN after cleaning and leaves the mean; a class with no scored
+    case left after cleaning had nothing but false positives, all removed, so it is chosen. (A plain mean turned
+    such a class's record into NaN and never chose it.)
     """
     chosen = []
     for k in sorted(before):
-        without, with_ = _scored_mean(before[k]), _scored_mean(after[k])
-        if without is not None and (with_ is None or with_ > without):
+        without, with_ = nanmean(before[k]), nanmean(after[k])  # NaN: no scored case
+        if not np.isnan(without) and (np.isnan(with_) or with_ > without):
             chosen.append(k)
     return chosen
 
@@ -208,7 +203,7 @@ def score_records(before: Mapping[int, Sequence[float]], after: Mapping[int, Seq
     """The record beside the choice: per structure the mean Dice without and with cleaning over its scored cases
     (a structure without one is left out, so the record is strict JSON: no NaN) and how many cases it occurs in."""
     def means(scores):
-        return {labels[k]: round(m, 4) for k, v in scores.items() if (m := _scored_mean(v)) is not None}
+        return {labels[k]: round(m, 4) for k, v in scores.items() if not np.isnan(m := nanmean(v))}
 
     return {"dice_without": means(before), "dice_with": means(after),
             "cases_per_structure": {labels[k]: len(v) for k, v in before.items() if v}}
