@@ -257,6 +257,27 @@ def test_a_read_error_surfaces_at_its_case(tmp_path, abdomen_image):
             reader.get(1)
 
 
+def test_dicom_is_read_when_due_on_the_calling_thread(tmp_path, abdomen_image, dicom_dir):
+    """GDCM reads touch the process locale, as OpenVINO does while it loads a model on the calling thread;
+    ``setlocale`` in two threads at once crashed a CI run, so DICOM inputs are never read ahead (files still are)."""
+    import shutil
+    import threading
+
+    from dvcl.inference.segment import _ImageReader, plan_jobs
+
+    shutil.copytree(dicom_dir, tmp_path / "series")
+    shutil.copy(abdomen_image, tmp_path / "b.nii.gz")
+    jobs, _ = plan_jobs([tmp_path / "series", tmp_path / "b.nii.gz", tmp_path / "series"], tmp_path / "out")
+    with _ImageReader(jobs, accept_nonuniform=False, force=False, ahead=True) as reader:
+        assert reader.pending == {}  # the first job is DICOM: nothing in flight while the model loads
+        assert reader.get(0)[0].GetSize()[2] == 3
+        assert list(reader.pending) == [1]  # the NIfTI file is read ahead
+        assert reader.get(1)[0].GetSize() == sitk.ReadImage(str(abdomen_image)).GetSize()
+        assert reader.pending == {}
+        assert reader.get(2)[0].GetSize()[2] == 3
+    assert [t.name for t in threading.enumerate() if t.name.startswith("dvcl-read")] == []
+
+
 def test_output_exists_and_overwrite(tmp_path, abdomen_image, tiny_package, capsys):
     out = tmp_path / "abd.nii.gz"
     args = ["segment", str(abdomen_image), "-o", str(out), "--model", str(tiny_package), "--device", "cpu",

@@ -40,6 +40,7 @@ from dvcl.io.images import (
     image_suffix,
     is_dicom_dir,
     is_image_file,
+    needs_gdcm,
     read_image,
     strip_suffix,
     write_image,
@@ -489,8 +490,9 @@ class _ImageReader:
     """Reads the jobs' images in order, one ahead in a background thread (``ahead``), or each when asked.
 
     ``get(i)`` returns the image of job ``i`` (read and checked to be CT) and the seconds its reading took,
-    and starts reading job ``i + 1``. A read error surfaces at ``get`` of its job, after the earlier cases
-    are written. Used as a context manager: leaving it (also on an error) waits for a read in flight.
+    and starts reading job ``i + 1`` unless that is DICOM (read when due, see :func:`keep_locale`). A read
+    error surfaces at ``get`` of its job, after the earlier cases are written. Used as a context manager:
+    leaving it (also on an error) waits for a read in flight.
     """
 
     def __init__(self, jobs: Sequence[SegmentJob], accept_nonuniform: bool, force: bool, ahead: bool) -> None:
@@ -511,7 +513,10 @@ class _ImageReader:
         return image, time.perf_counter() - t0
 
     def _submit(self, i: int) -> None:
-        if self.pool is not None and i < len(self.jobs) and i not in self.pending:
+        # DICOM is read when due, on this thread: GDCM reads switch the process locale, which the engine
+        # (OpenVINO compiling a model) also does on this thread; two threads doing it at once crash setlocale.
+        if (self.pool is not None and i < len(self.jobs) and i not in self.pending
+                and not needs_gdcm(self.jobs[i].input)):
             self.pending[i] = self.pool.submit(self._read, i)
 
     def get(self, i: int) -> Tuple[sitk.Image, float]:

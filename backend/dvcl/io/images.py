@@ -11,6 +11,7 @@ import contextlib
 import locale
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -74,16 +75,36 @@ def is_image_file(path: PathLike) -> bool:
     return Path(path).is_file() and bool(image_suffix(path))
 
 
+_LOCALE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def keep_locale() -> Iterator[None]:
     """Restore the C locale after GDCM: reading a DICOM series switches the process's LC_CTYPE to "C", after
-    which every text file Python opens without an explicit encoding is ASCII (a report with "±" then fails)."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(locale.Error):
-            locale.setlocale(locale.LC_ALL, saved)
+    which every text file Python opens without an explicit encoding is ASCII (a report with "±" then fails).
+
+    The locale is one per process and ``setlocale`` is not thread-safe: a call in one thread can free the
+    string another thread's call is returning (seen as a ``UnicodeDecodeError`` from ``setlocale``). Our own
+    callers are serialised by a lock; other libraries (OpenVINO sets and restores the locale while it loads
+    a model) are not, so GDCM reads belong on the thread that runs the model, never in a read-ahead thread
+    (see :func:`needs_gdcm`). Only GDCM reads use this: NIfTI/NRRD/MHA never touch the locale.
+    """
+    with _LOCALE_LOCK:
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            yield
+        finally:
+            # ValueError: the name came back garbled from a concurrent setlocale elsewhere; the locale
+            # itself was set, so a failed read of the echo must not fail the image read it guards.
+            with contextlib.suppress(locale.Error, ValueError):
+                locale.setlocale(locale.LC_ALL, saved)
+
+
+def needs_gdcm(path: PathLike) -> bool:
+    """Whether reading ``path`` goes through GDCM (a DICOM folder or a single DICOM file), and so touches the
+    process locale (:func:`keep_locale`)."""
+    p = Path(path)
+    return p.is_dir() or not image_suffix(p)
 
 
 def is_dicom_dir(path: PathLike) -> bool:
@@ -130,11 +151,12 @@ def read_image(path: PathLike, series_uid: Optional[str] = None, accept_nonunifo
             raise ImageReadError(f"{p}: not a supported image file (use NIfTI, NRRD, MHA/MHD or a DICOM folder)")
         if image_suffix(p) in (".nii", ".nii.gz"):
             check_nifti_header(p)
-        with keep_locale():  # a single DICOM file goes through GDCM too
+        guard = keep_locale if needs_gdcm(p) else contextlib.nullcontext  # a single DICOM file: GDCM too
+        with guard():
             header = read_header(p)
         check_header(header, p)
         try:
-            with keep_locale():
+            with guard():
                 img = sitk.ReadImage(str(p))
         except RuntimeError as exc:
             raise ImageReadError(f"{p}: cannot read image ({_first_line(exc)})") from exc
