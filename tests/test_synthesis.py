@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,9 +42,11 @@ def interior(case, tissue: str, label: int) -> np.ndarray:
 def test_tables_are_consistent_and_switches_match_the_cli():
     check_tables()
     assert TISSUES[0] == "air" and set(PHASES) == {"native", "arterial", "portal", "delayed"}
-    from dvcl.cli.synth import SWITCH_HELP
+    from dvcl.cli.synth import ORGAN_SIZES, SWITCH_HELP
+    from dvcl.synthesis.config import ORGAN_SIZES as CONFIG_ORGAN_SIZES
 
     assert tuple(SWITCH_HELP) == SWITCHES
+    assert ORGAN_SIZES == CONFIG_ORGAN_SIZES and SynthesisConfig().organ_sizes == ORGAN_SIZES[0]
 
 
 def test_same_seed_same_case_and_different_seeds_differ():
@@ -160,6 +163,8 @@ def test_bad_config_is_a_config_error():
         synthesize(0, SMALL, phase="venous")
     with pytest.raises(ConfigError):
         SynthesisConfig(absence_p={"liver": 1.0})
+    with pytest.raises(ConfigError, match="organ_sizes"):
+        SynthesisConfig(organ_sizes="giant")
 
 
 def test_written_folder_is_accepted_by_prepare(tmp_path):
@@ -320,3 +325,34 @@ def test_an_interrupted_synth_run_resumes_to_the_same_data_set(tmp_path, capsys)
     (stranger / "notes.txt").write_text("mine")
     assert main(["--progress", "none", "synth", str(stranger), "--count", "1", "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err and (stranger / "notes.txt").read_text() == "mine"
+
+
+def test_adult_organ_sizes_enlarge_four_organs_and_leave_every_other_draw_alone():
+    """``organ_sizes="adult"`` scales liver, spleen, kidneys and gallbladder from a stream of their own: the same
+    seed keeps its grid, pelvis, table and arms, and the painted volumes move to the literature's (their medians
+    inside the adult 10th-90th percentiles, where the phantom's spleen median is not)."""
+    import sys
+    from pathlib import Path
+
+    from dvcl.synthesis.anatomy import paint_anatomy
+    from dvcl.synthesis.priors import ADULT_ORGAN_SCALE, ADULT_ORGAN_VOLUME_ML
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from organ_volumes import painted_volumes
+
+    base = SynthesisConfig(anatomy_mm=4.0)
+    a = paint_anatomy(5, np.random.default_rng(5), base)
+    b = paint_anatomy(5, np.random.default_rng(5), replace(base, organ_sizes="adult"))
+    assert a.label.shape == b.label.shape and np.allclose(a.origin, b.origin)
+    assert {k: a.info[k] for k in ("pelvis", "table", "arms", "absent")} == \
+        {k: b.info[k] for k in ("pelvis", "table", "arms", "absent")}
+    assert "organ_scale" not in a.info
+    assert set(b.info["organ_scale"]) == set(ADULT_ORGAN_SCALE)
+    assert (b.label == FLARE["spleen"]).sum() > 1.3 * (a.label == FLARE["spleen"]).sum()
+
+    adult, phantom = painted_volumes(8, "adult", anatomy_mm=4.0), painted_volumes(8, "phantom", anatomy_mm=4.0)
+    for organ in ("spleen", "kidney", "gallbladder"):  # case by case: only these sizes changed
+        assert all(x >= y for x, y in zip(adult[organ], phantom[organ])), organ
+        assert np.median(adult[organ]) > 1.1 * np.median(phantom[organ]), organ
+    lo, _, hi = ADULT_ORGAN_VOLUME_ML["spleen"]
+    assert np.median(phantom["spleen"]) < lo <= np.median(adult["spleen"]) <= hi

@@ -25,6 +25,9 @@ SWITCH_HELP = {
     "pelvis": "pelvis below the abdomen (off: the abdomen stops near the iliac crests; abdomen only)",
 }
 
+#: choices of --organ-sizes (dvcl.synthesis.config.ORGAN_SIZES, repeated for the same reason; the test checks)
+ORGAN_SIZES = ("phantom", "adult")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -48,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run (or add cases to a finished one): keeps the cases already "
                    "written, generates the rest; refused unless the other arguments are the same as before")
+    p.add_argument("--organ-sizes", choices=ORGAN_SIZES, default=ORGAN_SIZES[0],
+                   help="abdomen: the phantom's organ sizes (default) or adult CT volumes for liver, spleen, kidneys "
+                   "and gallbladder (drawn per case; every other draw of a case stays the same)")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
         g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true", help=f"no {text}")
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.utils import progress
 
     off = [name for name in SWITCH_HELP if getattr(args, f"no_{name}")]
-    config = SynthesisConfig().without(*off)
+    config = SynthesisConfig(organ_sizes=args.organ_sizes).without(*off)
     with progress.Progress("synth", total=max(args.count, 0), desc="synthetic CT", unit="case") as bar:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,

@@ -57,6 +57,9 @@ LIVER, RKID, SPLEEN, PANC = IDS["liver"], IDS["right kidney"], IDS["spleen"], ID
 AORTA, IVC, RADR, LADR = IDS["aorta"], IDS["inferior vena cava"], IDS["right adrenal gland"], IDS["left adrenal gland"]
 GB, ESO, STOM, DUOD, LKID = IDS["gallbladder"], IDS["esophagus"], IDS["stomach"], IDS["duodenum"], IDS["left kidney"]
 
+#: organs whose drawn size ``organ_scale`` may multiply (both kidneys share one factor)
+SCALABLE = ("liver", "kidney", "spleen", "gallbladder")
+
 PHASES = ("native", "arterial", "portal")
 
 #: Mean HU per tissue and contrast phase (literature values for adult CT; the liver is kept <= ~88 HU).
@@ -89,10 +92,12 @@ def abdominal_anatomy(
     direction: Optional[Union[str, Sequence[float]]] = None,
     phase: Optional[str] = None,
     record_strokes: bool = False,
+    organ_scale: Optional[Dict[str, float]] = None,
 ) -> PaintedAnatomy:
     """Paint one random abdomen (arguments as :func:`make_abdominal_phantom`); ``record_strokes`` keeps, per
     voxel, which paint call wrote it (see :meth:`Canvas.record_strokes`). The random draws are the same with
-    and without it."""
+    and without it. ``organ_scale`` multiplies the drawn sizes of the organs it names (:data:`SCALABLE`), after
+    every draw, so the rest of the case is unchanged (the synthetic generator's adult organ sizes use it)."""
     anat = start_anatomy(seed, TORSO, PHASES, (0.25, 0.35, 0.40), (8, 22), size, spacing, direction, phase,
                          record_strokes)
     canvas, rng, body, phase, hu = anat.canvas, anat.rng, anat.body, anat.phase, anat.hu
@@ -104,7 +109,7 @@ def abdominal_anatomy(
     zd = _paint_thorax(canvas, rng, body, hu)
     _paint_back_muscles(canvas, rng, hu["muscle"])
     paint_spine(canvas, rng, rng.uniform(38, 46), hu["muscle"])
-    _paint_organs(canvas, rng, body, hu, phase, zd)
+    _paint_organs(canvas, rng, body, hu, phase, zd, organ_scale or {})
     _paint_bowel(canvas, rng, hu)
     base = rng.uniform(-8, 8)  # ribs 12 (lowest, floating) up to 6; heads one vertebra (33 mm) apart
     paint_ribs(canvas, rng, body, [(33.0 * (13 - k) + base, tb, tc) for k, tb, tc in _RIBS])
@@ -200,8 +205,13 @@ def _below_diaphragm(zd: Callable, margin: float) -> Func:
 
 
 def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict, phase: str,
-                  zd: Callable) -> None:
-    """The 13 FLARE organs plus the unlabeled vessels between them, in priority order (later wins)."""
+                  zd: Callable, scale: Dict[str, float]) -> None:
+    """The 13 FLARE organs plus the unlabeled vessels between them, in priority order (later wins).
+    ``scale``: extra size factors of :data:`SCALABLE` organs (missing: 1), applied to the drawn sizes."""
+    unknown = set(scale) - set(SCALABLE)
+    if unknown:
+        raise ValueError(f"organ_scale: unknown organs {sorted(unknown)}; scalable: {', '.join(SCALABLE)}")
+    k_liver, k_kid, k_spleen, k_gb = (float(scale.get(n, 1.0)) for n in SCALABLE)
     below = _below_diaphragm(zd, 2.5)
     cav = body.cavity(3.0)
     S = rng.uniform(0.85, 1.15, size=3)  # per-patient organ size factors (x, y, z)
@@ -210,7 +220,7 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
     kidneys = {}
     for side, cid, c in ((-1, RKID, (-68, 42, -14)), (1, LKID, (75, 45, -3))):
         c = _jit(rng, c, (8, 6, 14))
-        r = np.array([27, 29, 52]) * rng.uniform(0.85, 1.15) * S
+        r = np.array([27, 29, 52]) * rng.uniform(0.85, 1.15) * S * k_kid
         rot = rotation(np.deg2rad(-15), side * np.deg2rad(-15), np.deg2rad(side * 35)) @ random_rotation(rng, 8)
         kid = Ellipsoid(c, r, rot, bumps=0.06, rng=rng)
         hdir = np.array([-side * 0.8, -0.6, 0.0])
@@ -218,9 +228,11 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
         kidneys[cid] = (kid, sinus, c, r, side)
 
     # liver: right lobe + left lobe, clipped by the wall, the diaphragm and the right kidney
-    right = Ellipsoid(_jit(rng, (-62, -10, 28), (8, 8, 10)), np.array([80, 92, 85]) * S * rng.uniform(0.9, 1.1),
+    right = Ellipsoid(_jit(rng, (-62, -10, 28), (8, 8, 10)),
+                      np.array([80, 92, 85]) * S * rng.uniform(0.9, 1.1) * k_liver,
                       random_rotation(rng, 8), bumps=0.08, rng=rng)
-    left = Ellipsoid(_jit(rng, (15, -50, 48), (12, 8, 10)), np.array([62, 36, 40]) * S * rng.uniform(0.8, 1.2),
+    left = Ellipsoid(_jit(rng, (15, -50, 48), (12, 8, 10)),
+                     np.array([62, 36, 40]) * S * rng.uniform(0.8, 1.2) * k_liver,
                      rotation(0, 0, np.deg2rad(-15)) @ random_rotation(rng, 10), bumps=0.1, rng=rng)
     spine_keepout = elliptic_cylinder(32, 45, cx=8, cy=40)
     kc, kr, krot = kidneys[RKID][2], kidneys[RKID][3], kidneys[RKID][0].rot
@@ -235,7 +247,7 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
     # spleen: a crescent against the left posterolateral wall
     sc = _jit(rng, (98, 50, 38), (8, 8, 10))
     az = np.arctan2(sc[1], sc[0])
-    spleen = Ellipsoid(sc, np.array([22, 50, 52]) * rng.uniform(0.75, 1.3) * S[[0, 1, 2]],
+    spleen = Ellipsoid(sc, np.array([22, 50, 52]) * rng.uniform(0.75, 1.3) * S[[0, 1, 2]] * k_spleen,
                        rotation(0, 0, az) @ random_rotation(rng, 10), bend=(0.5, 0.3), bumps=0.08, rng=rng)
     spleen = (spleen & cav & below) - Ellipsoid(kidneys[LKID][2], kidneys[LKID][3] + 5, kidneys[LKID][0].rot)
     canvas.paint(spleen, hu["spleen"], SPLEEN, texture=hu["spleen_tex"] + 3)
@@ -262,7 +274,7 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
                  where=label_not(PANC))
 
     # gallbladder: a pear in the liver's fossa, fundus pointing anterior-inferior (sometimes contracted)
-    gb_size = rng.uniform(0.55, 1.25)
+    gb_size = rng.uniform(0.55, 1.25) * k_gb
     gb = Ellipsoid(_jit(rng, (-60, -50, -4), (8, 8, 8)), np.array([16, 30, 16]) * gb_size,
                    rotation(np.deg2rad(rng.uniform(20, 45)), 0, np.deg2rad(rng.uniform(-30, 10))), bumps=0.05,
                    rng=rng)

@@ -26,7 +26,7 @@ from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, abdominal_anato
 from dvcl.phantoms.shapes import FREE, PaintedAnatomy
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.pelvis import add_pelvis, draw_pelvis
-from dvcl.synthesis.priors import ABSENCE, T
+from dvcl.synthesis.priors import ABSENCE, ADULT_ORGAN_SCALE, T
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,12 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     absence, table, arms and metal drawn from ``rng``; the pelvis (:mod:`dvcl.synthesis.pelvis`) from
     ``pelvis_rng`` (its own stream; default: one derived from ``seed``)."""
     size, spacing = draw_anatomy_grid(rng, cfg, cfg.z_extent_mm)
-    anat = abdominal_anatomy(seed, size=size, spacing=spacing, direction="LPS", phase="portal", record_strokes=True)
+    organ_scale = draw_organ_scale(seed, cfg)
+    anat = abdominal_anatomy(seed, size=size, spacing=spacing, direction="LPS", phase="portal", record_strokes=True,
+                             organ_scale=organ_scale)
     out = anatomy_of(anat, classify_tissues(anat))
+    if organ_scale:  # (phantom sizes add nothing, so their cases' records stay as they were)
+        out.info["organ_scale"] = {k: round(v, 3) for k, v in organ_scale.items()}
     # draws happen whatever the switches, so switching one off leaves the others' draws unchanged
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
@@ -79,6 +83,15 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     add_surroundings(out, rng, cfg, (u_table, u_arms, u_metal),
                      lambda a, metal_rng: add_metal(a, metal_rng, anat, nz_abd, n_ext))
     return out
+
+
+def draw_organ_scale(seed: int, cfg: SynthesisConfig) -> Dict[str, float]:
+    """Size factors of the scalable organs for ``cfg.organ_sizes`` ("phantom": none). Drawn from a stream of
+    their own (derived from ``seed``), so a case with adult sizes differs from its phantom-size twin only there."""
+    if cfg.organ_sizes == "phantom":
+        return {}
+    srng = np.random.default_rng([int(seed), 0x53495A45])
+    return {name: float(srng.uniform(*ADULT_ORGAN_SCALE[name])) for name in ADULT_ORGAN_SCALE}
 
 
 def draw_anatomy_grid(rng: np.random.Generator, cfg: SynthesisConfig,

@@ -18,6 +18,8 @@ Range = Tuple[float, float]
 #: the boolean switches, in the order ``dvcl synth --help`` lists them
 SWITCHES: Tuple[str, ...] = ("elastic", "affine", "absence", "phase", "texture", "noise", "bias", "blur",
                              "streaks", "resolution", "fov", "arms", "table", "pelvis")
+#: choices of ``organ_sizes`` (the first is the default)
+ORGAN_SIZES: Tuple[str, ...] = ("phantom", "adult")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ class SynthesisConfig:
     """output budget: larger draws get thicker slices (within ``slice_mm``), then a shorter z range"""
     absence_p: Optional[Dict[str, float]] = None
     """override of :data:`priors.ABSENCE` (tests force an absence with 1.0)"""
+    organ_sizes: str = ORGAN_SIZES[0]
+    """abdomen: "phantom" paints the phantom's own organ sizes (about half of adult volumes for liver, spleen,
+    kidneys and gallbladder); "adult" scales those four by :data:`priors.ADULT_ORGAN_SCALE`, drawn from a
+    stream of their own so every other draw of the case is unchanged (an experiment of issue 13)"""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -139,6 +145,9 @@ class SynthesisConfig:
             if bad:
                 raise ConfigError(f"synthesis absence_p: unknown organ or bad probability for {bad}; organs: "
                                   f"{', '.join(ABSENCE)}")
+        if self.organ_sizes not in ORGAN_SIZES:
+            raise ConfigError(f"synthesis organ_sizes must be one of {', '.join(ORGAN_SIZES)}, got "
+                              f"{self.organ_sizes!r}")
 
     def without(self, *switches: str) -> SynthesisConfig:
         """A copy with the named switches off (``cfg.without("noise", "bias")``)."""
