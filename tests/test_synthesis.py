@@ -165,6 +165,10 @@ def test_bad_config_is_a_config_error():
         SynthesisConfig(absence_p={"liver": 1.0})
     with pytest.raises(ConfigError, match="organ_sizes"):
         SynthesisConfig(organ_sizes="giant")
+    from dvcl.phantoms.abdomen import abdominal_anatomy
+
+    with pytest.raises(ConfigError, match="unknown organs"):
+        abdominal_anatomy(0, size=(40, 40, 20), spacing=(8.0, 8.0, 8.0), organ_scale={"heart": 1.2})
 
 
 def test_written_folder_is_accepted_by_prepare(tmp_path):

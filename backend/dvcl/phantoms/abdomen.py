@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from dvcl.errors import ConfigError
 from dvcl.phantoms.shapes import (
     FREE,
     SOLID,
@@ -210,7 +211,7 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, body: Body, hu: dict
     ``scale``: extra size factors of :data:`SCALABLE` organs (missing: 1), applied to the drawn sizes."""
     unknown = set(scale) - set(SCALABLE)
     if unknown:
-        raise ValueError(f"organ_scale: unknown organs {sorted(unknown)}; scalable: {', '.join(SCALABLE)}")
+        raise ConfigError(f"organ_scale: unknown organs {sorted(unknown)}; scalable: {', '.join(SCALABLE)}")
     k_liver, k_kid, k_spleen, k_gb = (float(scale.get(n, 1.0)) for n in SCALABLE)
     below = _below_diaphragm(zd, 2.5)
     cav = body.cavity(3.0)
