@@ -13,6 +13,7 @@
 # Environment (defaults in brackets): KIND [abdomen | cardiac]  COUNT [200 synthetic cases]  SEED [0]
 #   SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
+#   SYNTH_ARGS [none: more `dvcl synth` arguments, e.g. "--organ-sizes adult" (the shipped synthetic_abdomen's data)]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
 #   FLIP_PROB, OVERSAMPLE [dvcl.synthetic_training's flip_prob (0: no random flips) and foreground_oversample (0.33,
 #   crops centred on an organ drawn uniformly: oversample_mode=class); the module says why]
@@ -55,7 +56,7 @@ mkdir -p "$OUT"
 echo "synthetic_model: $COUNT $KIND cases, variant $VARIANT, $METHOD $PROFILE x $ITERATIONS iterations -> $OUT" >&2
 if [ ! -f "$OUT/synth/dataset.json" ]; then
   $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" --resume --kind "$KIND" \
-    ${ABLATE:+--no-$ABLATE}
+    ${ABLATE:+--no-$ABLATE} ${SYNTH_ARGS:-}
 fi
 if [ ! -f "$OUT/cache/dataset.json" ]; then
   # shellcheck disable=SC2086  # SPACING is three numbers

@@ -236,7 +236,8 @@ def test_cli_adapt_errors_in_one_line_and_help_is_torch_free(tmp_path, data):
     assert "--unlabeled" in res.stdout and TRANSDUCTIVE_LINE in " ".join(res.stdout.split())
 
 
-@pytest.mark.parametrize("generator,preset", [("synthetic_abdomen", "flare22"), ("synthetic_heart", "mmwhs")])
+@pytest.mark.parametrize("generator,preset", [("synthetic_abdomen", "flare22"), ("synthetic_abdomen_adult", "flare22"),
+                                              ("synthetic_heart", "mmwhs")])
 def test_a_model_whose_card_names_the_synthetic_generator_gets_its_synthetic_data(tmp_path, monkeypatch, generator,
                                                                                   preset):
     import json
@@ -251,3 +252,5 @@ def test_a_model_whose_card_names_the_synthetic_generator_gets_its_synthetic_dat
     assert folder == tmp_path / "work" / "labeled" and info["preset"] == preset and info["numTraining"] == 2
     assert len(list((folder / "labeled" / "labels").glob("*.nii.gz"))) == 2
     assert labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3) == folder  # reused, not redone
+    sizes = info["synthesis"]["config"].get("organ_sizes")
+    assert sizes == ("adult" if generator.endswith("_adult") else "phantom")  # the anatomy the model learned
