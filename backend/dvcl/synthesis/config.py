@@ -112,7 +112,8 @@ class SynthesisConfig:
     organ_sizes: str = ORGAN_SIZES[0]
     """abdomen: "phantom" paints the phantom's own organ sizes (about half of adult volumes for liver, spleen,
     kidneys and gallbladder); "adult" scales those four by :data:`priors.ADULT_ORGAN_SCALE`, drawn from a
-    stream of their own so every other draw of the case is unchanged (an experiment of issue 13)"""
+    stream of their own so every other draw of the case is unchanged (the shipped ``synthetic_abdomen`` was last
+    trained on "adult": docs/results/synthetic_organ_sizes_cpu/)"""
 
     def __post_init__(self) -> None:
         for f in fields(self):
