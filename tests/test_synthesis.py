@@ -47,6 +47,10 @@ def test_tables_are_consistent_and_switches_match_the_cli():
 
     assert tuple(SWITCH_HELP) == SWITCHES
     assert ORGAN_SIZES == CONFIG_ORGAN_SIZES and SynthesisConfig().organ_sizes == ORGAN_SIZES[0]
+    from dvcl.cli.synth import FATTY_PANCREAS_PREVALENCE
+    from dvcl.synthesis.priors import FATTY_PANCREAS_PREVALENCE as PRIOR
+
+    assert FATTY_PANCREAS_PREVALENCE == PRIOR and SynthesisConfig().fatty_pancreas_p == 0.0
 
 
 def test_same_seed_same_case_and_different_seeds_differ():
@@ -165,6 +169,8 @@ def test_bad_config_is_a_config_error():
         SynthesisConfig(absence_p={"liver": 1.0})
     with pytest.raises(ConfigError, match="organ_sizes"):
         SynthesisConfig(organ_sizes="giant")
+    with pytest.raises(ConfigError, match="fatty_pancreas_p"):
+        SynthesisConfig(fatty_pancreas_p=2)
     from dvcl.phantoms.abdomen import abdominal_anatomy
 
     with pytest.raises(ConfigError, match="unknown organs"):
@@ -361,3 +367,33 @@ def test_adult_organ_sizes_enlarge_four_organs_and_leave_every_other_draw_alone(
         assert np.median(adult[organ]) > 1.1 * np.median(phantom[organ]), organ
     lo, _, hi = ADULT_ORGAN_VOLUME_ML["spleen"]
     assert np.median(phantom["spleen"]) < lo <= np.median(adult["spleen"]) <= hi
+
+
+def test_fatty_pancreas_turns_part_of_the_pancreas_into_fat_and_leaves_every_other_draw_alone():
+    """``fatty_pancreas_p=1``: the same seed keeps every label and every tissue outside the pancreas; inside it the
+    drawn fraction of voxels becomes fat in lobules (not scattered voxels), and through the whole pipeline the
+    pancreas of the written image is darker than its plain twin's. ``0`` (the default) adds nothing."""
+    from dvcl.synthesis.anatomy import paint_anatomy
+    from dvcl.synthesis.priors import PANCREAS_FAT_FRACTION
+
+    base = SynthesisConfig(anatomy_mm=4.0)
+    a = paint_anatomy(7, np.random.default_rng(7), base)
+    b = paint_anatomy(7, np.random.default_rng(7), replace(base, fatty_pancreas_p=1.0))
+    pancreas = a.label == 4
+    assert "pancreas_fat" not in a.info and np.array_equal(a.label, b.label)
+    assert np.array_equal(a.tissue[~pancreas], b.tissue[~pancreas])
+    changed = a.tissue != b.tissue
+    assert np.all(b.tissue[changed] == T["fat"]) and not np.any(a.tissue[changed] == T["fat"])
+    fraction = b.info["pancreas_fat"]
+    assert PANCREAS_FAT_FRACTION[0] <= fraction <= PANCREAS_FAT_FRACTION[1]
+    assert abs(changed.sum() / pancreas.sum() - fraction) < 0.03
+    # lobules: most fat voxels have a fat neighbour inside the pancreas (scattered voxels would have few)
+    fat_in = changed & pancreas
+    assert (ndimage.convolve(fat_in.astype(np.uint8), np.ones((3, 3, 3), np.uint8))[fat_in] > 3).mean() > 0.8
+    # through intensities and acquisition: the same case, a darker pancreas
+    cfg = replace(SMALL, organ_sizes="phantom")
+    plain, fatty = synthesize(7, cfg, phase="native"), synthesize(7, replace(cfg, fatty_pancreas_p=1.0), phase="native")
+    (ip, lp), (i_f, lf) = arrays(plain), arrays(fatty)
+    far = ~ndimage.binary_dilation(lp == 4, iterations=4)
+    assert np.array_equal(lp, lf) and np.array_equal(ip[far], i_f[far])
+    assert np.median(i_f[lf == 4]) < np.median(ip[lp == 4]) - 15

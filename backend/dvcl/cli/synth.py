@@ -27,6 +27,9 @@ SWITCH_HELP = {
 
 #: choices of --organ-sizes (dvcl.synthesis.config.ORGAN_SIZES, repeated for the same reason; the test checks)
 ORGAN_SIZES = ("phantom", "adult")
+#: --fatty-pancreas without a value (dvcl.synthesis.priors.FATTY_PANCREAS_PREVALENCE, repeated for the same reason;
+#: the test checks)
+FATTY_PANCREAS_PREVALENCE = 0.33
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--organ-sizes", choices=ORGAN_SIZES, default=ORGAN_SIZES[0],
                    help="abdomen: the phantom's organ sizes (default) or adult CT volumes for liver, spleen, kidneys "
                    "and gallbladder (drawn per case; every other draw of a case stays the same)")
+    p.add_argument("--fatty-pancreas", type=float, nargs="?", const=FATTY_PANCREAS_PREVALENCE, default=0.0,
+                   metavar="P",
+                   help="abdomen: a fatty pancreas (fat between the lobules, 10-60 %% of the organ) in a fraction P "
+                   f"of the cases (without P: {FATTY_PANCREAS_PREVALENCE}, the adult prevalence in the literature; "
+                   "default 0: never); every other draw of a case stays the same")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
         g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true", help=f"no {text}")
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.utils import progress
 
     off = [name for name in SWITCH_HELP if getattr(args, f"no_{name}")]
-    config = SynthesisConfig(organ_sizes=args.organ_sizes).without(*off)
+    config = SynthesisConfig(organ_sizes=args.organ_sizes, fatty_pancreas_p=args.fatty_pancreas).without(*off)
     with progress.Progress("synth", total=max(args.count, 0), desc="synthetic CT", unit="case") as bar:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,

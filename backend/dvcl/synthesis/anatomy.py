@@ -22,11 +22,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from dvcl.phantoms.abdomen import GB, LIVER, LKID, RKID, SPLEEN, abdominal_anatomy
+from dvcl.phantoms.abdomen import GB, LIVER, LKID, PANC, RKID, SPLEEN, abdominal_anatomy
 from dvcl.phantoms.shapes import FREE, PaintedAnatomy
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.pelvis import add_pelvis, draw_pelvis
-from dvcl.synthesis.priors import ABSENCE, ADULT_ORGAN_SCALE, T
+from dvcl.synthesis.priors import ABSENCE, ADULT_ORGAN_SCALE, PANCREAS_FAT_FRACTION, PANCREAS_LOBULE_MM, T
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     out = anatomy_of(anat, classify_tissues(anat))
     if organ_scale:  # (phantom sizes add nothing, so their cases' records stay as they were)
         out.info["organ_scale"] = {k: round(v, 3) for k, v in organ_scale.items()}
+    fat = add_pancreatic_fat(out, seed, cfg)
+    if fat is not None:  # (only fatty cases say so, so the records of the others stay as they were)
+        out.info["pancreas_fat"] = round(fat, 3)
     # draws happen whatever the switches, so switching one off leaves the others' draws unchanged
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
@@ -92,6 +95,33 @@ def draw_organ_scale(seed: int, cfg: SynthesisConfig) -> Dict[str, float]:
         return {}
     srng = np.random.default_rng([int(seed), 0x53495A45])
     return {name: float(srng.uniform(*ADULT_ORGAN_SCALE[name])) for name in ADULT_ORGAN_SCALE}
+
+
+def add_pancreatic_fat(a: Anatomy, seed: int, cfg: SynthesisConfig) -> Optional[float]:
+    """Make the pancreas of ``a`` fatty with probability ``cfg.fatty_pancreas_p``: a fraction of its voxels, drawn
+    from :data:`priors.PANCREAS_FAT_FRACTION`, becomes fat tissue (label unchanged) where a smooth random field is
+    lowest, so the fat lies between lobules of :data:`priors.PANCREAS_LOBULE_MM` and blurs into the parenchyma at
+    the output resolution as it does on a scanner. Returns the fraction, or None (not fatty).
+
+    Why: the phantom paints every pancreas as soft tissue (35-55 HU without contrast), while pancreatic steatosis
+    is common in adults and can bring the organ's mean below 0 HU; a network that never saw one calls it fat.
+    Drawn from a stream of its own (derived from ``seed``), so a fatty case is the twin of its plain one."""
+    from dvcl.synthesis.spatial import smooth_field  # (spatial imports this module)
+
+    if cfg.fatty_pancreas_p <= 0:
+        return None
+    frng = np.random.default_rng([int(seed), 0x46415450])
+    u, fraction, lobule_mm = frng.uniform(), frng.uniform(*PANCREAS_FAT_FRACTION), frng.uniform(*PANCREAS_LOBULE_MM)
+    field_seed = int(frng.integers(2**32))
+    pancreas = a.label == PANC
+    if u >= cfg.fatty_pancreas_p or not pancreas.any():
+        return None
+    box = ndimage.find_objects(pancreas.astype(np.uint8))[0]
+    inside = pancreas[box]
+    field = smooth_field(np.random.default_rng(field_seed), inside.shape, lobule_mm / a.spacing)
+    fat = inside & (field < np.quantile(field[inside], fraction))
+    a.tissue[box][fat] = T["fat"]
+    return float(fraction)
 
 
 def draw_anatomy_grid(rng: np.random.Generator, cfg: SynthesisConfig,

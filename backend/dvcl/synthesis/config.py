@@ -114,6 +114,10 @@ class SynthesisConfig:
     kidneys and gallbladder); "adult" scales those four by :data:`priors.ADULT_ORGAN_SCALE`, drawn from a
     stream of their own so every other draw of the case is unchanged (the shipped ``synthetic_abdomen`` was last
     trained on "adult": docs/results/synthetic_organ_sizes_cpu/)"""
+    fatty_pancreas_p: float = 0.0
+    """abdomen: probability that a case's pancreas is fatty (fat between the lobules, a fraction drawn from
+    :data:`priors.PANCREAS_FAT_FRACTION`), drawn from a stream of its own so every other draw of the case is
+    unchanged; 0 (the default) never, :data:`priors.FATTY_PANCREAS_PREVALENCE` the literature's prevalence"""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -126,7 +130,8 @@ class SynthesisConfig:
                     raise ConfigError(f"synthesis range '{f.name}' must be 0 <= low <= high, got {v}")
             if f.name == "pelvis_bottom" and float(v[1]) > 1.0:
                 raise ConfigError(f"synthesis range 'pelvis_bottom' must lie in [0, 1], got {v}")
-            if f.name.endswith("_p") and isinstance(v, float) and not 0.0 <= v <= 1.0:
+            if (f.name.endswith("_p") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and not 0.0 <= v <= 1.0):
                 raise ConfigError(f"synthesis probability '{f.name}' must be in [0, 1], got {v}")
         if self.in_plane_mm[0] <= 0 or self.slice_mm[0] <= 0 or min(self.fixed_spacing) <= 0:
             raise ConfigError("synthesis spacings must be positive")

@@ -220,6 +220,21 @@ ADULT_ORGAN_SCALE: Dict[str, Range] = {"liver": (1.0, 1.06), "kidney": (1.0, 1.1
                                        "gallbladder": (1.1, 1.35)}
 
 
+#: fatty pancreas (pancreatic steatosis, fat interdigitating between the lobules; common with age, obesity and
+#: diabetes): pooled prevalence 33 % in a meta-analysis of imaging and histology studies (Singh et al., Metabolism
+#: 2017). What ``dvcl synth --fatty-pancreas`` uses when no probability is given.
+FATTY_PANCREAS_PREVALENCE = 0.33
+
+#: fat fraction of a fatty pancreas, drawn uniformly per case: with parenchyma at about 45 HU and fat at about
+#: -100 HU (non-contrast, table above), 0.1 is mild steatosis (about 10 HU below the spleen, the CT definition
+#: used in the steatosis literature) and 0.6 is fatty replacement at about -40 HU (-40 to -10 HU,
+#: radiologykey; research note section 3.1). Arithmetic on those values, not fitted to any scan here.
+PANCREAS_FAT_FRACTION: Range = (0.1, 0.6)
+
+#: correlation length (mm) of the fat between the lobules (est.: pancreatic lobules measure a few millimetres)
+PANCREAS_LOBULE_MM: Range = (4.0, 10.0)
+
+
 def check_tables() -> None:
     """Fail loudly if the tables disagree (every tissue has a range for every phase, lo <= hi)."""
     for name in TISSUES:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# protocol.md: the fatty-pancreas twins of the organ-size study's 120 cases (main at the protocol's commit)
+set -eu
+W=/work/syna/fat/ft
+export PATH=/work/main/.venv/bin:$PATH OMP_NUM_THREADS=1
+mkdir -p $W/all /work/syna/fat/init
+cp -rn /work/main/backend/dvcl/models/synthetic_abdomen /work/syna/fat/init/
+cd /work/main
+[ -f $W/all/synth/dataset.json ] || python -m dvcl --progress none synth $W/all/synth --count 120 --seed 0 \
+  --workers 2 --resume --organ-sizes adult --fatty-pancreas > /work/syna/fat/gen.log 2>&1
+echo "gen rc=$? $(date -u +%H:%M)" >> /work/syna/fat/done.txt
