@@ -86,21 +86,25 @@ def labeled_data_generators() -> List[str]:
 SYNTHETIC_LABELED_COUNT = 40
 
 
-def synthetic_data(kind: str, organ_sizes: str = "phantom") -> LabeledDataGenerator:
+def synthetic_data(kind: str, organ_sizes: str = "phantom", fatty_pancreas: bool = False) -> LabeledDataGenerator:
     """Labeled data from the domain-randomised synthesis (``dvcl.synthesis``, ``kind`` ``abdomen``: FLARE22 labels,
-    ``cardiac``: MM-WHS; ``organ_sizes`` as :class:`~dvcl.synthesis.config.SynthesisConfig`'s), for models trained
-    on it: an adaptation keeps showing the model the anatomy it learned.
+    ``cardiac``: MM-WHS; ``organ_sizes`` as :class:`~dvcl.synthesis.config.SynthesisConfig`'s; ``fatty_pancreas``:
+    a fatty pancreas at the literature's prevalence), for models trained on it: an adaptation keeps showing the model
+    the anatomy it learned.
 
     Case ``i`` depends only on (``seed``, ``i``), so an interrupted generation is simply written again.
     """
     def generate(meta: Mapping[str, Any], model_dir: Path, out: Path, seed: int) -> Path:
         from dvcl.synthesis.config import SynthesisConfig
         from dvcl.synthesis.dataset import write_synthetic_dataset
+        from dvcl.synthesis.priors import FATTY_PANCREAS_PREVALENCE
 
         if not (out / "dataset.json").is_file():
             write_synthetic_dataset(out, SYNTHETIC_LABELED_COUNT, seed=seed, overwrite=True,
                                     workers=max(1, min(8, os.cpu_count() or 1)), kind=kind,
-                                    config=SynthesisConfig(organ_sizes=organ_sizes))
+                                    config=SynthesisConfig(organ_sizes=organ_sizes,
+                                                           fatty_pancreas_p=FATTY_PANCREAS_PREVALENCE
+                                                           if fatty_pancreas else 0.0))
         return out
 
     return generate
@@ -108,6 +112,8 @@ def synthetic_data(kind: str, organ_sizes: str = "phantom") -> LabeledDataGenera
 
 register_labeled_data_generator("synthetic_abdomen", synthetic_data("abdomen"))
 register_labeled_data_generator("synthetic_abdomen_adult", synthetic_data("abdomen", organ_sizes="adult"))
+register_labeled_data_generator("synthetic_abdomen_adult_fatty",
+                                synthetic_data("abdomen", organ_sizes="adult", fatty_pancreas=True))
 register_labeled_data_generator("synthetic_heart", synthetic_data("cardiac"))
 
 
