@@ -10,10 +10,12 @@
 #   KIND=cardiac bash benchmarks/synthetic_model.sh WORK         # the heart (MM-WHS labels), checked on the chest
 #                                                                # CTA of tests/data: whole heart, aorta, PA
 #
-# Environment (defaults in brackets): KIND [abdomen | cardiac]  COUNT [200 synthetic cases]  SEED [0]
+# Environment (defaults in brackets): KIND [abdomen | cardiac]  COUNT [200 synthetic cases]  SEED [0: training seed]
+#   DATA_SEED [SEED: the `dvcl synth` data-set seed, so several training seeds can share one data set]
 #   SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
-#   SYNTH_ARGS [none: more `dvcl synth` arguments, e.g. "--organ-sizes adult" (the shipped synthetic_abdomen's data)]
+#   SYNTH_ARGS [none: more `dvcl synth` arguments, e.g. "--organ-sizes adult --fatty-pancreas" (the shipped
+#   synthetic_abdomen's data)]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
 #   FLIP_PROB, OVERSAMPLE [dvcl.synthetic_training's flip_prob (0: no random flips) and foreground_oversample (0.33,
 #   crops centred on an organ drawn uniformly: oversample_mode=class); the module says why]
@@ -30,7 +32,7 @@ set -euo pipefail
 WORK=${1:?usage: synthetic_model.sh WORK}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DVCL=${DVCL:-python3 -m dvcl}
-COUNT=${COUNT:-200}; SEED=${SEED:-0}; SPACING=${SPACING:-1.5 1.5 3.0}
+COUNT=${COUNT:-200}; SEED=${SEED:-0}; DATA_SEED=${DATA_SEED:-$SEED}; SPACING=${SPACING:-1.5 1.5 3.0}
 PROFILE=${PROFILE:-paper}; ITERATIONS=${ITERATIONS:-20000}; METHOD=${METHOD:-supervised}; DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-$(nproc)}; ABLATE=${ABLATE:-}; PYTHON=${PYTHON:-python3}
 FLIP_PROB=${FLIP_PROB:-$($PYTHON -m dvcl.synthetic_training flip_prob)}
@@ -55,7 +57,7 @@ OUT="$WORK/$VARIANT"
 mkdir -p "$OUT"
 echo "synthetic_model: $COUNT $KIND cases, variant $VARIANT, $METHOD $PROFILE x $ITERATIONS iterations -> $OUT" >&2
 if [ ! -f "$OUT/synth/dataset.json" ]; then
-  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$SEED" --workers "$WORKERS" --resume --kind "$KIND" \
+  $DVCL --progress none synth "$OUT/synth" --count "$COUNT" --seed "$DATA_SEED" --workers "$WORKERS" --resume --kind "$KIND" \
     ${ABLATE:+--no-$ABLATE} ${SYNTH_ARGS:-}
 fi
 if [ ! -f "$OUT/cache/dataset.json" ]; then
