@@ -391,8 +391,8 @@ def test_fatty_pancreas_turns_part_of_the_pancreas_into_fat_and_leaves_every_oth
     fat_in = changed & pancreas
     assert (ndimage.convolve(fat_in.astype(np.uint8), np.ones((3, 3, 3), np.uint8))[fat_in] > 3).mean() > 0.8
     # through intensities and acquisition: the same case, a darker pancreas
-    cfg = replace(SMALL, organ_sizes="phantom")
-    plain, fatty = synthesize(7, cfg, phase="native"), synthesize(7, replace(cfg, fatty_pancreas_p=1.0), phase="native")
+    plain, fatty = synthesize(7, SMALL, phase="native"), synthesize(7, replace(SMALL, fatty_pancreas_p=1.0),
+                                                                   phase="native")
     (ip, lp), (i_f, lf) = arrays(plain), arrays(fatty)
     far = ~ndimage.binary_dilation(lp == 4, iterations=4)
     assert np.array_equal(lp, lf) and np.array_equal(ip[far], i_f[far])

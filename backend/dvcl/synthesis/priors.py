@@ -226,9 +226,9 @@ ADULT_ORGAN_SCALE: Dict[str, Range] = {"liver": (1.0, 1.06), "kidney": (1.0, 1.1
 FATTY_PANCREAS_PREVALENCE = 0.33
 
 #: fat fraction of a fatty pancreas, drawn uniformly per case: with parenchyma at about 45 HU and fat at about
-#: -100 HU (non-contrast, table above), 0.1 is mild steatosis (about 10 HU below the spleen, the CT definition
-#: used in the steatosis literature) and 0.6 is fatty replacement at about -40 HU (-40 to -10 HU,
-#: radiologykey; research note section 3.1). Arithmetic on those values, not fitted to any scan here.
+#: -100 HU (non-contrast, table above), 0.1 is mild steatosis (about 15 HU below the parenchyma, the order of the
+#: pancreas-to-spleen differences used to define steatosis on CT) and 0.6 is fatty replacement at about -40 HU
+#: (-40 to -10 HU, radiologykey; research note section 3.1). Arithmetic on those values, not fitted to any scan here.
 PANCREAS_FAT_FRACTION: Range = (0.1, 0.6)
 
 #: correlation length (mm) of the fat between the lobules (est.: pancreatic lobules measure a few millimetres)
