@@ -397,3 +397,20 @@ def test_fatty_pancreas_turns_part_of_the_pancreas_into_fat_and_leaves_every_oth
     far = ~ndimage.binary_dilation(lp == 4, iterations=4)
     assert np.array_equal(lp, lf) and np.array_equal(ip[far], i_f[far])
     assert np.median(i_f[lf == 4]) < np.median(ip[lp == 4]) - 15
+
+
+def test_lesions_off_turns_the_liver_lesion_into_liver_and_changes_nothing_else():
+    """The first phantom of seeds 0-11 with a hypodense liver lesion: ``lesions`` off keeps every label and every
+    other tissue, and the lesion's voxels become liver tissue."""
+    from dvcl.synthesis.anatomy import paint_anatomy
+
+    base = SynthesisConfig(anatomy_mm=4.0)
+    seed = next((s for s in range(12)
+                 if (paint_anatomy(s, np.random.default_rng(s), base).tissue == T["liver_lesion"]).any()), None)
+    assert seed is not None, "no phantom of seeds 0-11 has a liver lesion"
+    a = paint_anatomy(seed, np.random.default_rng(seed), base)
+    b = paint_anatomy(seed, np.random.default_rng(seed), base.without("lesions"))
+    lesion = a.tissue == T["liver_lesion"]
+    assert np.array_equal(a.label, b.label) and np.all(a.label[lesion] == 1)
+    assert np.array_equal(a.tissue[~lesion], b.tissue[~lesion]) and np.all(b.tissue[lesion] == T["liver"])
+    assert not (b.tissue == T["liver_lesion"]).any()

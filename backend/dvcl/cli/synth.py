@@ -23,6 +23,7 @@ SWITCH_HELP = {
     "arms": "arms beside the body",
     "table": "patient table",
     "pelvis": "pelvis below the abdomen (off: the abdomen stops near the iliac crests; abdomen only)",
+    "lesions": "hypodense liver lesion in about a quarter of the cases (labelled liver; abdomen only)",
 }
 
 #: choices of --organ-sizes (dvcl.synthesis.config.ORGAN_SIZES, repeated for the same reason; the test checks)

@@ -67,6 +67,8 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     out = anatomy_of(anat, classify_tissues(anat))
     if organ_scale:  # (phantom sizes add nothing, so their cases' records stay as they were)
         out.info["organ_scale"] = {k: round(v, 3) for k, v in organ_scale.items()}
+    if not cfg.lesions:  # the lesion's voxels become liver tissue; its label was liver already
+        out.tissue[out.tissue == T["liver_lesion"]] = T["liver"]
     fat = add_pancreatic_fat(out, seed, cfg)
     if fat is not None:  # (only fatty cases say so, so the records of the others stay as they were)
         out.info["pancreas_fat"] = round(fat, 3)

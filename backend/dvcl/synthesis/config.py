@@ -17,7 +17,7 @@ Range = Tuple[float, float]
 
 #: the boolean switches, in the order ``dvcl synth --help`` lists them
 SWITCHES: Tuple[str, ...] = ("elastic", "affine", "absence", "phase", "texture", "noise", "bias", "blur",
-                             "streaks", "resolution", "fov", "arms", "table", "pelvis")
+                             "streaks", "resolution", "fov", "arms", "table", "pelvis", "lesions")
 #: choices of ``organ_sizes`` (the first is the default)
 ORGAN_SIZES: Tuple[str, ...] = ("phantom", "adult")
 
@@ -58,6 +58,9 @@ class SynthesisConfig:
     pelvis: bool = True
     """the case may extend caudally through the pelvis (bladder, pelvic bones, rectum, iliac vessels: label 0);
     off: the abdomen stops where the phantom's does (near the iliac crests), as before"""
+    lesions: bool = True
+    """abdomen: the hypodense liver lesion (cyst or metastasis, labelled liver as FLARE22 labels it) that about a
+    quarter of the phantoms carry; off: its voxels are liver tissue (same label map, every other draw unchanged)"""
     pelvis_p: float = 0.6
     """probability that a case is abdomen + pelvis"""
     pelvis_bottom: Range = (0.0, 1.0)
