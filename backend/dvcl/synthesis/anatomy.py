@@ -76,7 +76,7 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
     out.info["absent"] = absent
-    prng = pelvis_rng if pelvis_rng is not None else np.random.default_rng([int(seed), 0x50454C])
+    prng = pelvis_rng if pelvis_rng is not None else own_stream(seed, 0x50454C)
     pdraw = draw_pelvis(prng, cfg)
     nz_abd = out.label.shape[0]
     out.info["pelvis"] = bool(pdraw["on"])
@@ -90,12 +90,19 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     return out
 
 
+def own_stream(seed: int, tag: int) -> np.random.Generator:
+    """A random stream of its own for one optional part of a case (pelvis, organ sizes, fatty pancreas), derived from
+    the case's ``seed`` and the part's ``tag``: turning the part on or off leaves every other draw of the case alone,
+    so a case with it is the twin of the case without it."""
+    return np.random.default_rng([int(seed), int(tag)])
+
+
 def draw_organ_scale(seed: int, cfg: SynthesisConfig) -> Dict[str, float]:
     """Size factors of the scalable organs for ``cfg.organ_sizes`` ("phantom": none). Drawn from a stream of
     their own (derived from ``seed``), so a case with adult sizes differs from its phantom-size twin only there."""
     if cfg.organ_sizes == "phantom":
         return {}
-    srng = np.random.default_rng([int(seed), 0x53495A45])
+    srng = own_stream(seed, 0x53495A45)
     return {name: float(srng.uniform(*ADULT_ORGAN_SCALE[name])) for name in ADULT_ORGAN_SCALE}
 
 
@@ -112,7 +119,7 @@ def add_pancreatic_fat(a: Anatomy, seed: int, cfg: SynthesisConfig) -> Optional[
 
     if cfg.fatty_pancreas_p <= 0:
         return None
-    frng = np.random.default_rng([int(seed), 0x46415450])
+    frng = own_stream(seed, 0x46415450)
     u, fraction, lobule_mm = frng.uniform(), frng.uniform(*PANCREAS_FAT_FRACTION), frng.uniform(*PANCREAS_LOBULE_MM)
     field_seed = int(frng.integers(2**32))
     pancreas = a.label == PANC
