@@ -51,6 +51,9 @@ def test_tables_are_consistent_and_switches_match_the_cli():
     from dvcl.synthesis.priors import FATTY_PANCREAS_PREVALENCE as PRIOR
 
     assert FATTY_PANCREAS_PREVALENCE == PRIOR and SynthesisConfig().fatty_pancreas_p == 0.0
+    assert SynthesisConfig().fat_planes is False
+    with pytest.raises(ConfigError, match="fat_planes"):
+        SynthesisConfig(fat_planes=1)
 
 
 def test_same_seed_same_case_and_different_seeds_differ():
@@ -397,6 +400,42 @@ def test_fatty_pancreas_turns_part_of_the_pancreas_into_fat_and_leaves_every_oth
     far = ~ndimage.binary_dilation(lp == 4, iterations=4)
     assert np.array_equal(lp, lf) and np.array_equal(ip[far], i_f[far])
     assert np.median(i_f[lf == 4]) < np.median(ip[lp == 4]) - 15
+
+
+def test_fat_planes_put_fat_between_the_liver_and_its_neighbours_and_leave_every_other_draw_alone():
+    """``fat_planes``: the same seed keeps every organ but the liver; liver voxels near the pancreas, duodenum,
+    adrenals and the gallbladder's lower half, and only those, become fat with label 0, so no liver voxel is left
+    within the smallest margin of them; the gallbladder's upper half still touches the liver (its fossa). Through
+    the whole pipeline, the image changes only near the carved liver."""
+    from dvcl.synthesis.anatomy import paint_anatomy
+    from dvcl.synthesis.priors import FAT_PLANE_MM, FAT_PLANE_ORGANS
+
+    base = SynthesisConfig(anatomy_mm=3.0)
+    a = paint_anatomy(3, np.random.default_rng(3), base)
+    b = paint_anatomy(3, np.random.default_rng(3), replace(base, fat_planes=True))
+    assert "fat_planes_mm" not in a.info and set(b.info["fat_planes_mm"]) == set(FAT_PLANE_ORGANS)
+    assert all(FAT_PLANE_MM[0] <= m <= FAT_PLANE_MM[1] for m in b.info["fat_planes_mm"].values())
+    changed = (a.label != b.label) | (a.tissue != b.tissue)
+    assert changed.sum() > 100
+    assert np.all(a.label[changed] == 1) and np.all(b.label[changed] == 0) and np.all(b.tissue[changed] == T["fat"])
+    neighbours = np.isin(a.label, [4, 7, 8, 12])
+    gb = a.label == 9
+    lower_gb = gb & (np.arange(gb.shape[0]) < ndimage.center_of_mass(gb)[0])[:, None, None]
+    d = ndimage.distance_transform_edt(~(neighbours | lower_gb), sampling=3.0)
+    assert not np.any((b.label == 1) & (d <= FAT_PLANE_MM[0] - 1e-6)), "liver left inside the smallest margin"
+    assert np.all(d[changed] <= FAT_PLANE_MM[1] + 1e-6), "liver carved beyond the largest margin"
+    d_gb = ndimage.distance_transform_edt(~gb, sampling=3.0)
+    assert np.any((b.label == 1) & (d_gb <= 3.0)), "the gallbladder left its fossa"
+    # through intensities and acquisition: the same case, changed only near the carved liver
+    plain, planes = synthesize(3, SMALL, phase="native"), synthesize(3, replace(SMALL, fat_planes=True),
+                                                                   phase="native")
+    (ip, lp), (iq, lq) = arrays(plain), arrays(planes)
+    assert ip.shape == iq.shape and not np.array_equal(lp, lq)
+    moved = (lp == 1) & (lq == 0)
+    assert moved.any() and np.all(lp[lp != lq] == 1) and np.all(lq[lp != lq] == 0)
+    far = ~ndimage.binary_dilation(lp != lq, iterations=4)  # (blur and resampling round a few voxels by 1 HU)
+    assert np.abs(ip[far].astype(np.int32) - iq[far]).max() <= 1 and (ip[far] != iq[far]).mean() < 1e-4
+    assert np.median(iq[moved]) < np.median(ip[moved]) - 50  # fat where liver was
 
 
 def test_lesions_off_turns_the_liver_lesion_into_liver_and_changes_nothing_else():

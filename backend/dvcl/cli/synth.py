@@ -63,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="abdomen: a fatty pancreas (fat between the lobules, 10-60 %% of the organ) in a fraction P "
                    f"of the cases (without P: {FATTY_PANCREAS_PREVALENCE}, the adult prevalence in the literature; "
                    "default 0: never); every other draw of a case stays the same")
+    p.add_argument("--fat-planes", action="store_true",
+                   help="abdomen: fat, not liver, around the pancreas, duodenum, adrenal glands and the lower half of "
+                   "the gallbladder, as in a patient (a margin of 2-8 mm drawn per organ; every other draw of a case "
+                   "stays the same)")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
         g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true", help=f"no {text}")
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from dvcl.utils import progress
 
     off = [name for name in SWITCH_HELP if getattr(args, f"no_{name}")]
-    config = SynthesisConfig(organ_sizes=args.organ_sizes, fatty_pancreas_p=args.fatty_pancreas).without(*off)
+    config = SynthesisConfig(organ_sizes=args.organ_sizes, fatty_pancreas_p=args.fatty_pancreas,
+                             fat_planes=args.fat_planes).without(*off)
     with progress.Progress("synth", total=max(args.count, 0), desc="synthetic CT", unit="case") as bar:
         result = write_synthetic_dataset(args.out_dir, args.count, seed=args.seed, config=config,
                                          overwrite=args.overwrite, workers=args.workers,

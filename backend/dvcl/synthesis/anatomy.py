@@ -22,11 +22,19 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from dvcl.phantoms.abdomen import GB, LIVER, LKID, PANC, RKID, SPLEEN, abdominal_anatomy
+from dvcl.phantoms.abdomen import GB, IDS, LIVER, LKID, PANC, RKID, SPLEEN, abdominal_anatomy
 from dvcl.phantoms.shapes import FREE, PaintedAnatomy
 from dvcl.synthesis.config import SynthesisConfig
 from dvcl.synthesis.pelvis import add_pelvis, draw_pelvis
-from dvcl.synthesis.priors import ABSENCE, ADULT_ORGAN_SCALE, PANCREAS_FAT_FRACTION, PANCREAS_LOBULE_MM, T
+from dvcl.synthesis.priors import (
+    ABSENCE,
+    ADULT_ORGAN_SCALE,
+    FAT_PLANE_MM,
+    FAT_PLANE_ORGANS,
+    PANCREAS_FAT_FRACTION,
+    PANCREAS_LOBULE_MM,
+    T,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,9 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
     fat = add_pancreatic_fat(out, seed, cfg)
     if fat is not None:  # (only fatty cases say so, so the records of the others stay as they were)
         out.info["pancreas_fat"] = round(fat, 3)
+    planes = add_fat_planes(out, seed, cfg)
+    if planes is not None:  # (only cases made with the option say so)
+        out.info["fat_planes_mm"] = planes
     # draws happen whatever the switches, so switching one off leaves the others' draws unchanged
     u_absent, u_table, u_arms, u_metal = rng.uniform(size=4)
     absent = remove_organs(out, rng, cfg.absence_p or ABSENCE) if cfg.absence else []
@@ -131,6 +142,36 @@ def add_pancreatic_fat(a: Anatomy, seed: int, cfg: SynthesisConfig) -> Optional[
     fat = inside & (field < np.quantile(field[inside], fraction))
     a.tissue[box][fat] = T["fat"]
     return float(fraction)
+
+
+def add_fat_planes(a: Anatomy, seed: int, cfg: SynthesisConfig) -> Optional[Dict[str, float]]:
+    """With ``cfg.fat_planes``, turn the liver within a margin of each organ of :data:`priors.FAT_PLANE_ORGANS` into
+    fat (label 0): one margin per organ, drawn from :data:`priors.FAT_PLANE_MM`; for the gallbladder only below its
+    centre, so its upper part stays in the liver's fossa. Returns the margins (mm), or None (option off).
+
+    Why: the phantom paints the gallbladder, pancreas, duodenum and adrenal glands over its liver, so in its cases
+    the liver wraps them, where in a patient they lie in fat beside it; a network trained on that learns that what
+    the liver surrounds belongs to the liver's neighbourhood and takes them into the liver on real scans. Drawn from
+    a stream of its own (derived from ``seed``), so a case with fat planes is the twin of the case without."""
+    if not cfg.fat_planes:
+        return None
+    prng = own_stream(seed, 0x46504C4E)
+    margins = {name: float(prng.uniform(*FAT_PLANE_MM)) for name in FAT_PLANE_ORGANS}
+    for name in FAT_PLANE_ORGANS:
+        organ = a.label == IDS[name]
+        if not organ.any():
+            continue
+        pad = int(np.ceil(margins[name] / a.spacing)) + 1
+        box = tuple(slice(max(s.start - pad, 0), s.stop + pad)
+                    for s in ndimage.find_objects(organ.astype(np.uint8))[0])
+        near = ndimage.distance_transform_edt(~organ[box], sampling=a.spacing) <= margins[name]
+        near &= a.label[box] == LIVER
+        if IDS[name] == GB:  # the fossa holds the upper half
+            z_centre = ndimage.center_of_mass(organ)[0]
+            near &= (np.arange(box[0].start, box[0].stop) < z_centre)[:, None, None]
+        a.label[box][near] = 0
+        a.tissue[box][near] = T["fat"]
+    return {name: round(m, 2) for name, m in margins.items()}
 
 
 def draw_anatomy_grid(rng: np.random.Generator, cfg: SynthesisConfig,

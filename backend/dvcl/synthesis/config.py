@@ -121,11 +121,15 @@ class SynthesisConfig:
     """abdomen: probability that a case's pancreas is fatty (fat between the lobules, a fraction drawn from
     :data:`priors.PANCREAS_FAT_FRACTION`), drawn from a stream of its own so every other draw of the case is
     unchanged; 0 (the default) never, :data:`priors.FATTY_PANCREAS_PREVALENCE` the literature's prevalence"""
+    fat_planes: bool = False
+    """abdomen: the liver within a few millimetres (:data:`priors.FAT_PLANE_MM`) of the pancreas, duodenum, adrenal
+    glands and the lower half of the gallbladder becomes fat, as in real anatomy (the phantom paints these organs
+    into its liver); drawn from a stream of its own so every other draw of the case is unchanged"""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in SWITCHES and not isinstance(v, bool):
+            if (f.name in SWITCHES or f.name == "fat_planes") and not isinstance(v, bool):
                 raise ConfigError(f"synthesis option '{f.name}' must be true or false, got {v!r}")
             if isinstance(v, tuple) and len(v) == 2 and f.name != "fixed_spacing":
                 lo, hi = float(v[0]), float(v[1])

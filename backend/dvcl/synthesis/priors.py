@@ -235,6 +235,20 @@ PANCREAS_FAT_FRACTION: Range = (0.1, 0.6)
 PANCREAS_LOBULE_MM: Range = (4.0, 10.0)
 
 
+#: fat planes: the gallbladder, pancreas, duodenum and adrenal glands are not wrapped in liver. The gallbladder lies
+#: in a fossa on the liver's visceral (inferior) surface with its body and fundus below it; the pancreas, the
+#: duodenum beyond its bulb and the adrenal glands are retroperitoneal, set in fat (the adrenals inside the perirenal
+#: fat) and separated from the liver by it (standard anatomy, e.g. Gray's Anatomy, 42nd ed., abdomen chapters). The
+#: phantom paints these organs over its liver, so the liver surrounds them. ``dvcl synth --fat-planes`` turns the
+#: liver within a margin of them into fat: one margin per organ and case, drawn uniformly from this range (mm; est.:
+#: the phantom leaves 6 mm of perirenal fat around the kidneys, and retroperitoneal fat is thin in lean patients).
+FAT_PLANE_MM: Range = (2.0, 8.0)
+#: the organs a fat plane separates from the liver (FLARE22 names); the gallbladder only below its centre (the part
+#: outside the fossa)
+FAT_PLANE_ORGANS: Tuple[str, ...] = ("gallbladder", "pancreas", "duodenum", "right adrenal gland",
+                                     "left adrenal gland")
+
+
 def check_tables() -> None:
     """Fail loudly if the tables disagree (every tissue has a range for every phase, lo <= hi)."""
     for name in TISSUES:
