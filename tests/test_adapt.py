@@ -238,6 +238,7 @@ def test_cli_adapt_errors_in_one_line_and_help_is_torch_free(tmp_path, data):
 
 @pytest.mark.parametrize("generator,preset", [("synthetic_abdomen", "flare22"), ("synthetic_abdomen_adult", "flare22"),
                                               ("synthetic_abdomen_adult_fatty", "flare22"),
+                                              ("synthetic_abdomen_adult_fatty_planes", "flare22"),
                                               ("synthetic_heart", "mmwhs")])
 def test_a_model_whose_card_names_the_synthetic_generator_gets_its_synthetic_data(tmp_path, monkeypatch, generator,
                                                                                   preset):
@@ -255,4 +256,5 @@ def test_a_model_whose_card_names_the_synthetic_generator_gets_its_synthetic_dat
     assert labeled_data_for(meta, tmp_path / "model", tmp_path / "work", seed=3) == folder  # reused, not redone
     sizes = info["synthesis"]["config"].get("organ_sizes")
     assert sizes == ("adult" if "_adult" in generator else "phantom")  # the anatomy the model learned
-    assert info["synthesis"]["config"].get("fatty_pancreas_p", 0.0) == (0.33 if generator.endswith("_fatty") else 0.0)
+    assert info["synthesis"]["config"].get("fatty_pancreas_p", 0.0) == (0.33 if "_fatty" in generator else 0.0)
+    assert info["synthesis"]["config"].get("fat_planes", False) is generator.endswith("_planes")

@@ -2,10 +2,11 @@
 axial slice of the real abdomen CT in tests/data (shown for comparison only; nothing is tuned on it), and
 docs/synthesis_pelvis.png: coronal and pelvic axial slices of synthetic abdomen + pelvis cases, and
 docs/synthesis_cardiac.png: synthetic cardiac cases, one per contrast timing, next to the real chest CT angiography
-of tests/data (for comparison only).
+of tests/data (for comparison only), and docs/synthesis_fat_planes.png: one case without and with ``--fat-planes``.
 
     .venv/bin/python tools/synthesis_figure.py [--out docs/synthesis.png] [--pelvis-out docs/synthesis_pelvis.png]
-        [--cardiac-out docs/synthesis_cardiac.png] [--only axial|pelvis|cardiac]
+        [--cardiac-out docs/synthesis_cardiac.png] [--fat-planes-out docs/synthesis_fat_planes.png]
+        [--only axial|pelvis|cardiac|fat_planes]
 """
 
 from __future__ import annotations
@@ -64,6 +65,56 @@ def cardiac_figure(out: Path) -> None:
     panels.append((arr[k], None, sy / sx, f"REAL chest CTA (tests/data, not used)\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm"))
     panel_grid(panels, CARDIAC_WINDOW, "dvcl synth --kind cardiac: synthetic cardiac CT per contrast timing (window "
                "-250..650 HU) vs a real chest CTA", out)
+
+
+#: (seed, forced phase) of the fat-planes figure, and the organs it outlines (FLARE22 id: name)
+FAT_PLANES_CASE = (3, "native")
+FAT_PLANES_OUTLINED = {1: "liver", 4: "pancreas", 7: "R adrenal", 9: "gallbladder", 12: "duodenum"}
+
+
+def fat_planes_figure(out: Path) -> None:
+    """One adult-size case without and with ``fat_planes`` (same seed: twins), axial slices through the
+    gallbladder's lower half and through the right adrenal gland, liver and its neighbours outlined."""
+    from dataclasses import replace
+
+    base = SynthesisConfig(organ_sizes="adult", fov=False)
+    seed, phase = FAT_PLANES_CASE
+    cases = [synthesize(seed, replace(base, fat_planes=on), phase=phase) for on in (False, True)]
+    lab0 = sitk.GetArrayFromImage(cases[0].label)
+    gb_z = np.nonzero((lab0 == 9).any(axis=(1, 2)))[0]
+    adr_z = np.nonzero((lab0 == 7).any(axis=(1, 2)))[0]
+    slices = [("gallbladder, lower half", int(gb_z[len(gb_z) // 4]) if gb_z.size else lab0.shape[0] // 2),
+              ("right adrenal gland", int(adr_z[len(adr_z) // 2]) if adr_z.size else lab0.shape[0] // 2)]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    sx, sy, sz = cases[0].image.GetSpacing()
+    near = np.isin(lab0, list(FAT_PLANES_OUTLINED))
+    crops = []
+    for _, k in slices:  # the outlined organs' box in that slice, 15 mm around it
+        rows, cols = np.nonzero(near[k])
+        pad = int(15 / sx)
+        crops.append((slice(max(rows.min() - pad, 0), rows.max() + pad),
+                      slice(max(cols.min() - pad, 0), cols.max() + pad)))
+    for col, case in enumerate(cases):
+        arr = sitk.GetArrayFromImage(case.image).astype(np.float32)
+        lab = sitk.GetArrayFromImage(case.label)
+        for row, (where, k) in enumerate(slices):
+            ax, box = axes[row, col], crops[row]
+            ax.imshow(arr[k][box], cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], aspect=sy / sx,
+                      interpolation="bilinear")
+            for i, cid in enumerate(FAT_PLANES_OUTLINED):
+                if (lab[k][box] == cid).any():
+                    ax.contour(lab[k][box] == cid, levels=[0.5], colors=[plt.get_cmap("tab10")(i)], linewidths=0.9)
+            ax.set_title(f"{'with' if col else 'without'} --fat-planes: {where}", fontsize=9)
+            ax.axis("off")
+    handles = [plt.Line2D([], [], color=plt.get_cmap("tab10")(i), label=n) for i, n in
+               enumerate(FAT_PLANES_OUTLINED.values())]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8.5)
+    fig.suptitle(f"dvcl synth case #{seed} ({phase}, adult sizes, {sx:.2f} x {sy:.2f} x {sz:.1f} mm) without and "
+                 "with fat planes (window -160..240 HU)", fontsize=9.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    logging.info("wrote %s (%.0f KB)", out, out.stat().st_size / 1024)
 
 
 def panel_grid(panels, window, suptitle: str, out: Path) -> None:
@@ -134,14 +185,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "synthesis.png")
     parser.add_argument("--pelvis-out", type=Path, default=ROOT / "docs" / "synthesis_pelvis.png")
     parser.add_argument("--cardiac-out", type=Path, default=ROOT / "docs" / "synthesis_cardiac.png")
-    parser.add_argument("--only", choices=("axial", "pelvis", "cardiac"), help="write one of the three figures")
+    parser.add_argument("--fat-planes-out", type=Path, default=ROOT / "docs" / "synthesis_fat_planes.png")
+    parser.add_argument("--only", choices=("axial", "pelvis", "cardiac", "fat_planes"),
+                        help="write one of the four figures")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.only in (None, "cardiac"):
         cardiac_figure(args.cardiac_out)
     if args.only in (None, "pelvis"):
         pelvis_figure(args.pelvis_out)
-    if args.only in ("pelvis", "cardiac"):
+    if args.only in (None, "fat_planes"):
+        fat_planes_figure(args.fat_planes_out)
+    if args.only in ("pelvis", "cardiac", "fat_planes"):
         return 0
     panels = []
     for seed, phase in CASES:

@@ -86,11 +86,12 @@ def labeled_data_generators() -> List[str]:
 SYNTHETIC_LABELED_COUNT = 40
 
 
-def synthetic_data(kind: str, organ_sizes: str = "phantom", fatty_pancreas: bool = False) -> LabeledDataGenerator:
+def synthetic_data(kind: str, organ_sizes: str = "phantom", fatty_pancreas: bool = False,
+                   fat_planes: bool = False) -> LabeledDataGenerator:
     """Labeled data from the domain-randomised synthesis (``dvcl.synthesis``, ``kind`` ``abdomen``: FLARE22 labels,
     ``cardiac``: MM-WHS; ``organ_sizes`` as :class:`~dvcl.synthesis.config.SynthesisConfig`'s; ``fatty_pancreas``:
-    a fatty pancreas at the literature's prevalence), for models trained on it: an adaptation keeps showing the model
-    the anatomy it learned.
+    a fatty pancreas at the literature's prevalence; ``fat_planes``: fat between the liver and its neighbours), for
+    models trained on it: an adaptation keeps showing the model the anatomy it learned.
 
     Case ``i`` depends only on (``seed``, ``i``), so an interrupted generation is simply written again.
     """
@@ -104,7 +105,7 @@ def synthetic_data(kind: str, organ_sizes: str = "phantom", fatty_pancreas: bool
                                     workers=max(1, min(8, os.cpu_count() or 1)), kind=kind,
                                     config=SynthesisConfig(organ_sizes=organ_sizes,
                                                            fatty_pancreas_p=FATTY_PANCREAS_PREVALENCE
-                                                           if fatty_pancreas else 0.0))
+                                                           if fatty_pancreas else 0.0, fat_planes=fat_planes))
         return out
 
     return generate
@@ -114,6 +115,8 @@ register_labeled_data_generator("synthetic_abdomen", synthetic_data("abdomen"))
 register_labeled_data_generator("synthetic_abdomen_adult", synthetic_data("abdomen", organ_sizes="adult"))
 register_labeled_data_generator("synthetic_abdomen_adult_fatty",
                                 synthetic_data("abdomen", organ_sizes="adult", fatty_pancreas=True))
+register_labeled_data_generator("synthetic_abdomen_adult_fatty_planes",
+                                synthetic_data("abdomen", organ_sizes="adult", fatty_pancreas=True, fat_planes=True))
 register_labeled_data_generator("synthetic_heart", synthetic_data("cardiac"))
 
 
