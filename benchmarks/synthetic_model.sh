@@ -14,7 +14,7 @@
 #   DATA_SEED [SEED: the `dvcl synth` data-set seed, so several training seeds can share one data set]
 #   SPACING ["1.5 1.5 3.0" mm]
 #   PROFILE [paper]  ITERATIONS [20000]  METHOD [supervised]  DEVICE [auto]  WORKERS [all cores]  ABLATE [none]
-#   SYNTH_ARGS [none: more `dvcl synth` arguments, e.g. "--organ-sizes adult --fatty-pancreas" (the shipped
+#   SYNTH_ARGS [none: more `dvcl synth` arguments, e.g. "--organ-sizes adult --fatty-pancreas --fat-planes" (the shipped
 #   synthetic_abdomen's data)]
 #   DVCL [python3 -m dvcl]  EXTRA [more `dvcl train` arguments, e.g. "--set val_every=1000"]
 #   FLIP_PROB, OVERSAMPLE [dvcl.synthetic_training's flip_prob (0: no random flips) and foreground_oversample (0.33,
