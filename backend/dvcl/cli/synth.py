@@ -65,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "default 0: never); every other draw of a case stays the same")
     p.add_argument("--fat-planes", action="store_true",
                    help="abdomen: fat, not liver, around the pancreas, duodenum, adrenal glands and the lower half of "
-                   "the gallbladder, as in a patient (a margin of 2-8 mm drawn per organ; every other draw of a case "
-                   "stays the same)")
+                   "the gallbladder, as in a patient (a margin of a few millimetres drawn per organ, see "
+                   "docs/synthesis.md; every other draw of a case stays the same)")
     g = p.add_argument_group("randomisations (each on by default; --no-X turns one off)")
     for name, text in SWITCH_HELP.items():
         g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true", help=f"no {text}")

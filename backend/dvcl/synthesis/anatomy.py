@@ -150,9 +150,9 @@ def add_fat_planes(a: Anatomy, seed: int, cfg: SynthesisConfig) -> Optional[Dict
     centre, so its upper part stays in the liver's fossa. Returns the margins (mm), or None (option off).
 
     Why: the phantom paints the gallbladder, pancreas, duodenum and adrenal glands over its liver, so in its cases
-    the liver wraps them, where in a patient they lie in fat beside it; a network trained on that learns that what
-    the liver surrounds belongs to the liver's neighbourhood and takes them into the liver on real scans. Drawn from
-    a stream of its own (derived from ``seed``), so a case with fat planes is the twin of the case without."""
+    the liver wraps them, where in a patient they lie in fat beside it; a network that never saw them in fat found
+    few of them on a real scan (docs/results/synthetic_fat_planes_cpu/). Drawn from a stream of its own (derived
+    from ``seed``), so a case with fat planes is the twin of the case without."""
     if not cfg.fat_planes:
         return None
     prng = own_stream(seed, 0x46504C4E)
