@@ -111,10 +111,7 @@ def fat_planes_figure(out: Path) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8.5)
     fig.suptitle(f"dvcl synth case #{seed} ({phase}, adult sizes, {sx:.2f} x {sy:.2f} x {sz:.1f} mm) without and "
                  "with fat planes (window -160..240 HU)", fontsize=9.5)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    logging.info("wrote %s (%.0f KB)", out, out.stat().st_size / 1024)
+    save(fig, out, rect=(0, 0.04, 1, 1))
 
 
 def panel_grid(panels, window, suptitle: str, out: Path) -> None:
@@ -130,8 +127,9 @@ def panel_grid(panels, window, suptitle: str, out: Path) -> None:
     save(fig, out)
 
 
-def save(fig, out: Path) -> None:
-    fig.tight_layout()
+def save(fig, out: Path, rect=None) -> None:
+    """Lay out (within ``rect``, room left for a legend), write and log one figure."""
+    fig.tight_layout(rect=rect)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     logging.info("wrote %s (%.0f KB)", out, out.stat().st_size / 1024)

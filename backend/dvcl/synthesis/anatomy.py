@@ -102,9 +102,9 @@ def paint_anatomy(seed: int, rng: np.random.Generator, cfg: SynthesisConfig,
 
 
 def own_stream(seed: int, tag: int) -> np.random.Generator:
-    """A random stream of its own for one optional part of a case (pelvis, organ sizes, fatty pancreas), derived from
-    the case's ``seed`` and the part's ``tag``: turning the part on or off leaves every other draw of the case alone,
-    so a case with it is the twin of the case without it."""
+    """A random stream of its own for one optional part of a case (pelvis, organ sizes, fatty pancreas, fat planes),
+    derived from the case's ``seed`` and the part's ``tag``: turning the part on or off leaves every other draw of the
+    case alone, so a case with it is the twin of the case without it."""
     return np.random.default_rng([int(seed), int(tag)])
 
 

@@ -129,7 +129,7 @@ class SynthesisConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if (f.name in SWITCHES or f.name == "fat_planes") and not isinstance(v, bool):
+            if f.type == "bool" and not isinstance(v, bool):  # every switch, and the on/off options
                 raise ConfigError(f"synthesis option '{f.name}' must be true or false, got {v!r}")
             if isinstance(v, tuple) and len(v) == 2 and f.name != "fixed_spacing":
                 lo, hi = float(v[0]), float(v[1])
